@@ -1,0 +1,33 @@
+# The two commands a new user needs: `make demo` and `make test`.
+GO      ?= go
+PG_BIN  ?= /usr/lib/postgresql/15/bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: build demo test deps vet
+
+# One static binary: no cgo.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
+
+# Starts a private PostgreSQL with logical replication, runs sluice on its
+# embedded NATS, writes sample rows and shows the events with `sluice tail`.
+demo: deps build
+	$(GO) run ./cmd/sluice-demo --sluice bin/sluice
+
+# Everything CI runs.
+test: deps vet
+	$(GO) test -count=1 -timeout 60m ./...
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# The real servers the tests and the demo start. Installed only when missing.
+deps:
+	@if [ ! -x "$(PG_BIN)/initdb" ]; then \
+	  echo "installing PostgreSQL 15 server (Debian package postgresql-15)"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql-15; \
+	fi

@@ -1,0 +1,101 @@
+// Package checkpoint keeps sluice's durable positions in a replicated
+// JetStream key-value bucket, next to the stream they describe.
+package checkpoint
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+// ErrConflict means the checkpoint changed under us: another sluice is
+// running for the same source.
+var ErrConflict = errors.New("checkpoint was written by someone else")
+
+// Checkpoint is where a source resumes. Every event up to Position is stored
+// in the stream, at or below StreamSeq.
+type Checkpoint struct {
+	Source   string           `json:"source"`
+	Position sources.Position `json:"position"`
+	// StreamSeq is the stream's last sequence when Position was reached: the
+	// messages after it belong to transactions after Position.
+	StreamSeq uint64 `json:"stream_seq"`
+	// LastEvent is the commit time of the last transaction up to Position.
+	LastEvent time.Time `json:"last_event"`
+	// SchemaVersions maps "schema.table" to the schema version in force.
+	SchemaVersions map[string]int `json:"schema_versions,omitempty"`
+	UpdatedAt      time.Time      `json:"updated_at"`
+}
+
+// Store reads and writes checkpoints.
+type Store struct {
+	kv       jetstream.KeyValue
+	revision map[string]uint64 // last revision seen per key, to detect a second writer
+}
+
+// Open opens the checkpoint bucket, creating it with the given replicas.
+func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Store, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      bucket,
+			Description: "sluice checkpoints",
+			History:     5,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open checkpoint bucket %s: %w", bucket, err)
+	}
+	return &Store{kv: kv, revision: make(map[string]uint64)}, nil
+}
+
+func positionKey(source string) string { return "pos." + source }
+
+// Load returns the checkpoint of source; ok is false if it has none.
+func (s *Store) Load(ctx context.Context, source string) (cp Checkpoint, ok bool, err error) {
+	e, err := s.kv.Get(ctx, positionKey(source))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("read checkpoint of %s: %w", source, err)
+	}
+	if err := json.Unmarshal(e.Value(), &cp); err != nil {
+		return Checkpoint{}, false, fmt.Errorf("checkpoint of %s is corrupt (revision %d): %w", source, e.Revision(), err)
+	}
+	s.revision[e.Key()] = e.Revision()
+	return cp, true, nil
+}
+
+// Save writes cp. It fails with ErrConflict if the checkpoint was written
+// by anyone else since this Store last read or wrote it.
+func (s *Store) Save(ctx context.Context, cp Checkpoint) error {
+	cp.UpdatedAt = time.Now().UTC()
+	b, err := json.Marshal(cp)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	key := positionKey(cp.Source)
+	var rev uint64
+	if last, ok := s.revision[key]; ok {
+		rev, err = s.kv.Update(ctx, key, b, last)
+	} else {
+		rev, err = s.kv.Create(ctx, key, b)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%w: source %s: is a second sluice running with the same source.name?", ErrConflict, cp.Source)
+	}
+	if err != nil {
+		return fmt.Errorf("write checkpoint of %s: %w", cp.Source, err)
+	}
+	s.revision[key] = rev
+	return nil
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole sluice configuration file.
+type Config struct {
+	Source     SourceConfig     `yaml:"source"`
+	NATS       NATSConfig       `yaml:"nats"`
+	Stream     StreamConfig     `yaml:"stream"`
+	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	Log        LogConfig        `yaml:"log"`
+}
+
+// SourceConfig is the database to capture.
+type SourceConfig struct {
+	Name        string              `yaml:"name"`
+	Kind        string              `yaml:"kind"`
+	DSN         string              `yaml:"dsn"`
+	Tables      []string            `yaml:"tables"`
+	Keys        map[string][]string `yaml:"keys"`
+	Slot        string              `yaml:"slot"`
+	Publication string              `yaml:"publication"`
+}
+
+// NATSConfig chooses the embedded server or an external one.
+type NATSConfig struct {
+	URL        string `yaml:"url"`
+	Listen     string `yaml:"listen"`
+	StoreDir   string `yaml:"store_dir"`
+	ServerName string `yaml:"server_name"`
+	MaxPayload int32  `yaml:"max_payload"`
+}
+
+// StreamConfig is the JetStream stream layout.
+type StreamConfig struct {
+	Name            string        `yaml:"name"`
+	SubjectPrefix   string        `yaml:"subject_prefix"`
+	Partitions      int           `yaml:"partitions"`
+	Replicas        int           `yaml:"replicas"`
+	MaxAge          time.Duration `yaml:"max_age"`
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	Window          int           `yaml:"max_in_flight"`
+}
+
+// CheckpointConfig is where and how often positions are saved.
+type CheckpointConfig struct {
+	Bucket   string        `yaml:"bucket"`
+	Interval time.Duration `yaml:"interval"`
+}
+
+// LogConfig sets the log output.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// defaults are every default value, in one place.
+func defaults() Config {
+	return Config{
+		Source: SourceConfig{Kind: "postgres"},
+		NATS:   NATSConfig{Listen: "127.0.0.1:4222", StoreDir: "./data", MaxPayload: 8 << 20},
+		Stream: StreamConfig{
+			SubjectPrefix: "cdc", Partitions: 8, Replicas: 1,
+			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: 2 * time.Minute, Window: 4096,
+		},
+		Checkpoint: CheckpointConfig{Bucket: "sluice_checkpoints", Interval: 250 * time.Millisecond},
+		Log:        LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// LoadConfig reads a config file strictly: an unknown or misspelled key is
+// an error naming it, then Validate lists every remaining problem.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, b)
+}
+
+// ParseConfig decodes and validates a config document.
+func ParseConfig(path string, b []byte) (Config, error) {
+	cfg := defaults()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty file decodes to io.EOF; Validate then names the required keys.
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("config %s: %s", path, explainYAML(err))
+	}
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type main\.(\w+)`)
+
+// explainYAML rewrites yaml's Go-flavoured errors into config terms.
+func explainYAML(err error) string {
+	msg := err.Error()
+	sections := map[string]string{"Config": "", "SourceConfig": "source.", "NATSConfig": "nats.", "StreamConfig": "stream.",
+		"CheckpointConfig": "checkpoint.", "LogConfig": "log."}
+	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
+		p := unknownField.FindStringSubmatch(m)
+		return fmt.Sprintf("line %s: unknown key %s%s (misspelled? see README \"Configuration\")", p[1], sections[p[3]], p[2])
+	})
+	return strings.ReplaceAll(msg, "yaml: unmarshal errors:\n  ", "")
+}
+
+func (c *Config) fill() {
+	if c.NATS.ServerName == "" {
+		c.NATS.ServerName = "sluice-" + c.Source.Name
+	}
+	if c.Stream.Name == "" {
+		c.Stream.Name = "SLUICE_" + strings.ToUpper(strings.ReplaceAll(c.Source.Name, "-", "_"))
+	}
+}
+
+var (
+	namePattern   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+)
+
+// Validate reports every problem in the configuration at once.
+func (c Config) Validate() error {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	switch {
+	case c.Source.Name == "":
+		add("source.name is required (a short name such as pg1; it names subjects, the slot and the checkpoint)")
+	case !namePattern.MatchString(c.Source.Name):
+		add("source.name %q may hold only letters, digits, '_' and '-'", c.Source.Name)
+	}
+	switch c.Source.Kind {
+	case "postgres":
+	case "mysql":
+		add("source.kind mysql is not supported by this build yet")
+	default:
+		add("source.kind %q is not supported: use postgres", c.Source.Kind)
+	}
+	if c.Source.DSN == "" {
+		add(`source.dsn is required, e.g. "postgres://user@127.0.0.1:5432/shop"`)
+	}
+	for _, t := range c.Source.Tables {
+		if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" || strings.Contains(n, ".") {
+			add("source.tables: %q is not schema.table", t)
+		}
+	}
+	if c.NATS.URL == "" {
+		if c.NATS.StoreDir == "" {
+			add("nats.store_dir is required for the embedded server")
+		}
+		if c.NATS.Listen == "" {
+			add("nats.listen is required for the embedded server (host:port)")
+		}
+	}
+	if c.NATS.MaxPayload < 1024 || c.NATS.MaxPayload > 64<<20 {
+		add("nats.max_payload %d is out of range (1024 to 67108864 bytes)", c.NATS.MaxPayload)
+	}
+	if !prefixPattern.MatchString(c.Stream.SubjectPrefix) {
+		add("stream.subject_prefix %q is not a valid subject prefix (tokens of letters, digits, '_', '-', joined by '.')", c.Stream.SubjectPrefix)
+	}
+	if c.Stream.Partitions < 1 || c.Stream.Partitions > 4096 {
+		add("stream.partitions %d is out of range (1 to 4096)", c.Stream.Partitions)
+	}
+	if c.Stream.Replicas != 1 && c.Stream.Replicas != 3 && c.Stream.Replicas != 5 {
+		add("stream.replicas %d: use 1, 3 or 5", c.Stream.Replicas)
+	}
+	if c.Stream.Window < 1 {
+		add("stream.max_in_flight must be at least 1")
+	}
+	if c.Stream.DuplicateWindow <= 0 {
+		add("stream.duplicate_window must be positive, e.g. 2m")
+	}
+	if c.Checkpoint.Interval <= 0 {
+		add("checkpoint.interval must be positive, e.g. 250ms")
+	}
+	if c.Checkpoint.Bucket == "" || !namePattern.MatchString(c.Checkpoint.Bucket) {
+		add("checkpoint.bucket %q may hold only letters, digits, '_' and '-'", c.Checkpoint.Bucket)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level %q: use debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format %q: use text or json", c.Log.Format)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(p, "\n  "))
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	good := `source: {name: pg1, kind: postgres, dsn: "postgres://u@127.0.0.1:5432/shop", tables: [public.orders]}
+nats:   {url: "", listen: "127.0.0.1:4222", store_dir: ./data}
+stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
+`
+	cfg, err := ParseConfig("good.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Stream.Name != "SLUICE_PG1" || cfg.Stream.DuplicateWindow != 2*time.Minute || cfg.Checkpoint.Bucket != "sluice_checkpoints" {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+
+	tests := []struct {
+		name string
+		yaml string
+		want []string // every fragment must appear in the one error
+	}{
+		{"misspelled key", strings.Replace(good, "dsn:", "dns:", 1), []string{"line 1", "unknown key source.dns"}},
+		{"unknown section", good + "sinks: {}\n", []string{"unknown key sinks"}},
+		{"empty file", "", []string{"source.name is required", "source.dsn is required"}},
+		{"every problem at once", `source: {name: "pg 1", kind: oracle, dsn: x, tables: [orders]}
+stream: {partitions: 0, replicas: 2, subject_prefix: "a..b"}
+log: {level: loud}
+`, []string{`source.name "pg 1"`, `source.kind "oracle"`, `"orders" is not schema.table`, "stream.partitions 0", "stream.replicas 2", "stream.subject_prefix", `log.level "loud"`}},
+		{"bad duration", good + "checkpoint: {interval: soon}\n", []string{"soon"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("bad.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+)
+
+const typesSchema = `
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE all_types (
+	id int PRIMARY KEY,
+	i2 smallint, i4 int, i8 bigint,
+	num numeric(40,20), r real, d double precision,
+	t text, vc varchar(10), b bool,
+	dt date, tm time, ts timestamp, tstz timestamptz, iv interval,
+	u uuid, j json, jb jsonb, by bytea,
+	iarr int[], tarr text[], m mood, marr mood[],
+	nul text);
+CREATE TABLE orders (region text, id int, qty int, note text, PRIMARY KEY (region, id));`
+
+const typesRow = `INSERT INTO all_types VALUES (1,
+	-32768, 2147483647, 9223372036854775807,
+	'12345678901234567890.12345678901234567890', 1.5, -2.5e100,
+	'tab	"quote" \ back', 'varchar', true,
+	'2024-02-29', '13:45:06.789', '2024-02-29 13:45:06.123456', '2024-02-29 13:45:06.5+02', 'P1Y2M3DT4H5M6.5S',
+	'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2]}', '{"b": {"c": null}}', '\x00ff10',
+	'{1,NULL,3}', '{"a b","c,d",NULL}', 'happy', '{sad,ok}',
+	NULL)`
+
+// The JSON each column of typesRow must become (DESIGN.md "The event").
+var typesWant = map[string]string{
+	"id":   `1`,
+	"i2":   `-32768`,
+	"i4":   `2147483647`,
+	"i8":   `9223372036854775807`,
+	"num":  `"12345678901234567890.12345678901234567890"`,
+	"r":    `1.5`,
+	"d":    `-2.5e+100`,
+	"t":    `"tab\t\"quote\" \\ back"`,
+	"vc":   `"varchar"`,
+	"b":    `true`,
+	"dt":   `"2024-02-29"`,
+	"tm":   `"13:45:06.789"`,
+	"ts":   `"2024-02-29T13:45:06.123456Z"`,
+	"tstz": `"2024-02-29T11:45:06.5Z"`,
+	"iv":   `"P1Y2M3DT4H5M6.5S"`,
+	"u":    `"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"`,
+	"j":    `{"a": [1, 2]}`,
+	"jb":   `{"b": {"c": null}}`,
+	"by":   `"AP8Q"`,
+	"iarr": `[1,null,3]`,
+	"tarr": `["a b","c,d",null]`,
+	"m":    `"happy"`,
+	"marr": `["sad","ok"]`,
+	"nul":  `null`,
+}
+
+func TestEndToEnd(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.all_types", "public.orders")
+	e.exec(typesSchema)
+	stop, logs := e.startRun()
+
+	e.exec(typesRow + `; INSERT INTO all_types (id) VALUES (2)`)
+	var values []string
+	for i := range 20 {
+		values = append(values, fmt.Sprintf("('%s', %d, %d, 'n%d')", []string{"eu", "us"}[i%2], i/2, i, i))
+	}
+	e.exec(`INSERT INTO orders VALUES ` + strings.Join(values, ","))
+	e.exec(`BEGIN; UPDATE orders SET qty = qty + 100; UPDATE all_types SET t = 'changed' WHERE id = 1; COMMIT`)
+	e.exec(`UPDATE orders SET id = 100 WHERE region = 'eu' AND id = 1`)
+	e.exec(`DELETE FROM all_types WHERE id = 2`)
+	e.exec(`TRUNCATE orders`)
+
+	const want = 2 + 20 + 21 + 2 + 1 + 4
+	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, want, 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != want {
+		// The stream may have been read before a surplus arrived.
+		t.Fatalf("stream holds %d messages, want exactly %d", n, want)
+	}
+
+	// Every value of every type, exactly.
+	first := events[0]
+	if first.Op != "c" || first.Source.Table != "all_types" {
+		t.Fatalf("first event = %s", first.raw)
+	}
+	for col, w := range typesWant {
+		if got := string(first.After[col]); got != w {
+			t.Errorf("column %s = %s, want %s", col, got, w)
+		}
+	}
+	if len(first.After) != len(typesWant) {
+		t.Errorf("after has %d columns, want %d: %s", len(first.After), len(typesWant), first.raw)
+	}
+	if first.Before != nil || string(first.Key["id"]) != "1" {
+		t.Errorf("insert: before %v key %v", first.Before, first.Key)
+	}
+	s := first.Source
+	if s.Name != "pg1" || s.Kind != "postgres" || s.DB != "shop" || s.Schema != "public" || s.Pos == "" || s.TxID == 0 || s.Snapshot ||
+		time.Since(time.UnixMilli(s.TsMs)) > time.Minute || first.SchemaVersion != 1 || first.TsMs < s.TsMs {
+		t.Errorf("source block: %s", first.raw)
+	}
+	for col, v := range events[1].After {
+		if col != "id" && string(v) != "null" {
+			t.Errorf("row of NULLs: column %s = %s", col, v)
+		}
+	}
+
+	ids := map[string]bool{}
+	byKey := map[string][]string{} // ops per key, in stream order
+	for _, ev := range events {
+		if ids[ev.msgID] {
+			t.Errorf("message id %s delivered twice", ev.msgID)
+		}
+		ids[ev.msgID] = true
+		if !strings.HasPrefix(ev.msgID, "pg1:"+ev.Source.Pos+":") {
+			t.Errorf("message id %s does not carry the position %s", ev.msgID, ev.Source.Pos)
+		}
+		if ev.Op == "t" {
+			continue
+		}
+		key := canonicalKey(t, ev)
+		p := sink.Partition([]byte(key), 4)
+		wantSubj := fmt.Sprintf("cdc.pg1.public.%s.%d", ev.Source.Table, p)
+		if ev.subject != wantSubj {
+			t.Errorf("event for key %s on %s, want %s", key, ev.subject, wantSubj)
+		}
+		byKey[ev.Source.Table+key] = append(byKey[ev.Source.Table+key], ev.Op)
+	}
+
+	// Per-key order, with the key change split into delete + create.
+	checks := map[string][]string{
+		`all_types[1]`:     {"c", "u"},
+		`all_types[2]`:     {"c", "d"},
+		`orders["eu",0]`:   {"c", "u"},
+		`orders["eu",1]`:   {"c", "u", "d"},
+		`orders["eu",100]`: {"c"},
+		`orders["us",9]`:   {"c", "u"},
+	}
+	for k, w := range checks {
+		if got := byKey[k]; !slices.Equal(got, w) {
+			t.Errorf("ops of %s = %v, want %v", k, got, w)
+		}
+	}
+	var upd event
+	for _, ev := range events {
+		if ev.Op == "u" && ev.Source.Table == "all_types" {
+			upd = ev
+		}
+	}
+	if string(upd.After["t"]) != `"changed"` || upd.Before != nil {
+		t.Errorf("update with default replica identity: %s", upd.raw)
+	}
+	var truncs []string
+	for _, ev := range events[len(events)-4:] {
+		if ev.Op != "t" || ev.Key != nil {
+			t.Errorf("want truncate events last, got %s", ev.raw)
+		}
+		truncs = append(truncs, ev.subject)
+	}
+	slices.Sort(truncs)
+	if !slices.Equal(truncs, []string{"cdc.pg1.public.orders.0", "cdc.pg1.public.orders.1", "cdc.pg1.public.orders.2", "cdc.pg1.public.orders.3"}) {
+		t.Errorf("truncate subjects %v, want one per partition", truncs)
+	}
+	if !strings.Contains(logs.String(), "stopped") {
+		t.Errorf("no clean stop logged:\n%s", logs)
+	}
+}
+
+// canonicalKey rebuilds the canonical key the way a consumer would: the
+// key's values in key-column order.
+func canonicalKey(t *testing.T, ev event) string {
+	t.Helper()
+	order := map[string][]string{"all_types": {"id"}, "orders": {"region", "id"}}[ev.Source.Table]
+	var vals []sources.Value
+	for _, c := range order {
+		vals = append(vals, sources.Value(ev.Key[c]))
+	}
+	return string(sink.AppendCanonicalKey(nil, vals))
+}

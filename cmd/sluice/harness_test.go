@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-cdc/sluice/sink/natstest"
+	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+)
+
+// env is one test's real world: a private PostgreSQL and a sluice config
+// whose embedded NATS listens on a free port.
+type env struct {
+	t      *testing.T
+	pg     *pgtest.Server
+	dir    string
+	cfg    Config
+	cfgYML string
+}
+
+func newEnv(t *testing.T, pg *pgtest.Server, tables ...string) *env {
+	t.Helper()
+	ctx := context.Background()
+	if err := pg.CreateDatabase(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	list := ""
+	if len(tables) > 0 {
+		list = "[" + strings.Join(tables, ", ") + "]"
+	} else {
+		list = "[]"
+	}
+	yml := fmt.Sprintf(`source: {name: pg1, kind: postgres, dsn: %q, tables: %s}
+nats:   {listen: "127.0.0.1:%d", store_dir: %q}
+stream: {subject_prefix: cdc, partitions: 4, replicas: 1}
+`, pg.DSN("shop"), list, natstest.FreePort(t), filepath.Join(dir, "nats"))
+	path := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, pg: pg, dir: dir, cfg: cfg, cfgYML: path}
+}
+
+func (e *env) exec(sql string, args ...any) {
+	e.t.Helper()
+	if err := e.pg.Exec(context.Background(), "shop", sql, args...); err != nil {
+		e.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (e *env) natsURL() string { return "nats://" + e.cfg.NATS.Listen }
+
+// logBuffer captures sluice's log lines for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startRun runs sluice in-process until the returned stop is called; stop
+// returns run's error.
+func (e *env) startRun() (stop func() error, logs *logBuffer) {
+	e.t.Helper()
+	logs = &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, e.cfg, log) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(60 * time.Second):
+				err = fmt.Errorf("run did not stop within 60s; log:\n%s", logs)
+			}
+		})
+		return err
+	}
+	e.t.Cleanup(func() { _ = stop() })
+	e.waitStream(done, logs)
+	return stop, logs
+}
+
+// waitStream waits until sluice has created its stream.
+func (e *env) waitStream(done <-chan error, logs fmt.Stringer) {
+	e.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			e.t.Fatalf("sluice stopped early: %v\nlog:\n%s", err, logs)
+		default:
+		}
+		if nc, err := nats.Connect(e.natsURL()); err == nil {
+			js, _ := jetstream.New(nc)
+			_, err := js.Stream(context.Background(), e.cfg.Stream.Name)
+			nc.Close()
+			if err == nil && strings.Contains(logs.String(), "streaming") {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.t.Fatalf("sluice did not start streaming within 60s; log:\n%s", logs)
+}
+
+// event is a decoded change event with its message's metadata.
+type event struct {
+	Op            string                     `json:"op"`
+	Key           map[string]json.RawMessage `json:"key"`
+	Before        map[string]json.RawMessage `json:"before"`
+	After         map[string]json.RawMessage `json:"after"`
+	Unchanged     []string                   `json:"unchanged"`
+	SchemaVersion int                        `json:"schema_version"`
+	Source        struct {
+		Name     string `json:"name"`
+		Kind     string `json:"kind"`
+		DB       string `json:"db"`
+		Schema   string `json:"schema"`
+		Table    string `json:"table"`
+		Pos      string `json:"pos"`
+		TxID     uint64 `json:"txid"`
+		TsMs     int64  `json:"ts_ms"`
+		Snapshot bool   `json:"snapshot"`
+	} `json:"source"`
+	TsMs int64 `json:"ts_ms"`
+
+	subject string
+	msgID   string
+	seq     uint64
+	raw     string
+}
+
+// readEvents reads the stream from the start until it has n messages (or
+// fails the test after timeout).
+func readEvents(t *testing.T, url, stream string, n int, timeout time.Duration) []event {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []event
+	for len(events) < n {
+		batch, err := c.Fetch(min(n-len(events), 1000), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			var e event
+			if err := json.Unmarshal(m.Data(), &e); err != nil {
+				t.Fatalf("message %s is not an event: %v: %s", m.Subject(), err, m.Data())
+			}
+			md, _ := m.Metadata()
+			e.subject, e.msgID, e.seq, e.raw = m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), md.Sequence.Stream, string(m.Data())
+			events = append(events, e)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("got %d events, want %d, within %s", len(events), n, timeout)
+		}
+	}
+	return events
+}
+
+// streamCount returns how many messages the stream holds.
+func streamCount(t *testing.T, url, stream string) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-cdc/sluice/checkpoint"
+	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sources/postgres"
+)
+
+func runCommand() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Capture changes and publish them until stopped (SIGINT/SIGTERM)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, cfg, newLogger(cfg.Log))
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "sluice.yaml", "config file")
+	return cmd
+}
+
+// run is sluice run: it returns nil after a clean shutdown.
+func run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	src, err := postgres.New(ctx, postgres.Config{
+		Name:        cfg.Source.Name,
+		DSN:         cfg.Source.DSN,
+		Tables:      cfg.Source.Tables,
+		Keys:        cfg.Source.Keys,
+		Slot:        cfg.Source.Slot,
+		Publication: cfg.Source.Publication,
+		Log:         log.With("source", cfg.Source.Name),
+	})
+	if err != nil {
+		return err
+	}
+	defer src.Close(context.Background())
+
+	nc, shutdown, err := connectNATS(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer shutdown()
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.Stream.Window*2),
+		jetstream.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	stream, err := sink.EnsureStream(ctx, js, sink.StreamConfig{
+		Name:            cfg.Stream.Name,
+		Prefix:          cfg.Stream.SubjectPrefix,
+		Source:          cfg.Source.Name,
+		Partitions:      cfg.Stream.Partitions,
+		Replicas:        cfg.Stream.Replicas,
+		MaxAge:          cfg.Stream.MaxAge,
+		DuplicateWindow: cfg.Stream.DuplicateWindow,
+	})
+	if err != nil {
+		return err
+	}
+	store, err := checkpoint.Open(ctx, js, cfg.Checkpoint.Bucket, cfg.Stream.Replicas)
+	if err != nil {
+		return err
+	}
+	p, err := sink.NewPipeline(ctx, sink.PipelineConfig{
+		SourceName:         cfg.Source.Name,
+		SourceKind:         cfg.Source.Kind,
+		Database:           src.Database(),
+		Prefix:             cfg.Stream.SubjectPrefix,
+		Partitions:         cfg.Stream.Partitions,
+		MaxPayload:         int(nc.MaxPayload()),
+		Window:             cfg.Stream.Window,
+		CheckpointInterval: cfg.Checkpoint.Interval,
+		Log:                log,
+	}, src, store, js, stream)
+	if err != nil {
+		return err
+	}
+	log.Info("sluice running", "version", version, "stream", cfg.Stream.Name,
+		"subjects", cfg.Stream.SubjectPrefix+"."+cfg.Source.Name+".>", "partitions", cfg.Stream.Partitions)
+	return p.Run(ctx)
+}
+
+// connectNATS starts the embedded server, or connects to nats.url.
+func connectNATS(cfg Config, log *slog.Logger) (*nats.Conn, func(), error) {
+	if cfg.NATS.URL != "" {
+		nc, err := nats.Connect(cfg.NATS.URL, nats.Name("sluice-"+cfg.Source.Name), nats.MaxReconnects(-1))
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to NATS at nats.url: %w", err)
+		}
+		return nc, func() { nc.Close() }, nil
+	}
+	if err := os.MkdirAll(cfg.NATS.StoreDir, 0o750); err != nil {
+		return nil, nil, fmt.Errorf("nats.store_dir: %w", err)
+	}
+	srv, err := sink.StartServer(sink.ServerConfig{
+		Name:       cfg.NATS.ServerName,
+		Listen:     cfg.NATS.Listen,
+		StoreDir:   cfg.NATS.StoreDir,
+		MaxPayload: cfg.NATS.MaxPayload,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info("embedded NATS server listening", "url", srv.ClientURL(), "store_dir", cfg.NATS.StoreDir)
+	nc, err := srv.Connect("sluice-" + cfg.Source.Name)
+	if err != nil {
+		srv.Shutdown()
+		return nil, nil, fmt.Errorf("connect to the embedded NATS server: %w", err)
+	}
+	return nc, func() {
+		// Drain flushes anything buffered before the server goes.
+		_ = nc.Drain()
+		srv.Shutdown()
+	}, nil
+}

@@ -1,0 +1,292 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluice-cdc/sluice/checkpoint"
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+// ErrTooLarge means an event exceeds the largest message NATS accepts.
+var ErrTooLarge = errors.New("event larger than the NATS max payload")
+
+// CheckpointStore is where the pipeline keeps its position.
+type CheckpointStore interface {
+	Load(ctx context.Context, source string) (checkpoint.Checkpoint, bool, error)
+	Save(ctx context.Context, cp checkpoint.Checkpoint) error
+}
+
+// PipelineConfig wires one source to its stream.
+type PipelineConfig struct {
+	SourceName string
+	SourceKind string // "postgres", "mysql"
+	Database   string // the event's source.db
+	Prefix     string
+	Partitions int
+	MaxPayload int // bytes; events above it stop the pipeline
+	Window     int // most messages in flight
+	// CheckpointInterval is how often the acknowledged position is saved
+	// and acknowledged to the database.
+	CheckpointInterval time.Duration
+	// DrainTimeout bounds how long shutdown waits for in-flight publishes.
+	DrainTimeout time.Duration
+	Log          *slog.Logger
+}
+
+// Pipeline moves changes from a source to JetStream and checkpoints what
+// JetStream has stored (DESIGN.md "Data flow").
+type Pipeline struct {
+	cfg   PipelineConfig
+	src   sources.Source
+	pub   *Publisher
+	store CheckpointStore
+	enc   *Encoder
+	log   *slog.Logger
+	subj  map[*sources.Table][]string // subjects per partition
+	mu    sync.Mutex
+	acked checkpoint.Checkpoint // latest boundary JetStream has stored
+}
+
+// NewPipeline wires src to stream: it creates the publisher and reads the
+// stream's state. js must be the JetStream context stream came from.
+func NewPipeline(ctx context.Context, cfg PipelineConfig, src sources.Source, store CheckpointStore, js jetstream.JetStream, stream jetstream.Stream) (*Pipeline, error) {
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = 250 * time.Millisecond
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	p := &Pipeline{
+		cfg:   cfg,
+		src:   src,
+		store: store,
+		enc:   NewEncoder(cfg.SourceName, cfg.SourceKind, cfg.Database),
+		log:   cfg.Log,
+		subj:  make(map[*sources.Table][]string),
+	}
+	pub, err := NewPublisher(ctx, js, stream, PublisherConfig{Window: cfg.Window, OnAcked: p.onAcked, Log: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
+	p.pub = pub
+	return p, nil
+}
+
+// onAcked records a transaction boundary JetStream has fully stored.
+func (p *Pipeline) onAcked(a Acked) {
+	p.mu.Lock()
+	p.acked.Position, p.acked.StreamSeq, p.acked.LastEvent = a.Pos, a.Seq, a.Time
+	p.mu.Unlock()
+}
+
+func (p *Pipeline) latest() checkpoint.Checkpoint {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.acked
+}
+
+// Run streams until ctx ends, then drains in-flight publishes, writes the
+// final checkpoint and returns nil. It returns an error when the source
+// fails for good or the stream cannot be written in order.
+func (p *Pipeline) Run(ctx context.Context) error {
+	cp, _, err := p.store.Load(ctx, p.cfg.SourceName)
+	if err != nil {
+		return err
+	}
+	cp.Source = p.cfg.SourceName
+	p.acked = cp
+	if cp.Position != "" {
+		p.log.Info("resuming from checkpoint", "position", cp.Position, "stream_seq", cp.StreamSeq)
+	} else {
+		p.log.Info("no checkpoint yet: starting at the replication slot's position")
+	}
+
+	// The publisher outlives ctx so that shutdown can drain it.
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	defer stopPub()
+	g, gctx := errgroup.WithContext(ctx)
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- p.pub.Run(pubCtx) }()
+	pubFailed := false
+	g.Go(func() error {
+		select {
+		case err := <-pubDone:
+			pubFailed = true
+			return err
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	saved := cp
+	g.Go(func() error { return p.checkpointLoop(gctx, &saved) })
+	g.Go(func() error { return p.streamLoop(gctx) })
+	err = g.Wait()
+
+	// Whatever stopped us, let in-flight publishes land and record where we
+	// are, so the next start replays as little as possible.
+	dctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
+	defer cancel()
+	if !pubFailed {
+		if ferr := p.pub.Flush(dctx); ferr != nil {
+			p.log.Warn("in-flight publishes did not all finish; they will be replayed on restart", "error", ferr)
+		}
+	}
+	if serr := p.saveCheckpoint(dctx, &saved); serr != nil && err == nil {
+		err = serr
+	}
+	p.log.Info("stopped", "position", saved.Position, "stream_seq", saved.StreamSeq)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// streamLoop runs the source, resuming after transient failures from the
+// last position JetStream has stored.
+func (p *Pipeline) streamLoop(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		from := p.latest()
+		skip, err := p.pub.IDsAfter(ctx, from.StreamSeq)
+		if err != nil {
+			return err
+		}
+		h := &handler{p: p, skip: skip}
+		err = p.src.Stream(ctx, from.Position, h)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, sources.ErrDisconnected) {
+			return err
+		}
+		if h.progressed {
+			attempt = 0
+		}
+		wait := backoff(attempt + 1)
+		p.log.Warn("source connection lost; reconnecting", "in", wait, "attempt", attempt+1, "error", err)
+		// Everything handed over must be stored before the replay starts, so
+		// the replay can tell what to skip.
+		if err := p.pub.Flush(ctx); err != nil {
+			return nil
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return nil
+		}
+	}
+}
+
+func (p *Pipeline) checkpointLoop(ctx context.Context, saved *checkpoint.Checkpoint) error {
+	t := time.NewTicker(p.cfg.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := p.saveCheckpoint(ctx, saved); err != nil {
+			return err
+		}
+	}
+}
+
+// saveCheckpoint writes the latest stored boundary, then tells the source it
+// may release the log up to it: in that order, so a crash between the two
+// only replays.
+func (p *Pipeline) saveCheckpoint(ctx context.Context, saved *checkpoint.Checkpoint) error {
+	cp := p.latest()
+	if cp.Position == "" || (cp.Position == saved.Position && cp.StreamSeq == saved.StreamSeq) {
+		return nil
+	}
+	if err := p.store.Save(ctx, cp); err != nil {
+		return err
+	}
+	*saved = cp
+	p.src.Ack(cp.Position)
+	return nil
+}
+
+// subjects returns the partition subjects of a table shape.
+func (p *Pipeline) subjects(t *sources.Table) ([]string, error) {
+	if s, ok := p.subj[t]; ok {
+		return s, nil
+	}
+	for _, tok := range []string{t.Schema, t.Name} {
+		if tok == "" || strings.ContainsAny(tok, ".*> \t\r\n") {
+			return nil, fmt.Errorf("table %s.%s: its name cannot be a NATS subject token (no '.', '*', '>' or whitespace); rename it or leave it out of source.tables", t.Schema, t.Name)
+		}
+	}
+	base := p.cfg.Prefix + "." + p.cfg.SourceName + "." + t.Schema + "." + t.Name + "."
+	s := make([]string, p.cfg.Partitions)
+	for i := range s {
+		s[i] = base + strconv.Itoa(i)
+	}
+	p.subj[t] = s
+	return s, nil
+}
+
+// handler turns one Stream call's changes into messages.
+type handler struct {
+	p          *Pipeline
+	txPos      sources.Position
+	index      int
+	skip       map[string]struct{}
+	key        []byte
+	progressed bool
+}
+
+func (h *handler) Change(ctx context.Context, c *sources.Change) error {
+	h.progressed = true
+	if c.Pos != h.txPos {
+		h.txPos, h.index = c.Pos, 0
+	}
+	subjects, err := h.p.subjects(c.Table)
+	if err != nil {
+		return err
+	}
+	if c.Op == sources.OpTruncate {
+		// A truncate removes keys of every partition.
+		for _, s := range subjects {
+			if err := h.publish(ctx, s, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	h.key = AppendCanonicalKey(h.key[:0], c.KeyValues())
+	return h.publish(ctx, subjects[Partition(h.key, len(subjects))], c)
+}
+
+func (h *handler) publish(ctx context.Context, subject string, c *sources.Change) error {
+	id := h.p.cfg.SourceName + ":" + string(c.Pos) + ":" + strconv.Itoa(h.index)
+	h.index++
+	if _, ok := h.skip[id]; ok {
+		// Stored before a crash or reconnect; the replay must not repeat it.
+		delete(h.skip, id)
+		return nil
+	}
+	data := h.p.enc.AppendEvent(nil, c, time.Now())
+	if max := h.p.cfg.MaxPayload; max > 0 && len(data)+len(id)+len(subject)+64 > max {
+		return fmt.Errorf("%w: %s.%s key %s at %s is %d bytes, the limit is %d: raise nats.max_payload (embedded server) or max_payload on your NATS servers; nothing was skipped, sluice resumes from this event",
+			ErrTooLarge, c.Table.Schema, c.Table.Name, h.key, c.Pos, len(data), max)
+	}
+	return h.p.pub.Publish(ctx, subject, id, data)
+}
+
+func (h *handler) Commit(ctx context.Context, c sources.Commit) error {
+	h.progressed = true
+	h.txPos, h.index = "", 0
+	return h.p.pub.Commit(ctx, Acked{Pos: c.Pos, Time: c.Time})
+}

@@ -1,0 +1,236 @@
+package sink_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sink/natstest"
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+func testStream(t *testing.T, js jetstream.JetStream) jetstream.Stream {
+	t.Helper()
+	s, err := sink.EnsureStream(context.Background(), js, sink.StreamConfig{
+		Name: "T", Prefix: "cdc", Source: "t", Partitions: 4, Replicas: 1, DuplicateWindow: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// readAll returns the ids of every message in the stream, in stream order.
+func readAll(t *testing.T, s jetstream.Stream) []string {
+	t.Helper()
+	ctx := context.Background()
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("get %d: %v", seq, err)
+		}
+		ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
+	}
+	return ids
+}
+
+type ackLog struct {
+	mu    sync.Mutex
+	acked []sink.Acked
+}
+
+func (a *ackLog) add(x sink.Acked) { a.mu.Lock(); a.acked = append(a.acked, x); a.mu.Unlock() }
+func (a *ackLog) all() []sink.Acked {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]sink.Acked(nil), a.acked...)
+}
+
+// A NATS server restart in the middle of publishing fails in-flight
+// publishes; the publisher must repair so the stream ends up with every
+// message exactly once, in publish order.
+func TestPublisherSurvivesServerRestart(t *testing.T) {
+	srv := natstest.New(t)
+	nc := srv.Connect()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := testStream(t, js)
+	var acks ackLog
+	var logs strings.Builder
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+	pub, err := sink.NewPublisher(ctx, js, stream, sink.PublisherConfig{Window: 256, OnAcked: acks.add, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- pub.Run(ctx) }()
+
+	const n = 20000
+	var want []string
+	for i := range n {
+		id := "t:" + strconv.Itoa(i/10) + ":" + strconv.Itoa(i%10)
+		want = append(want, id)
+		if err := pub.Publish(ctx, fmt.Sprintf("cdc.t.s.tbl.%d", i%4), id, []byte(`{"i":`+strconv.Itoa(i)+`}`)); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 9 {
+			if err := pub.Commit(ctx, sink.Acked{Pos: sources.Position(strconv.Itoa(i / 10))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i == n/2 {
+			srv.Stop()
+			go func() { time.Sleep(300 * time.Millisecond); srv.Start() }()
+		}
+	}
+	fctx, fcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer fcancel()
+	if err := pub.Flush(fctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	got := readAll(t, stream)
+	if len(got) != len(want) {
+		t.Fatalf("stream holds %d messages, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("stream message %d is %s, want %s: order broken", i+1, got[i], want[i])
+		}
+	}
+	acked := acks.all()
+	if len(acked) != n/10 {
+		t.Fatalf("%d commits acked, want %d", len(acked), n/10)
+	}
+	for i, a := range acked {
+		if a.Pos != sources.Position(strconv.Itoa(i)) || a.Seq != uint64(i+1)*10 {
+			t.Fatalf("ack %d = %+v, want pos %d at seq %d", i, a, i, (i+1)*10)
+		}
+	}
+	cancel()
+	if err := <-runErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	if !strings.Contains(logs.String(), "publish failed; republishing") {
+		t.Fatalf("the restart caused no repair, so the test proved nothing; log:\n%s", logs.String())
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// A second writer on the stream breaks the order guarantee: the publisher
+// must stop with ErrForeignWriter rather than interleave.
+func TestPublisherDetectsForeignWriter(t *testing.T) {
+	srv := natstest.New(t)
+	js, err := jetstream.New(srv.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := testStream(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pub, err := sink.NewPublisher(ctx, js, stream, sink.PublisherConfig{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- pub.Run(ctx) }()
+	if err := pub.Publish(ctx, "cdc.t.s.tbl.0", "t:1:0", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "cdc.t.s.tbl.1", []byte("intruder")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, "cdc.t.s.tbl.0", "t:2:0", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-runErr; !errors.Is(err, sink.ErrForeignWriter) {
+		t.Fatalf("Run = %v, want ErrForeignWriter", err)
+	}
+}
+
+// IDsAfter lists what a replay must skip.
+func TestIDsAfter(t *testing.T) {
+	srv := natstest.New(t)
+	js, err := jetstream.New(srv.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := testStream(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := js.Publish(ctx, "cdc.t.s.tbl.0", []byte("{}"), jetstream.WithMsgID("t:"+strconv.Itoa(i)+":0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := sink.NewPublisher(ctx, js, stream, sink.PublisherConfig{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pub.IDsAfter(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 2 {
+		t.Fatalf("IDsAfter(3) = %v, want the ids at sequences 4 and 5", ids)
+	}
+	for _, id := range []string{"t:3:0", "t:4:0"} {
+		if _, ok := ids[id]; !ok {
+			t.Errorf("IDsAfter(3) lacks %s", id)
+		}
+	}
+	if ids, _ := pub.IDsAfter(ctx, 5); len(ids) != 0 {
+		t.Errorf("IDsAfter(last) = %v, want none", ids)
+	}
+}
+
+func TestEnsureStreamRefusesPartitionChange(t *testing.T) {
+	srv := natstest.New(t)
+	js, err := jetstream.New(srv.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testStream(t, js)
+	_, err = sink.EnsureStream(context.Background(), js, sink.StreamConfig{
+		Name: "T", Prefix: "cdc", Source: "t", Partitions: 8, Replicas: 1, DuplicateWindow: time.Minute,
+	})
+	if !errors.Is(err, sink.ErrStreamMismatch) {
+		t.Fatalf("EnsureStream with 8 partitions over a 4-partition stream = %v, want ErrStreamMismatch", err)
+	}
+	_, err = sink.EnsureStream(context.Background(), js, sink.StreamConfig{
+		Name: "T", Prefix: "events", Source: "t", Partitions: 4, Replicas: 1, DuplicateWindow: time.Minute,
+	})
+	if !errors.Is(err, sink.ErrStreamMismatch) {
+		t.Fatalf("EnsureStream with another prefix = %v, want ErrStreamMismatch", err)
+	}
+}

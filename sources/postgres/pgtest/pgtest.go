@@ -1,0 +1,492 @@
+// Package pgtest runs a private, real PostgreSQL 15 server for integration
+// tests and demos. The server is configured for logical replication
+// (wal_level=logical) and trusts every local connection, so tests can connect
+// as the superuser "postgres" without a password.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+const (
+	defaultBin   = "/usr/lib/postgresql/15/bin"
+	readyTimeout = 30 * time.Second
+	stopTimeout  = 30 * time.Second
+	portRetries  = 3
+)
+
+// Options configure Start. The zero value is a fresh cluster in a temp dir on
+// a free port.
+type Options struct {
+	Dir      string            // data + socket dir parent; empty = a new temp dir, removed by Stop
+	Port     int               // 0 = a free loopback port
+	Settings map[string]string // extra postgresql.conf settings; override the defaults
+	Log      io.Writer         // server log output; nil = keep in a file <dir>/postgres.log
+}
+
+// Server is a running (or halted) PostgreSQL server owned by this process.
+type Server struct {
+	bin      string
+	dir      string
+	ownDir   bool // Start created dir, so Stop removes it
+	port     int
+	settings map[string]string
+	cred     *syscall.Credential // nil: run as the current user
+	out      *output
+	logFile  *os.File
+
+	mu      sync.Mutex
+	proc    *process // nil while halted
+	stopped bool
+}
+
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once cmd.Wait has returned
+	err  error         // cmd.Wait's result, valid after done
+}
+
+// Start runs initdb (unless the data dir already holds a cluster) and starts
+// postgres. It returns once the server accepts connections.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	bin := os.Getenv("SLUICE_PG_BIN")
+	if bin == "" {
+		bin = defaultBin
+	}
+	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
+		return nil, fmt.Errorf("PostgreSQL 15 server binaries not found in %s: install the Debian package postgresql-15 or set SLUICE_PG_BIN", bin)
+	}
+	s := &Server{bin: bin, dir: opts.Dir, port: opts.Port, settings: opts.Settings}
+	if err := s.setup(ctx, opts.Log); err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		if s.port == 0 || attempt > 0 {
+			port, err := freePort()
+			if err != nil {
+				s.cleanup()
+				return nil, err
+			}
+			s.port = port
+		}
+		err := s.launch(ctx)
+		if err == nil {
+			return s, nil
+		}
+		// Another process may grab the free port between our probe and
+		// postgres binding it.
+		if opts.Port == 0 && attempt < portRetries && strings.Contains(err.Error(), "could not bind") {
+			continue
+		}
+		s.cleanup()
+		return nil, err
+	}
+}
+
+// New is Start for tests: it fails the test on error and stops the server
+// when the test ends.
+func New(t testing.TB, opts ...Options) *Server {
+	t.Helper()
+	if len(opts) > 1 {
+		t.Fatalf("pgtest.New: at most one Options, got %d", len(opts))
+	}
+	var o Options
+	if len(opts) == 1 {
+		o = opts[0]
+	}
+	s, err := Start(context.Background(), o)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("pgtest: stop: %v", err)
+		}
+	})
+	return s
+}
+
+func (s *Server) Port() int   { return s.port }
+func (s *Server) Dir() string { return s.dir }
+
+// DSN returns a URL for database db as the superuser over loopback TCP.
+func (s *Server) DSN(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, url.PathEscape(db))
+}
+
+// CreateDatabase creates database name; an existing database is not an error.
+func (s *Server) CreateDatabase(ctx context.Context, name string) error {
+	err := s.Exec(ctx, "postgres", "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	var pgErr *pgconn.PgError
+	// 23505 is what a concurrent CREATE DATABASE of the same name can hit
+	// instead of 42P04 (duplicate_database).
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") {
+		return nil
+	}
+	return err
+}
+
+// Exec runs sql in database db on a fresh connection. Without args it uses the
+// simple protocol, so sql may hold several statements.
+func (s *Server) Exec(ctx context.Context, db string, sql string, args ...any) error {
+	conn, err := pgx.Connect(ctx, s.DSN(db))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
+// Stop shuts the server down and removes the dir if Start created it.
+func (s *Server) Stop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil
+	}
+	s.stopped = true
+	err := s.halt()
+	s.cleanup()
+	return err
+}
+
+// Halt stops the server but keeps its data, so Restart can bring it back.
+func (s *Server) Halt() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.halt()
+}
+
+// Restart starts a halted server again on the same port (halting it first if
+// it is running) and waits until it accepts connections.
+func (s *Server) Restart(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return errors.New("pgtest: Restart after Stop")
+	}
+	// Whatever halt reports (a crash, a forced kill), the old process is
+	// gone afterwards, which is all a restart needs.
+	_ = s.halt()
+	return s.launch(ctx)
+}
+
+// setup prepares the dir layout, the log and, if needed, a new cluster.
+func (s *Server) setup(ctx context.Context, log io.Writer) error {
+	var err error
+	if os.Geteuid() == 0 {
+		// initdb and postgres refuse to run as root.
+		if s.cred, err = unprivilegedUser(); err != nil {
+			return err
+		}
+	}
+	if s.dir == "" {
+		if s.dir, err = os.MkdirTemp("", "pgtest-"); err != nil {
+			return err
+		}
+		s.ownDir = true
+	} else if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return err
+	}
+	if s.dir, err = filepath.Abs(s.dir); err != nil {
+		return err
+	}
+	if s.cred != nil {
+		if err := traversable(s.dir, s.ownDir); err != nil {
+			return err
+		}
+	}
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{s.dataDir(), 0o700}, {s.sockDir(), 0o755}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return err
+		}
+		if s.cred != nil {
+			if err := os.Chown(d.path, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	if log == nil {
+		if s.logFile, err = os.OpenFile(filepath.Join(s.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			return err
+		}
+		log = s.logFile
+	}
+	s.out = &output{dst: log}
+	if _, err := os.Stat(filepath.Join(s.dataDir(), "PG_VERSION")); err == nil {
+		return nil // reuse the existing cluster
+	}
+	return s.initdb(ctx)
+}
+
+func (s *Server) initdb(ctx context.Context) error {
+	var out []byte
+	var err error
+	// Not every machine has the C.UTF-8 locale; --no-locale always works.
+	for _, locale := range []string{"--locale=C.UTF-8", "--no-locale"} {
+		cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "initdb"),
+			"-D", s.dataDir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", locale, "-N")
+		cmd.Dir = s.dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+		out, err = cmd.CombinedOutput()
+		s.out.Write(out)
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("pgtest: initdb: %v\n%s", err, lastLines(out, 20))
+}
+
+// launch starts postgres on s.port and waits until it accepts connections.
+func (s *Server) launch(ctx context.Context) error {
+	args := []string{"-D", s.dataDir()}
+	for _, kv := range s.config() {
+		args = append(args, "-c", kv)
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), args...)
+	cmd.Dir = s.dir
+	cmd.Stdout, cmd.Stderr = s.out, s.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: s.cred,
+		// Own process group: a test's Ctrl-C must not reach postgres before
+		// our cleanup asks it for an orderly shutdown.
+		Setpgid: true,
+		// If the test binary dies without cleanup (e.g. go test -timeout),
+		// do not leave an orphaned server behind.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	// Backends inherit the output pipe; do not let a straggler block Wait.
+	cmd.WaitDelay = 5 * time.Second
+
+	s.out.reset()
+	fmt.Fprintf(s.out, "pgtest: starting postgres on 127.0.0.1:%d, data dir %s\n", s.port, s.dataDir())
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("pgtest: start postgres: %w", err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	s.proc = p
+
+	if err := s.waitReady(ctx, p); err != nil {
+		kill(p)
+		s.proc = nil
+		return err
+	}
+	return nil
+}
+
+func (s *Server) waitReady(ctx context.Context, p *process) error {
+	deadline := time.NewTimer(readyTimeout)
+	defer deadline.Stop()
+	for {
+		attemptCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := pgx.Connect(attemptCtx, s.DSN("postgres"))
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("pgtest: postgres exited before accepting connections (%v); last log lines:\n%s", p.err, s.out.lastLines(20))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return fmt.Errorf("pgtest: postgres not accepting connections after %v (last error: %v); last log lines:\n%s", readyTimeout, err, s.out.lastLines(20))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// halt asks postgres for a fast shutdown and kills it if that takes too long.
+func (s *Server) halt() error {
+	p := s.proc
+	if p == nil {
+		return nil
+	}
+	s.proc = nil
+	select {
+	case <-p.done:
+		return fmt.Errorf("pgtest: postgres had already exited: %v", p.err)
+	default:
+	}
+	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGINT)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(stopTimeout):
+		kill(p)
+		return fmt.Errorf("pgtest: postgres did not shut down within %v; killed", stopTimeout)
+	}
+}
+
+// cleanup releases what setup acquired; the server must not be running.
+func (s *Server) cleanup() {
+	if s.logFile != nil {
+		s.logFile.Close()
+		s.logFile = nil
+	}
+	if s.ownDir {
+		os.RemoveAll(s.dir)
+	}
+}
+
+// config returns the -c settings: defaults overridden by Options.Settings.
+func (s *Server) config() []string {
+	conf := map[string]string{
+		"listen_addresses":          "127.0.0.1",
+		"port":                      strconv.Itoa(s.port),
+		"unix_socket_directories":   s.sockDir(),
+		"wal_level":                 "logical",
+		"max_replication_slots":     "20",
+		"max_wal_senders":           "20",
+		"fsync":                     "off",
+		"synchronous_commit":        "off",
+		"full_page_writes":          "off",
+		"shared_buffers":            "128MB",
+		"max_connections":           "100",
+		"logical_decoding_work_mem": "64MB",
+		"wal_sender_timeout":        "60s",
+	}
+	for k, v := range s.settings {
+		conf[k] = v
+	}
+	kvs := make([]string, 0, len(conf))
+	for k, v := range conf {
+		kvs = append(kvs, k+"="+v)
+	}
+	sort.Strings(kvs)
+	return kvs
+}
+
+func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
+func (s *Server) sockDir() string { return filepath.Join(s.dir, "sock") }
+
+// kill SIGKILLs the whole process group so no backend outlives the postmaster.
+func kill(p *process) {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pgtest: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// unprivilegedUser picks the account that runs initdb and postgres when we
+// are root.
+func unprivilegedUser() (*syscall.Credential, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		if u, err = user.Lookup("nobody"); err != nil {
+			return nil, fmt.Errorf("pgtest: running as root but found neither user postgres nor nobody to run postgres as")
+		}
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// traversable makes sure another user can reach dir. os.MkdirTemp and
+// t.TempDir create 0700 dirs, so the search bit is added to dir itself and to
+// its ancestors inside the temp dir; anything else is reported, not changed.
+func traversable(dir string, own bool) error {
+	tmp, _ := filepath.Abs(os.TempDir())
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			rel, err := filepath.Rel(tmp, d)
+			inTemp := err == nil && rel != "." && !strings.HasPrefix(rel, "..")
+			if !(d == dir || inTemp) {
+				return fmt.Errorf("pgtest: %s (mode %v) is not traversable by the postgres user; use a Dir under %s", d, fi.Mode().Perm(), tmp)
+			}
+			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
+				return err
+			}
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// output forwards server output to the configured log and remembers the tail
+// for error messages.
+type output struct {
+	mu     sync.Mutex
+	dst    io.Writer
+	recent []byte
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.recent = append(o.recent, p...)
+	if len(o.recent) > 64<<10 {
+		o.recent = append([]byte(nil), o.recent[len(o.recent)-32<<10:]...)
+	}
+	// A failing log sink is ignored: returning its error would stop the copy
+	// from postgres' stderr pipe, and postgres would then block on logging.
+	_, _ = o.dst.Write(p)
+	return len(p), nil
+}
+
+func (o *output) reset() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.recent = nil
+}
+
+func (o *output) lastLines(n int) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return lastLines(o.recent, n)
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

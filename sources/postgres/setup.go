@@ -1,0 +1,271 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+// tableInfo is what setup learns about one captured table.
+type tableInfo struct {
+	schema, name string
+	key          []string // primary-key (or configured key) columns in key order
+	identity     byte     // relreplident: 'd' default, 'f' full, 'i' index, 'n' nothing
+}
+
+func (t tableInfo) qualified() string { return t.schema + "." + t.name }
+
+// checkWALLevel returns ErrPrerequisite when logical decoding is off.
+func checkWALLevel(ctx context.Context, conn *pgx.Conn) error {
+	var level string
+	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&level); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("%w: wal_level is %q, logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical (or set it in postgresql.conf) and restart PostgreSQL",
+			sources.ErrPrerequisite, level)
+	}
+	return nil
+}
+
+// discoverTables resolves the configured tables (or, when none are given,
+// every table with a primary key in the publication's scope) and their keys.
+// Every problem is reported in one error, not just the first.
+func discoverTables(ctx context.Context, conn *pgx.Conn, cfg Config) ([]tableInfo, error) {
+	names := cfg.Tables
+	if len(names) == 0 {
+		var err error
+		if names, err = tablesInScope(ctx, conn, cfg); err != nil {
+			return nil, err
+		}
+	}
+	var infos []tableInfo
+	var problems []string
+	var noKey []string
+	for _, qn := range names {
+		schema, name, ok := strings.Cut(qn, ".")
+		if !ok {
+			problems = append(problems, fmt.Sprintf("source.tables: %q is not schema.table", qn))
+			continue
+		}
+		var identity byte
+		var oid uint32
+		err := conn.QueryRow(ctx, `SELECT c.oid, c.relreplident::text::"char" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).Scan(&oid, &identity)
+		if errors.Is(err, pgx.ErrNoRows) {
+			problems = append(problems, fmt.Sprintf("table %s does not exist (source.tables)", qn))
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("look up table %s: %w", qn, err)
+		}
+		rows, err := conn.Query(ctx, `SELECT a.attname FROM pg_index i
+			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+			WHERE i.indrelid = $1 AND i.indisprimary
+			ORDER BY array_position(i.indkey::int2[], a.attnum)`, oid)
+		if err != nil {
+			return nil, fmt.Errorf("read primary key of %s: %w", qn, err)
+		}
+		key, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("read primary key of %s: %w", qn, err)
+		}
+		if len(key) == 0 {
+			configured, listed := cfg.Keys[qn]
+			switch {
+			case listed && identity == 'f':
+				key = configured
+			case listed:
+				problems = append(problems, fmt.Sprintf("table %s has no primary key and source.keys lists its key, but its replica identity is not FULL: run ALTER TABLE %s REPLICA IDENTITY FULL", qn, qn))
+				continue
+			default:
+				noKey = append(noKey, qn)
+				continue
+			}
+		}
+		infos = append(infos, tableInfo{schema: schema, name: name, key: key, identity: identity})
+	}
+	if len(noKey) > 0 {
+		problems = append(problems, fmt.Sprintf("%v: %s: add one (ALTER TABLE %s ADD PRIMARY KEY (...)), or set REPLICA IDENTITY FULL (ALTER TABLE %s REPLICA IDENTITY FULL) and list its key columns under source.keys",
+			sources.ErrNoPrimaryKey, strings.Join(noKey, ", "), noKey[0], noKey[0]))
+	}
+	if len(problems) > 0 {
+		err := errors.New(strings.Join(problems, "; "))
+		if len(noKey) > 0 {
+			err = fmt.Errorf("%w: %s", sources.ErrNoPrimaryKey, strings.Join(problems, "; "))
+		}
+		return nil, err
+	}
+	if len(infos) == 0 {
+		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of database %q primary keys", conn.Config().Database)
+	}
+	return infos, nil
+}
+
+// tablesInScope lists the tables of an existing publication, or every user
+// table with a primary key. Tables without one are named in the log: leaving
+// them out is what "every table with a primary key" means, but not silently.
+func tablesInScope(ctx context.Context, conn *pgx.Conn, cfg Config) ([]string, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", cfg.Publication).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("look up publication %s: %w", cfg.Publication, err)
+	}
+	if exists {
+		rows, err := conn.Query(ctx, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", cfg.Publication)
+		if err != nil {
+			return nil, fmt.Errorf("list tables of publication %s: %w", cfg.Publication, err)
+		}
+		return pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname,
+			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+		  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+		ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	var names, skipped []string
+	for rows.Next() {
+		var name string
+		var hasKey bool
+		if err := rows.Scan(&name, &hasKey); err != nil {
+			return nil, err
+		}
+		if _, listed := cfg.Keys[name]; hasKey || listed {
+			names = append(names, name)
+		} else {
+			skipped = append(skipped, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(skipped) > 0 {
+		cfg.Log.Warn("tables without a primary key are not captured: add a key, or set REPLICA IDENTITY FULL and list the key under source.keys",
+			"tables", strings.Join(skipped, ","))
+	}
+	return names, nil
+}
+
+// ensurePublication creates the publication for the tables, or adds the
+// ones it is missing.
+func ensurePublication(ctx context.Context, conn *pgx.Conn, pub string, tables []tableInfo) error {
+	var all bool
+	err := conn.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", pub).Scan(&all)
+	if errors.Is(err, pgx.ErrNoRows) {
+		list := make([]string, len(tables))
+		for i, t := range tables {
+			list[i] = pgx.Identifier{t.schema, t.name}.Sanitize()
+		}
+		sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", pgx.Identifier{pub}.Sanitize(), strings.Join(list, ", "))
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("create publication: %w (create it as a table owner instead: %s)", err, sql)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up publication %s: %w", pub, err)
+	}
+	if all {
+		return nil
+	}
+	rows, err := conn.Query(ctx, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1", pub)
+	if err != nil {
+		return fmt.Errorf("list tables of publication %s: %w", pub, err)
+	}
+	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list tables of publication %s: %w", pub, err)
+	}
+	sort.Strings(have)
+	for _, t := range tables {
+		if i := sort.SearchStrings(have, t.qualified()); i < len(have) && have[i] == t.qualified() {
+			continue
+		}
+		sql := fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", pgx.Identifier{pub}.Sanitize(), pgx.Identifier{t.schema, t.name}.Sanitize())
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("add %s to publication %s: %w (run as a table owner: %s)", t.qualified(), pub, err, sql)
+		}
+	}
+	return nil
+}
+
+// slotState is a replication slot as pg_replication_slots shows it.
+type slotState struct {
+	exists         bool
+	plugin         string
+	confirmedFlush pglogrepl.LSN
+	walStatus      string // reserved, extended, unreserved, lost
+}
+
+func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotState, error) {
+	var s slotState
+	var plugin, walStatus *string
+	var confirmed *string
+	err := conn.QueryRow(ctx, `SELECT plugin, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1`, slot).
+		Scan(&plugin, &confirmed, &walStatus)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("look up replication slot %s: %w", slot, err)
+	}
+	s.exists = true
+	if plugin != nil {
+		s.plugin = *plugin
+	}
+	if walStatus != nil {
+		s.walStatus = *walStatus
+	}
+	if confirmed != nil {
+		if s.confirmedFlush, err = pglogrepl.ParseLSN(*confirmed); err != nil {
+			return s, fmt.Errorf("slot %s: %w", slot, err)
+		}
+	}
+	return s, nil
+}
+
+// ensureSlot checks that the slot can resume from `from`, creating it on a
+// first start. A slot that is gone or invalidated while a checkpoint exists
+// means the log in between is lost: that is a gap, never a silent restart.
+func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, from sources.Position) error {
+	s, err := readSlot(ctx, conn, slot)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !s.exists && from == "":
+		if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
+			return fmt.Errorf("create replication slot %s: %w (the user needs the REPLICATION attribute: ALTER ROLE ... REPLICATION; and max_replication_slots must have room)", slot, err)
+		}
+		return nil
+	case !s.exists:
+		return fmt.Errorf("%w: replication slot %s does not exist, but the checkpoint is at %s: the changes since then are gone from the log (was the slot dropped, or did the database fail over?)",
+			sources.ErrLogLost, slot, from)
+	case s.plugin != "pgoutput":
+		return fmt.Errorf("replication slot %s uses plugin %q, sluice needs pgoutput: drop it or set source.slot to another name", slot, s.plugin)
+	case s.walStatus == "lost":
+		return fmt.Errorf("%w: replication slot %s was invalidated (wal_status lost): PostgreSQL removed WAL it still needed (max_slot_wal_keep_size)",
+			sources.ErrLogLost, slot)
+	}
+	if from != "" {
+		lsn, err := pglogrepl.ParseLSN(string(from))
+		if err != nil {
+			return fmt.Errorf("checkpoint position %q is not an LSN: %w", from, err)
+		}
+		if s.confirmedFlush > lsn {
+			return fmt.Errorf("%w: replication slot %s is at %s, past the checkpoint at %s: the changes in between cannot be replayed (was the slot advanced by hand, or recreated?)",
+				sources.ErrLogLost, slot, s.confirmedFlush, lsn)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,439 @@
+// Package postgres is the PostgreSQL source: logical replication with the
+// pgoutput plugin, read with pglogrepl.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+// Config configures a PostgreSQL source.
+type Config struct {
+	Name   string // source name; slot and publication names derive from it
+	DSN    string
+	Tables []string // schema.table; empty = every table with a primary key
+	// Keys gives the key columns of tables without a primary key, which must
+	// have REPLICA IDENTITY FULL.
+	Keys        map[string][]string
+	Slot        string // default sluice_<name>
+	Publication string // default sluice_<name>
+	// StatusInterval is how often the acknowledged position is reported to
+	// the server (and the longest it waits to learn of a dead peer).
+	StatusInterval time.Duration
+	Log            *slog.Logger
+}
+
+// sessionSettings fix the text form of values that pgoutput sends, so the
+// decoders see one format whatever the server's defaults are.
+var sessionSettings = map[string]string{
+	"DateStyle":          "ISO, MDY",
+	"TimeZone":           "UTC",
+	"IntervalStyle":      "iso_8601",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+}
+
+// Source reads one database's logical replication slot.
+type Source struct {
+	cfg    Config
+	conn   *pgx.Conn // catalog queries; the replication connection is per Stream
+	tables map[string]tableInfo
+	db     string
+	acked  atomic.Uint64 // LSN every change before which is stored
+	shapes map[string]*sources.Table
+	// builtin names built-in types without a catalog round trip.
+	builtin *pgtype.Map
+}
+
+// SlotName derives a valid slot or publication name from a source name.
+func SlotName(source string) string {
+	var b strings.Builder
+	b.WriteString("sluice_")
+	for _, r := range strings.ToLower(source) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '_' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// New connects, checks the prerequisites and prepares the publication and
+// the replication slot.
+func New(ctx context.Context, cfg Config) (*Source, error) {
+	if cfg.Slot == "" {
+		cfg.Slot = SlotName(cfg.Name)
+	}
+	if cfg.Publication == "" {
+		cfg.Publication = SlotName(cfg.Name)
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	conn, err := connect(ctx, cfg.DSN, false)
+	if err != nil {
+		return nil, err
+	}
+	s := &Source{cfg: cfg, conn: conn, db: conn.Config().Database, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap()}
+	if err := s.setup(ctx); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Source) setup(ctx context.Context) error {
+	if err := checkWALLevel(ctx, s.conn); err != nil {
+		return err
+	}
+	tables, err := discoverTables(ctx, s.conn, s.cfg)
+	if err != nil {
+		return err
+	}
+	if err := ensurePublication(ctx, s.conn, s.cfg.Publication, tables); err != nil {
+		return err
+	}
+	s.tables = make(map[string]tableInfo, len(tables))
+	names := make([]string, 0, len(tables))
+	for _, t := range tables {
+		s.tables[t.qualified()] = t
+		names = append(names, t.qualified())
+	}
+	s.cfg.Log.Info("capturing tables", "tables", strings.Join(names, ","), "slot", s.cfg.Slot, "publication", s.cfg.Publication)
+	return nil
+}
+
+// Database is the database name, for the event's source.db.
+func (s *Source) Database() string { return s.db }
+
+// connect opens a catalog or replication connection, with an error that
+// names the server but never the password.
+func connect(ctx context.Context, dsn string, replication bool) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("source.dsn is not a valid PostgreSQL connection string: %w", redact(err, dsn))
+	}
+	for k, v := range sessionSettings {
+		cfg.RuntimeParams[k] = v
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "sluice"
+	}
+	if replication {
+		cfg.RuntimeParams["replication"] = "database"
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "28P01" {
+			return nil, fmt.Errorf("PostgreSQL at %s:%d rejected user %q: wrong password or user (check source.dsn or the credentials source)", cfg.Host, cfg.Port, cfg.User)
+		}
+		return nil, fmt.Errorf("%w: cannot connect to PostgreSQL at %s:%d as %q: %w (is the server running and source.dsn right?)",
+			sources.ErrDisconnected, cfg.Host, cfg.Port, cfg.User, redact(err, dsn))
+	}
+	return conn, nil
+}
+
+// redact removes the DSN from an error message: it may carry a password.
+func redact(err error, dsn string) error {
+	if dsn == "" || !strings.Contains(err.Error(), dsn) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), dsn, "<dsn>"))
+}
+
+// Ack records that everything up to pos is stored downstream.
+func (s *Source) Ack(pos sources.Position) {
+	lsn, err := pglogrepl.ParseLSN(string(pos))
+	if err != nil {
+		return
+	}
+	for {
+		cur := s.acked.Load()
+		if uint64(lsn) <= cur || s.acked.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// Close releases the catalog connection.
+func (s *Source) Close(ctx context.Context) error {
+	return s.conn.Close(ctx)
+}
+
+// Stream reads the slot from `from` and hands changes to h.
+func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Handler) error {
+	if s.conn.IsClosed() {
+		conn, err := connect(ctx, s.cfg.DSN, false)
+		if err != nil {
+			return err
+		}
+		s.conn = conn
+	}
+	if err := ensureSlot(ctx, s.conn, s.cfg.Slot, from); err != nil {
+		return classify(err)
+	}
+	var start pglogrepl.LSN
+	if from != "" {
+		lsn, err := pglogrepl.ParseLSN(string(from))
+		if err != nil {
+			return fmt.Errorf("checkpoint position %q is not an LSN: %w", from, err)
+		}
+		start = lsn
+		s.Ack(from)
+	}
+	rconn, err := connect(ctx, s.cfg.DSN, true)
+	if err != nil {
+		return err
+	}
+	defer rconn.Close(context.Background())
+	pc := rconn.PgConn()
+	err = pglogrepl.StartReplication(ctx, pc, s.cfg.Slot, start, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + s.cfg.Publication + "'"},
+	})
+	if err != nil {
+		return classify(fmt.Errorf("start replication on slot %s: %w", s.cfg.Slot, err))
+	}
+	s.cfg.Log.Info("streaming", "slot", s.cfg.Slot, "from", start)
+	r := &reader{s: s, h: h, relations: make(map[uint32]*relation)}
+	err = r.loop(ctx, pc)
+	if ctx.Err() != nil {
+		// Best effort: tell the server how far we got before hanging up.
+		_ = s.sendStatus(context.Background(), pc)
+		return ctx.Err()
+	}
+	return classify(err)
+}
+
+func (s *Source) sendStatus(ctx context.Context, pc *pgconn.PgConn) error {
+	lsn := pglogrepl.LSN(s.acked.Load())
+	return pglogrepl.SendStandbyStatusUpdate(ctx, pc, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn,
+	})
+}
+
+// classify marks connection-level failures as transient: the pipeline
+// reconnects and resumes after them. Everything else is final.
+func classify(err error) error {
+	if err == nil || errors.Is(err, sources.ErrDisconnected) || errors.Is(err, sources.ErrLogLost) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutdown, crash, starting up
+			pgErr.Code == "55006": // slot still held by the previous, dying walsender
+			return fmt.Errorf("%w: %w", sources.ErrDisconnected, err)
+		}
+		return err
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("%w: %w", sources.ErrDisconnected, err)
+	}
+	return err
+}
+
+// reader is the state of one replication stream.
+type reader struct {
+	s         *Source
+	h         sources.Handler
+	relations map[uint32]*relation
+	tx        struct {
+		pos  sources.Position
+		xid  uint32
+		time time.Time
+	}
+}
+
+func (r *reader) loop(ctx context.Context, pc *pgconn.PgConn) error {
+	nextStatus := time.Now()
+	for {
+		if time.Now().After(nextStatus) {
+			if err := r.s.sendStatus(ctx, pc); err != nil {
+				return fmt.Errorf("send standby status: %w", err)
+			}
+			nextStatus = time.Now().Add(r.s.cfg.StatusInterval)
+		}
+		rctx, cancel := context.WithDeadline(ctx, nextStatus)
+		msg, err := pc.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if pgconn.Timeout(err) && ctx.Err() == nil {
+				continue
+			}
+			return err
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := r.copyData(ctx, pc, msg.Data, &nextStatus); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(msg)
+		default:
+			return fmt.Errorf("unexpected replication message %T", msg)
+		}
+	}
+}
+
+func (r *reader) copyData(ctx context.Context, pc *pgconn.PgConn, data []byte, nextStatus *time.Time) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse keepalive: %w", err)
+		}
+		if ka.ReplyRequested {
+			*nextStatus = time.Time{}
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse XLogData: %w", err)
+		}
+		return r.message(ctx, xld.WALData)
+	}
+	return nil
+}
+
+func (r *reader) message(ctx context.Context, data []byte) error {
+	m, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("decode pgoutput message: %w", err)
+	}
+	switch m := m.(type) {
+	case *pglogrepl.RelationMessage:
+		rel, err := r.s.relation(ctx, m)
+		if err != nil {
+			return err
+		}
+		r.relations[m.RelationID] = rel
+	case *pglogrepl.BeginMessage:
+		r.tx.pos, r.tx.xid, r.tx.time = sources.Position(m.FinalLSN.String()), m.Xid, m.CommitTime
+	case *pglogrepl.CommitMessage:
+		return r.h.Commit(ctx, sources.Commit{Pos: sources.Position(m.TransactionEndLSN.String()), Time: m.CommitTime})
+	case *pglogrepl.InsertMessage:
+		rel, err := r.rel(m.RelationID)
+		if err != nil || rel.table == nil {
+			return err
+		}
+		after, err := rel.decode(m.Tuple, nil, false)
+		if err != nil {
+			return err
+		}
+		return r.emit(ctx, rel, sources.OpCreate, nil, after)
+	case *pglogrepl.UpdateMessage:
+		return r.update(ctx, m)
+	case *pglogrepl.DeleteMessage:
+		rel, err := r.rel(m.RelationID)
+		if err != nil || rel.table == nil {
+			return err
+		}
+		before, err := rel.decode(m.OldTuple, nil, m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey)
+		if err != nil {
+			return err
+		}
+		return r.emit(ctx, rel, sources.OpDelete, before, nil)
+	case *pglogrepl.TruncateMessage:
+		for _, id := range m.RelationIDs {
+			rel, err := r.rel(id)
+			if err != nil {
+				return err
+			}
+			if rel.table == nil {
+				continue
+			}
+			if err := r.emit(ctx, rel, sources.OpTruncate, nil, nil); err != nil {
+				return err
+			}
+		}
+	}
+	// Type and Origin messages need nothing: types are looked up in the
+	// catalog when a relation uses them.
+	return nil
+}
+
+func (r *reader) rel(id uint32) (*relation, error) {
+	rel, ok := r.relations[id]
+	if !ok {
+		return nil, fmt.Errorf("pgoutput sent a change for relation %d before describing it", id)
+	}
+	return rel, nil
+}
+
+// update emits an update, or, when the key changed, a delete of the old key
+// and a create of the new one (they may land in different partitions).
+func (r *reader) update(ctx context.Context, m *pglogrepl.UpdateMessage) error {
+	rel, err := r.rel(m.RelationID)
+	if err != nil || rel.table == nil {
+		return err
+	}
+	var before []sources.Value
+	if m.OldTuple != nil {
+		before, err = rel.decode(m.OldTuple, nil, m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey)
+		if err != nil {
+			return err
+		}
+	}
+	after, err := rel.decode(m.NewTuple, before, false)
+	if err != nil {
+		return err
+	}
+	if before != nil && keyChanged(rel.table, before, after) {
+		if err := r.emit(ctx, rel, sources.OpDelete, before, nil); err != nil {
+			return err
+		}
+		return r.emit(ctx, rel, sources.OpCreate, nil, after)
+	}
+	return r.emit(ctx, rel, sources.OpUpdate, before, after)
+}
+
+func keyChanged(t *sources.Table, before, after []sources.Value) bool {
+	for _, i := range t.Key {
+		if before[i] == nil || after[i] == nil {
+			continue
+		}
+		if string(before[i]) != string(after[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *reader) emit(ctx context.Context, rel *relation, op sources.Op, before, after []sources.Value) error {
+	return r.h.Change(ctx, &sources.Change{
+		Op:         op,
+		Table:      rel.table,
+		Before:     before,
+		After:      after,
+		Pos:        r.tx.pos,
+		TxID:       uint64(r.tx.xid),
+		CommitTime: r.tx.time,
+	})
+}

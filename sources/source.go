@@ -1,0 +1,46 @@
+package sources
+
+import (
+	"context"
+	"errors"
+)
+
+// Source reads one database's replication log.
+//
+// The pipeline calls Stream, and after a failure calls it again from the last
+// position it has stored, so a source keeps no delivery state of its own
+// between calls. Ack is the only way the source learns what is safe to
+// release (DESIGN.md: nothing is acknowledged early).
+type Source interface {
+	// Stream hands every change and commit after from to h in log order,
+	// until ctx ends or an error occurs. An empty from means "where the
+	// database's own bookmark is" (the slot's confirmed position).
+	// Errors wrapping ErrDisconnected are worth retrying; any other error is
+	// final and names what the operator must fix.
+	Stream(ctx context.Context, from Position, h Handler) error
+	// Ack records that every change up to and including the transaction that
+	// ends at pos is durably stored, so the database may release its log.
+	Ack(pos Position)
+	// Close releases the source's connections.
+	Close(ctx context.Context) error
+}
+
+// Handler receives what a source reads. Both calls may block to apply
+// back-pressure; an error from either stops the stream.
+type Handler interface {
+	Change(ctx context.Context, c *Change) error
+	Commit(ctx context.Context, c Commit) error
+}
+
+// Errors a source returns. Each is wrapped with the details and the fix.
+var (
+	// ErrDisconnected wraps a transient loss of the database connection.
+	ErrDisconnected = errors.New("source disconnected")
+	// ErrNoPrimaryKey: a captured table has no primary key.
+	ErrNoPrimaryKey = errors.New("table has no primary key")
+	// ErrLogLost: the log position to resume from no longer exists (slot
+	// dropped or invalidated, binlog purged). The gap must be repaired.
+	ErrLogLost = errors.New("log position lost")
+	// ErrPrerequisite: the database is not configured for capture.
+	ErrPrerequisite = errors.New("database prerequisite missing")
+)
