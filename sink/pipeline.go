@@ -147,10 +147,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if serr := p.saveCheckpoint(dctx, &saved); serr != nil && err == nil {
 		err = serr
 	}
-	p.log.Info("stopped", "position", saved.Position, "stream_seq", saved.StreamSeq)
 	if err != nil && !errors.Is(err, context.Canceled) {
+		p.log.Error("stopped by an error", "position", saved.Position, "stream_seq", saved.StreamSeq, "error", err)
 		return err
 	}
+	p.log.Info("stopped", "position", saved.Position, "stream_seq", saved.StreamSeq)
 	return nil
 }
 
@@ -162,6 +163,10 @@ func (p *Pipeline) streamLoop(ctx context.Context) error {
 		skip, err := p.pub.IDsAfter(ctx, from.StreamSeq)
 		if err != nil {
 			return err
+		}
+		if len(skip) > 0 {
+			p.log.Info("replaying from the checkpoint; messages already stored after it are not published again",
+				"position", from.Position, "stored_after_checkpoint", len(skip))
 		}
 		h := &handler{p: p, skip: skip}
 		err = p.src.Stream(ctx, from.Position, h)

@@ -30,7 +30,7 @@ type Position string
 // shared by every change of that shape and never mutated: a shape change
 // produces a new Table.
 type Table struct {
-	Schema  string   // Postgres schema, MySQL database
+	Schema  string // Postgres schema, MySQL database
 	Name    string
 	Columns []string // in table order
 	Types   []string // database type names, aligned with Columns

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -80,14 +81,44 @@ func TestEndToEnd(t *testing.T) {
 	e.exec(`TRUNCATE orders`)
 
 	const want = 2 + 20 + 21 + 2 + 1 + 4
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sluice log:\n%s", logs)
+		}
+	})
 	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, want, 60*time.Second)
+
+	// Nothing more may arrive: no duplicates, no stray events.
+	time.Sleep(500 * time.Millisecond)
+	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != want {
+		t.Fatalf("stream holds %d messages, want exactly %d", n, want)
+	}
+
+	// sluice tail prints the same events, one JSON object per line.
+	var out strings.Builder
+	tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer tcancel()
+	if err := tail(tctx, &out, e.natsURL(), "cdc.>", true, want); err != nil {
+		t.Fatalf("tail: %v", err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != want {
+		t.Fatalf("tail printed %d lines, want %d", len(lines), want)
+	}
+	for i, l := range lines {
+		if l != events[i].raw {
+			t.Fatalf("tail line %d = %s, want %s", i, l, events[i].raw)
+		}
+	}
+	out.Reset()
+	if err := tail(tctx, &out, e.natsURL(), "cdc.pg1.public.all_types.*", true, 3); err != nil {
+		t.Fatalf("tail of one table: %v", err)
+	}
+	if n := strings.Count(out.String(), `"table":"all_types"`); n != 3 {
+		t.Fatalf("tail of all_types printed %d all_types events, want 3:\n%s", n, out.String())
+	}
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
-	}
-	time.Sleep(200 * time.Millisecond)
-	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != want {
-		// The stream may have been read before a surplus arrived.
-		t.Fatalf("stream holds %d messages, want exactly %d", n, want)
 	}
 
 	// Every value of every type, exactly.

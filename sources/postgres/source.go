@@ -293,6 +293,10 @@ func (r *reader) loop(ctx context.Context, pc *pgconn.PgConn) error {
 			}
 		case *pgproto3.ErrorResponse:
 			return pgconn.ErrorResponseToPgError(msg)
+		case *pgproto3.CopyDone, *pgproto3.CommandComplete:
+			// The walsender ended the stream, as it does when the server
+			// shuts down: reconnect and resume.
+			return fmt.Errorf("%w: the server ended the replication stream", sources.ErrDisconnected)
 		default:
 			return fmt.Errorf("unexpected replication message %T", msg)
 		}
