@@ -36,6 +36,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else if l, err := net.Listen("tcp", cfg.Listen); err != nil {
+		// The server would only log this and never become ready.
+		return nil, fmt.Errorf("nats.listen %s: %w (is another sluice or nats-server running? choose another port)", cfg.Listen, err)
+	} else {
+		l.Close()
 	}
 	opts := &server.Options{
 		ServerName: cfg.Name,

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/natstest"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
@@ -74,4 +75,39 @@ func TestTableWithoutPrimaryKey(t *testing.T) {
 	}
 	// One error names every problem and its fix.
 	mentions(t, err, "public.nokey", "ADD PRIMARY KEY", "REPLICA IDENTITY FULL", "source.keys", "public.missing does not exist")
+}
+
+// A row larger than the NATS max payload stops sluice with an error naming
+// it; nothing is skipped, so a restart with a higher limit delivers it.
+func TestRowLargerThanMaxPayload(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.docs")
+	e.exec(`CREATE TABLE docs (id int PRIMARY KEY, body text)`)
+	e.cfg.NATS.MaxPayload = 4096
+	stop, logs := e.startRun()
+	e.exec(`INSERT INTO docs VALUES (1, 'small')`)
+	e.exec(`INSERT INTO docs VALUES (2, repeat('x', 10000))`)
+	e.exec(`INSERT INTO docs VALUES (3, 'after')`)
+	select {
+	case <-e.finished:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("run did not stop on the oversized row; log:\n%s", logs)
+	}
+	err := stop()
+	if !errors.Is(err, sink.ErrTooLarge) {
+		t.Fatalf("run = %v, want ErrTooLarge; log:\n%s", err, logs)
+	}
+	mentions(t, err, "public.docs", "key [2]", "nats.max_payload", "4096")
+
+	e.cfg.NATS.MaxPayload = 1 << 20
+	stop, _ = e.startRun()
+	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3, 30*time.Second)
+	for i, ev := range events {
+		if string(ev.Key["id"]) != fmt.Sprint(i+1) {
+			t.Errorf("event %d has key %s, want %d", i, ev.Key["id"], i+1)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -27,6 +27,8 @@ type env struct {
 	dir    string
 	cfg    Config
 	cfgYML string
+	// finished closes when the run started last returns by itself or is stopped.
+	finished <-chan struct{}
 }
 
 func newEnv(t *testing.T, pg *pgtest.Server, tables ...string) *env {
@@ -91,34 +93,37 @@ func (e *env) startRun() (stop func() error, logs *logBuffer) {
 	logs = &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, e.cfg, log) }()
+	finished := make(chan struct{})
+	var runErr error
+	go func() { runErr = run(ctx, e.cfg, log); close(finished) }()
 	var once sync.Once
 	var err error
 	stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
-			case err = <-done:
+			case <-finished:
+				err = runErr
 			case <-time.After(60 * time.Second):
 				err = fmt.Errorf("run did not stop within 60s; log:\n%s", logs)
 			}
 		})
 		return err
 	}
+	e.finished = finished
 	e.t.Cleanup(func() { _ = stop() })
-	e.waitStream(done, logs)
+	e.waitStream(finished, logs)
 	return stop, logs
 }
 
 // waitStream waits until sluice has created its stream.
-func (e *env) waitStream(done <-chan error, logs fmt.Stringer) {
+func (e *env) waitStream(finished <-chan struct{}, logs fmt.Stringer) {
 	e.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-done:
-			e.t.Fatalf("sluice stopped early: %v\nlog:\n%s", err, logs)
+		case <-finished:
+			e.t.Fatalf("sluice stopped early; log:\n%s", logs)
 		default:
 		}
 		if nc, err := nats.Connect(e.natsURL()); err == nil {

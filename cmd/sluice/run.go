@@ -128,8 +128,9 @@ func connectNATS(cfg Config, log *slog.Logger) (*nats.Conn, func(), error) {
 		return nil, nil, fmt.Errorf("connect to the embedded NATS server: %w", err)
 	}
 	return nc, func() {
-		// Drain flushes anything buffered before the server goes.
-		_ = nc.Drain()
+		// The pipeline has flushed by now; Drain would run on in the
+		// background while the server goes away under it.
+		nc.Close()
 		srv.Shutdown()
 	}, nil
 }
