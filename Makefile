@@ -18,7 +18,7 @@ demo: deps build
 
 # Everything CI runs.
 test: deps vet
-	$(GO) test -count=1 -timeout 60m ./...
+	$(GO) test -race -count=1 -timeout 60m ./...
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
@@ -214,12 +212,12 @@ func TestCrashRecovery(t *testing.T) {
 		indexes[ev.id[:i]] = append(indexes[ev.id[:i]], idx)
 		switch ev.Op {
 		case "c":
-			lastV[ev.id2] = ev.v
+			lastV[ev.key] = ev.v
 		case "u":
-			if prev := lastV[ev.id2]; ev.v != prev+1 {
-				t.Fatalf("key %d went from v=%d to v=%d: an update was skipped or reordered", ev.id2, prev, ev.v)
+			if prev := lastV[ev.key]; ev.v != prev+1 {
+				t.Fatalf("key %d went from v=%d to v=%d: an update was skipped or reordered", ev.key, prev, ev.v)
 			}
-			lastV[ev.id2] = ev.v
+			lastV[ev.key] = ev.v
 		}
 	}
 	for pos, idx := range indexes {
@@ -240,63 +238,29 @@ func TestCrashRecovery(t *testing.T) {
 	}
 }
 
+// crashEvent is what the crash test needs of an event.
 type crashEvent struct {
-	Op    string `json:"op"`
-	After *struct {
-		ID int `json:"id"`
-		V  int `json:"v"`
-	} `json:"after"`
-	Key struct {
-		ID int `json:"id"`
-	} `json:"key"`
-	id  string
-	id2 int
+	Op  string
+	id  string // Nats-Msg-Id
+	key int
 	v   int
 }
 
 func readAllEvents(t *testing.T, url, stream string) []crashEvent {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := int(streamCount(t, url, stream))
 	var out []crashEvent
-	for uint64(len(out)) < info.State.Msgs {
-		batch, err := c.Fetch(5000, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			t.Fatal(err)
+	for _, e := range readEvents(t, url, stream, n, 2*time.Minute) {
+		ce := crashEvent{Op: e.Op, id: e.msgID}
+		if err := json.Unmarshal(e.Key["id"], &ce.key); err != nil {
+			t.Fatalf("event key: %v: %s", err, e.raw)
 		}
-		for m := range batch.Messages() {
-			var ev crashEvent
-			if err := json.Unmarshal(m.Data(), &ev); err != nil {
-				t.Fatalf("bad event: %v", err)
+		if e.After != nil {
+			if err := json.Unmarshal(e.After["v"], &ce.v); err != nil {
+				t.Fatalf("event v: %v: %s", err, e.raw)
 			}
-			ev.id = m.Headers().Get(jetstream.MsgIDHeader)
-			ev.id2 = ev.Key.ID
-			if ev.After != nil {
-				ev.v = ev.After.V
-			}
-			out = append(out, ev)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d messages", len(out), info.State.Msgs)
-		}
+		out = append(out, ce)
 	}
 	return out
 }
@@ -307,9 +271,9 @@ func materialize(events []crashEvent) map[int]int {
 	for _, ev := range events {
 		switch ev.Op {
 		case "c", "u", "r":
-			view[ev.id2] = ev.v
+			view[ev.key] = ev.v
 		case "d":
-			delete(view, ev.id2)
+			delete(view, ev.key)
 		}
 	}
 	return view
