@@ -27,7 +27,10 @@ vet:
 
 # The real servers the tests and the demo start. Installed only when missing.
 deps:
-	@if [ ! -x "$(PG_BIN)/initdb" ]; then \
-	  echo "installing PostgreSQL 15 server (Debian package postgresql-15)"; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql-15; \
-	fi
+	@missing=""; \
+	  [ -x "$(PG_BIN)/initdb" ] || missing="$$missing postgresql-15"; \
+	  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	  fi

@@ -31,6 +31,7 @@ type SourceConfig struct {
 	Keys        map[string][]string `yaml:"keys"`
 	Slot        string              `yaml:"slot"`
 	Publication string              `yaml:"publication"`
+	ServerID    uint32              `yaml:"server_id"`
 }
 
 // NATSConfig chooses the embedded server or an external one.
@@ -145,17 +146,25 @@ func (c Config) Validate() error {
 	}
 	switch c.Source.Kind {
 	case "postgres":
+		if c.Source.DSN == "" {
+			add(`source.dsn is required, e.g. "postgres://user@127.0.0.1:5432/shop"`)
+		}
+		if c.Source.ServerID != 0 {
+			add("source.server_id is for mysql sources only")
+		}
 	case "mysql":
-		add("source.kind mysql is not supported by this build yet")
+		if c.Source.DSN == "" {
+			add(`source.dsn is required, e.g. "user:password@tcp(127.0.0.1:3306)/shop"`)
+		}
+		if c.Source.Slot != "" || c.Source.Publication != "" {
+			add("source.slot and source.publication are for postgres sources only")
+		}
 	default:
-		add("source.kind %q is not supported: use postgres", c.Source.Kind)
-	}
-	if c.Source.DSN == "" {
-		add(`source.dsn is required, e.g. "postgres://user@127.0.0.1:5432/shop"`)
+		add("source.kind %q is not supported: use postgres or mysql (MySQL and MariaDB)", c.Source.Kind)
 	}
 	for _, t := range c.Source.Tables {
 		if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" || strings.Contains(n, ".") {
-			add("source.tables: %q is not schema.table", t)
+			add("source.tables: %q is not schema.table (db.table for mysql)", t)
 		}
 	}
 	if c.NATS.URL == "" {

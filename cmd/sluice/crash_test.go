@@ -73,17 +73,65 @@ func waitLog(t *testing.T, path, s string, n int, timeout time.Duration) {
 	t.Fatalf("log did not reach %d× %q within %s:\n%s", n, s, timeout, b)
 }
 
+// crashDB is what the crash test needs of a database.
+type crashDB interface {
+	// tx runs the statements in one transaction.
+	tx(stmts []string) error
+	// state returns id → v of every row of items.
+	state() (map[int]int, error)
+}
+
+// pgCrashDB runs the crash test's transactions on PostgreSQL.
+type pgCrashDB struct{ conn *pgx.Conn }
+
+func (d pgCrashDB) tx(stmts []string) error {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	for _, s := range stmts {
+		b.Queue(s)
+	}
+	b.Queue("COMMIT")
+	return d.conn.SendBatch(context.Background(), b).Close()
+}
+
+func (d pgCrashDB) state() (map[int]int, error) {
+	rows, err := d.conn.Query(context.Background(), "SELECT id, v FROM items")
+	if err != nil {
+		return nil, err
+	}
+	state := map[int]int{}
+	for rows.Next() {
+		var id, v int
+		if err := rows.Scan(&id, &v); err != nil {
+			return nil, err
+		}
+		state[id] = v
+	}
+	return state, rows.Err()
+}
+
 // TestCrashRecovery kills sluice with SIGKILL again and again while rows are
-// written, then proves the consumer's view equals the table, that no change
-// was skipped and none was delivered twice.
+// written to PostgreSQL.
 func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test builds and kills the binary: skipped in -short")
 	}
-	bin := buildSluice(t)
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, note text)`)
+	conn, err := pgx.Connect(context.Background(), pg.DSN("shop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	crashTest(t, e, pgCrashDB{conn})
+}
+
+// crashTest kills sluice with SIGKILL again and again while rows are
+// written, then proves the consumer's view equals the table, that no change
+// was skipped and none was delivered twice.
+func crashTest(t *testing.T, e *env, db crashDB) {
+	bin := buildSluice(t)
 	// Exactly-once must not lean on the duplicate window: make it tiny.
 	cfgText, _ := os.ReadFile(e.cfgYML)
 	cfgText = []byte(strings.Replace(string(cfgText), "replicas: 1}", "replicas: 1, duplicate_window: 100ms}", 1))
@@ -99,36 +147,27 @@ func TestCrashRecovery(t *testing.T) {
 	// The writer: 50,000 inserts in transactions of 1 to 60 rows, with
 	// updates (v+1) and deletes of earlier rows mixed in.
 	const rows = 50000
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pg.DSN("shop"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	writerDone := make(chan error, 1)
 	go func() {
 		rng := rand.New(rand.NewPCG(1, 2))
 		next := 1
 		for next <= rows {
 			n := min(1+rng.IntN(60), rows-next+1)
-			b := &pgx.Batch{}
-			b.Queue("BEGIN")
 			vals := make([]string, n)
 			for i := range n {
 				vals[i] = fmt.Sprintf("(%d, 0, 'row %d')", next+i, next+i)
 			}
-			b.Queue("INSERT INTO items VALUES " + strings.Join(vals, ","))
+			stmts := []string{"INSERT INTO items VALUES " + strings.Join(vals, ",")}
 			next += n
 			if next > 100 {
 				for range rng.IntN(5) {
-					b.Queue("UPDATE items SET v = v + 1 WHERE id = $1", 1+rng.IntN(next-1))
+					stmts = append(stmts, fmt.Sprintf("UPDATE items SET v = v + 1 WHERE id = %d", 1+rng.IntN(next-1)))
 				}
 				if rng.IntN(10) == 0 {
-					b.Queue("DELETE FROM items WHERE id = $1", 1+rng.IntN(next-1))
+					stmts = append(stmts, fmt.Sprintf("DELETE FROM items WHERE id = %d", 1+rng.IntN(next-1)))
 				}
 			}
-			b.Queue("COMMIT")
-			if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			if err := db.tx(stmts); err != nil {
 				writerDone <- err
 				return
 			}
@@ -163,7 +202,10 @@ func TestCrashRecovery(t *testing.T) {
 	t.Logf("killed sluice %d times while writing %d rows", kills, rows)
 
 	// Converge: the consumer's view must reach the table's state.
-	want := tableState(t, conn)
+	want, err := db.state()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var view map[int]int
 	var events []crashEvent
 	deadline := time.Now().Add(3 * time.Minute)
@@ -277,23 +319,6 @@ func materialize(events []crashEvent) map[int]int {
 		}
 	}
 	return view
-}
-
-func tableState(t *testing.T, conn *pgx.Conn) map[int]int {
-	t.Helper()
-	rows, err := conn.Query(context.Background(), "SELECT id, v FROM items")
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := map[int]int{}
-	for rows.Next() {
-		var id, v int
-		if err := rows.Scan(&id, &v); err != nil {
-			t.Fatal(err)
-		}
-		state[id] = v
-	}
-	return state
 }
 
 func equalState(a, b map[int]int) bool {

@@ -16,14 +16,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-cdc/sluice/sink/natstest"
+	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
-// env is one test's real world: a private PostgreSQL and a sluice config
+// execer runs SQL in a database: pgtest.Server and mysqltest.Server both do.
+type execer interface {
+	Exec(ctx context.Context, db, sql string, args ...any) error
+}
+
+// env is one test's real world: a private database and a sluice config
 // whose embedded NATS listens on a free port.
 type env struct {
 	t      *testing.T
-	pg     *pgtest.Server
+	db     execer
 	dir    string
 	cfg    Config
 	cfgYML string
@@ -31,23 +37,32 @@ type env struct {
 	finished <-chan struct{}
 }
 
+// newEnv prepares database shop on a private PostgreSQL.
 func newEnv(t *testing.T, pg *pgtest.Server, tables ...string) *env {
 	t.Helper()
-	ctx := context.Background()
-	if err := pg.CreateDatabase(ctx, "shop"); err != nil {
+	if err := pg.CreateDatabase(context.Background(), "shop"); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	list := ""
-	if len(tables) > 0 {
-		list = "[" + strings.Join(tables, ", ") + "]"
-	} else {
-		list = "[]"
+	return newEnvFor(t, "postgres", pg.DSN("shop"), pg, tables)
+}
+
+// newMySQLEnv prepares database shop on a private MariaDB.
+func newMySQLEnv(t *testing.T, my *mysqltest.Server, tables ...string) *env {
+	t.Helper()
+	if err := my.CreateDatabase(context.Background(), "shop"); err != nil {
+		t.Fatal(err)
 	}
-	yml := fmt.Sprintf(`source: {name: pg1, kind: postgres, dsn: %q, tables: %s}
+	return newEnvFor(t, "mysql", my.DSN("shop"), my, tables)
+}
+
+func newEnvFor(t *testing.T, kind, dsn string, db execer, tables []string) *env {
+	t.Helper()
+	dir := t.TempDir()
+	name := map[string]string{"postgres": "pg1", "mysql": "my1"}[kind]
+	yml := fmt.Sprintf(`source: {name: %s, kind: %s, dsn: %q, tables: [%s]}
 nats:   {listen: "127.0.0.1:%d", store_dir: %q}
 stream: {subject_prefix: cdc, partitions: 4, replicas: 1}
-`, pg.DSN("shop"), list, natstest.FreePort(t), filepath.Join(dir, "nats"))
+`, name, kind, dsn, strings.Join(tables, ", "), natstest.FreePort(t), filepath.Join(dir, "nats"))
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
@@ -56,12 +71,12 @@ stream: {subject_prefix: cdc, partitions: 4, replicas: 1}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, pg: pg, dir: dir, cfg: cfg, cfgYML: path}
+	return &env{t: t, db: db, dir: dir, cfg: cfg, cfgYML: path}
 }
 
 func (e *env) exec(sql string, args ...any) {
 	e.t.Helper()
-	if err := e.pg.Exec(context.Background(), "shop", sql, args...); err != nil {
+	if err := e.db.Exec(context.Background(), "shop", sql, args...); err != nil {
 		e.t.Fatalf("%s: %v", sql, err)
 	}
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/mysql"
 	"github.com/sluice-cdc/sluice/sources/postgres"
 )
 
@@ -40,15 +42,7 @@ func runCommand() *cobra.Command {
 
 // run is sluice run: it returns nil after a clean shutdown.
 func run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	src, err := postgres.New(ctx, postgres.Config{
-		Name:        cfg.Source.Name,
-		DSN:         cfg.Source.DSN,
-		Tables:      cfg.Source.Tables,
-		Keys:        cfg.Source.Keys,
-		Slot:        cfg.Source.Slot,
-		Publication: cfg.Source.Publication,
-		Log:         log.With("source", cfg.Source.Name),
-	})
+	src, err := newSource(ctx, cfg.Source, log.With("source", cfg.Source.Name))
 	if err != nil {
 		return err
 	}
@@ -98,6 +92,24 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("sluice running", "version", version, "stream", cfg.Stream.Name,
 		"subjects", cfg.Stream.SubjectPrefix+"."+cfg.Source.Name+".>", "partitions", cfg.Stream.Partitions)
 	return p.Run(ctx)
+}
+
+// source is a database source as run drives it.
+type source interface {
+	sources.Source
+	Database() string // the event's source.db
+}
+
+func newSource(ctx context.Context, cfg SourceConfig, log *slog.Logger) (source, error) {
+	if cfg.Kind == "mysql" {
+		return mysql.New(ctx, mysql.Config{
+			Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID, Log: log,
+		})
+	}
+	return postgres.New(ctx, postgres.Config{
+		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys,
+		Slot: cfg.Slot, Publication: cfg.Publication, Log: log,
+	})
 }
 
 // connectNATS starts the embedded server, or connects to nats.url.

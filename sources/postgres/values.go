@@ -4,9 +4,10 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/sluice-cdc/sluice/sources"
 )
 
 // valueDecoder appends the JSON form of one column's text-format value to
@@ -205,51 +206,7 @@ func decodeBytea(dst, text []byte) ([]byte, error) {
 }
 
 func decodeString(dst, text []byte) ([]byte, error) {
-	return appendJSONString(dst, text), nil
-}
-
-// appendJSONString writes s as a JSON string. Invalid UTF-8 becomes U+FFFD,
-// as encoding/json does.
-func appendJSONString(dst, s []byte) []byte {
-	const hexDigits = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, "\ufffd"...)
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return sources.AppendJSONString(dst, text), nil
 }
 
 // decodeDate writes an ISO date; BC years become astronomical years
@@ -257,7 +214,7 @@ func appendJSONString(dst, s []byte) []byte {
 func decodeDate(dst, text []byte) ([]byte, error) {
 	switch string(text) {
 	case "infinity", "-infinity":
-		return appendJSONString(dst, text), nil
+		return sources.AppendJSONString(dst, text), nil
 	}
 	date, bc := cutBC(text)
 	if !isDate(date) {
@@ -287,7 +244,7 @@ func decodeTimestamptz(dst, text []byte) ([]byte, error) {
 func appendTimestamp(dst, text []byte, withZone bool) ([]byte, error) {
 	switch string(text) {
 	case "infinity", "-infinity":
-		return appendJSONString(dst, text), nil
+		return sources.AppendJSONString(dst, text), nil
 	}
 	body, bc := cutBC(text)
 	sp := indexByte(body, ' ')

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+
+	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
+)
+
+const mysqlTypesTable = `CREATE TABLE all_types (
+	id INT PRIMARY KEY,
+	ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, mu MEDIUMINT UNSIGNED,
+	i INT, iu INT UNSIGNED, bi BIGINT, bu BIGINT UNSIGNED,
+	d DECIMAL(65,30), f FLOAT, dbl DOUBLE,
+	c CHAR(5), vc VARCHAR(20), tx TEXT, l1 VARCHAR(20) CHARACTER SET latin1,
+	bl BLOB, bn BINARY(3), vb VARBINARY(10),
+	dt DATE, tm TIME(3), dtm DATETIME(6), ts TIMESTAMP(3) NULL, yr YEAR,
+	j JSON, e ENUM('sad','ok','happy'), st SET('a','b','c'), bt BIT(10),
+	nul VARCHAR(5))`
+
+const mysqlTypesRow = `INSERT INTO all_types VALUES (1,
+	-128, 255, -32768, 16777215,
+	-2147483648, 4294967295, -9223372036854775808, 18446744073709551615,
+	'12345678901234567890123456789012345.123456789012345678901234567890', 1.5, -2.5e100,
+	'ab', 'varchar "q"', 'text\nline', 'café',
+	X'00FF10', X'616263', X'DEAD',
+	'2024-02-29', '13:45:06.789', '2024-02-29 13:45:06.123456', '2024-02-29 13:45:06.500', 2024,
+	'{"a": [1, 2]}', 'happy', 'a,c', b'1010101010',
+	NULL)`
+
+var mysqlTypesWant = map[string]string{
+	"id": `1`,
+	"ti": `-128`, "tu": `255`, "si": `-32768`, "mu": `16777215`,
+	"i": `-2147483648`, "iu": `4294967295`, "bi": `-9223372036854775808`, "bu": `18446744073709551615`,
+	"d":   `"12345678901234567890123456789012345.123456789012345678901234567890"`,
+	"f":   `1.5`,
+	"dbl": `-2.5e+100`,
+	"c":   `"ab"`, "vc": `"varchar \"q\""`, "tx": `"text\nline"`, "l1": `"café"`,
+	"bl": `"AP8Q"`, "bn": `"YWJj"`, "vb": `"3q0="`,
+	"dt": `"2024-02-29"`, "tm": `"13:45:06.789"`, "dtm": `"2024-02-29T13:45:06.123456Z"`, "ts": `"2024-02-29T13:45:06.500Z"`, "yr": `2024`,
+	"j": `{"a": [1, 2]}`, "e": `"happy"`, "st": `"a,c"`, "bt": `682`,
+	"nul": `null`,
+}
+
+func TestMySQLEndToEnd(t *testing.T) {
+	my := mysqltest.New(t)
+	e := newMySQLEnv(t, my, "shop.all_types", "shop.orders")
+	e.exec(mysqlTypesTable)
+	e.exec(`CREATE TABLE orders (region VARCHAR(8), id INT, qty INT, note TEXT, PRIMARY KEY (region, id))`)
+	stop, logs := e.startRun()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sluice log:\n%s", logs)
+		}
+	})
+
+	e.exec(mysqlTypesRow)
+	e.exec(`INSERT INTO all_types (id) VALUES (2)`)
+	var values []string
+	for i := range 20 {
+		values = append(values, fmt.Sprintf("('%s', %d, %d, 'n%d')", []string{"eu", "us"}[i%2], i/2, i, i))
+	}
+	e.exec(`INSERT INTO orders VALUES ` + strings.Join(values, ","))
+	e.exec(`UPDATE orders SET qty = qty + 100`)
+	e.exec(`UPDATE all_types SET tx = 'changed' WHERE id = 1`)
+	e.exec(`UPDATE orders SET id = 100 WHERE region = 'eu' AND id = 1`)
+	e.exec(`DELETE FROM all_types WHERE id = 2`)
+	e.exec(`TRUNCATE TABLE orders`)
+
+	const want = 2 + 20 + 21 + 2 + 1 + 4
+	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, want, 60*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != want {
+		t.Fatalf("stream holds %d messages, want exactly %d", n, want)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	first := events[0]
+	for col, w := range mysqlTypesWant {
+		if got := string(first.After[col]); got != w {
+			t.Errorf("column %s = %s, want %s", col, got, w)
+		}
+	}
+	if len(first.After) != len(mysqlTypesWant) {
+		t.Errorf("after has %d columns, want %d: %s", len(first.After), len(mysqlTypesWant), first.raw)
+	}
+	s := first.Source
+	if s.Name != "my1" || s.Kind != "mysql" || s.DB != "shop" || s.Schema != "shop" || s.Pos == "" || s.TxID == 0 ||
+		time.Since(time.UnixMilli(s.TsMs)) > time.Minute || first.SchemaVersion != 1 {
+		t.Errorf("source block: %s", first.raw)
+	}
+
+	ids := map[string]bool{}
+	byKey := map[string][]string{}
+	for _, ev := range events {
+		if ids[ev.msgID] {
+			t.Errorf("message id %s delivered twice", ev.msgID)
+		}
+		ids[ev.msgID] = true
+		if ev.Op == "t" {
+			continue
+		}
+		order := map[string][]string{"all_types": {"id"}, "orders": {"region", "id"}}[ev.Source.Table]
+		var vals []sources.Value
+		for _, c := range order {
+			vals = append(vals, sources.Value(ev.Key[c]))
+		}
+		key := string(sink.AppendCanonicalKey(nil, vals))
+		if want := fmt.Sprintf("cdc.my1.shop.%s.%d", ev.Source.Table, sink.Partition([]byte(key), 4)); ev.subject != want {
+			t.Errorf("event for %s on %s, want %s", key, ev.subject, want)
+		}
+		byKey[ev.Source.Table+key] = append(byKey[ev.Source.Table+key], ev.Op)
+	}
+	for k, w := range map[string][]string{
+		`all_types[1]`: {"c", "u"}, `all_types[2]`: {"c", "d"},
+		`orders["eu",1]`: {"c", "u", "d"}, `orders["eu",100]`: {"c"}, `orders["us",9]`: {"c", "u"},
+	} {
+		if got := byKey[k]; !slices.Equal(got, w) {
+			t.Errorf("ops of %s = %v, want %v", k, got, w)
+		}
+	}
+	for _, ev := range events {
+		if ev.Op == "u" && ev.Source.Table == "all_types" && (string(ev.Before["tx"]) != `"text\nline"` || string(ev.After["tx"]) != `"changed"`) {
+			t.Errorf("update must carry the full before image: %s", ev.raw)
+		}
+	}
+	var truncs []string
+	for _, ev := range events[len(events)-4:] {
+		if ev.Op != "t" {
+			t.Errorf("want truncate events last, got %s", ev.raw)
+		}
+		truncs = append(truncs, ev.subject)
+	}
+	sort.Strings(truncs)
+	if !slices.Equal(truncs, []string{"cdc.my1.shop.orders.0", "cdc.my1.shop.orders.1", "cdc.my1.shop.orders.2", "cdc.my1.shop.orders.3"}) {
+		t.Errorf("truncate subjects %v", truncs)
+	}
+}
+
+// ALTER TABLE mid-stream: every event carries the columns the table had at
+// that point of the binlog, and a new shape gets a higher schema_version.
+func TestMySQLSchemaChangeMidStream(t *testing.T) {
+	my := mysqltest.New(t)
+	e := newMySQLEnv(t, my, "shop.t")
+	e.exec(`CREATE TABLE t (id INT PRIMARY KEY, a INT)`)
+	stop, logs := e.startRun()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sluice log:\n%s", logs)
+		}
+	})
+	e.exec(`INSERT INTO t VALUES (1, 10)`)
+	e.exec(`ALTER TABLE t ADD COLUMN b VARCHAR(10) DEFAULT 'x'`)
+	e.exec(`INSERT INTO t VALUES (2, 20, 'y')`)
+	e.exec(`UPDATE t SET a = 11 WHERE id = 1`)
+	e.exec(`ALTER TABLE t DROP COLUMN a`)
+	e.exec(`INSERT INTO t VALUES (3, 'z')`)
+	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 4, 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		op      string
+		cols    string
+		version int
+	}{
+		{"c", "a,id", 1},
+		{"c", "a,b,id", 2},
+		{"u", "a,b,id", 2},
+		{"c", "b,id", 3},
+	}
+	for i, w := range want {
+		ev := events[i]
+		var cols []string
+		for c := range ev.After {
+			cols = append(cols, c)
+		}
+		sort.Strings(cols)
+		if ev.Op != w.op || strings.Join(cols, ",") != w.cols || ev.SchemaVersion != w.version {
+			t.Errorf("event %d = %s %v v%d, want %s [%s] v%d: %s", i, ev.Op, cols, ev.SchemaVersion, w.op, w.cols, w.version, ev.raw)
+		}
+	}
+	if string(events[1].After["b"]) != `"y"` || string(events[2].After["b"]) != `"x"` || string(events[3].After["b"]) != `"z"` {
+		t.Errorf("values of b: %s %s %s", events[1].After["b"], events[2].After["b"], events[3].After["b"])
+	}
+}
+
+// mysqlCrashDB runs the crash test's transactions on MariaDB.
+type mysqlCrashDB struct{ conn *client.Conn }
+
+func (d mysqlCrashDB) tx(stmts []string) error {
+	if err := d.conn.Begin(); err != nil {
+		return err
+	}
+	for _, s := range stmts {
+		if _, err := d.conn.Execute(s); err != nil {
+			_ = d.conn.Rollback()
+			return err
+		}
+	}
+	return d.conn.Commit()
+}
+
+func (d mysqlCrashDB) state() (map[int]int, error) {
+	r, err := d.conn.Execute("SELECT id, v FROM items")
+	if err != nil {
+		return nil, err
+	}
+	state := map[int]int{}
+	for i := range r.RowNumber() {
+		id, _ := r.GetInt(i, 0)
+		v, _ := r.GetInt(i, 1)
+		state[int(id)] = int(v)
+	}
+	return state, nil
+}
+
+func TestMySQLCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test builds and kills the binary: skipped in -short")
+	}
+	my := mysqltest.New(t)
+	e := newMySQLEnv(t, my, "shop.items")
+	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL, note TEXT)`)
+	conn, err := client.Connect(my.Addr(), "root", "", "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	crashTest(t, e, mysqlCrashDB{conn})
+}
+
+func TestMySQLPrerequisites(t *testing.T) {
+	my := mysqltest.New(t, mysqltest.Options{Settings: map[string]string{"binlog_format": "STATEMENT", "binlog_row_image": "MINIMAL"}})
+	e := newMySQLEnv(t, my, "shop.ok", "shop.nokey")
+	e.exec(`CREATE TABLE ok (id INT PRIMARY KEY)`)
+	e.exec(`CREATE TABLE nokey (a INT)`)
+	err, _ := runErr(t, e.cfg)
+	if !errors.Is(err, sources.ErrPrerequisite) {
+		t.Errorf("error is not ErrPrerequisite: %v", err)
+	}
+	mentions(t, err, "binlog_format is STATEMENT", "binlog_format = ROW", "binlog_row_image is MINIMAL", "binlog_row_image = FULL")
+
+	// With the binlog right, the table without a key is named with its fix.
+	my2 := mysqltest.New(t)
+	e2 := newMySQLEnv(t, my2, "shop.ok", "shop.nokey")
+	e2.exec(`CREATE TABLE ok (id INT PRIMARY KEY)`)
+	e2.exec(`CREATE TABLE nokey (a INT)`)
+	err, _ = runErr(t, e2.cfg)
+	if !errors.Is(err, sources.ErrNoPrimaryKey) {
+		t.Errorf("error is not ErrNoPrimaryKey: %v", err)
+	}
+	mentions(t, err, "shop.nokey", "ADD PRIMARY KEY", "source.keys")
+}
+
+// A purged binlog behind the checkpoint is a lost position, reported as such.
+func TestMySQLPurgedBinlogIsAGap(t *testing.T) {
+	my := mysqltest.New(t)
+	e := newMySQLEnv(t, my, "shop.t")
+	e.exec(`CREATE TABLE t (id INT PRIMARY KEY)`)
+	stop, _ := e.startRun()
+	e.exec(`INSERT INTO t VALUES (1)`)
+	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i < 5; i++ {
+		e.exec(`INSERT INTO t VALUES (` + strconv.Itoa(i) + `)`)
+	}
+	if err := my.PurgeBinlogs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err, _ := runErr(t, e.cfg)
+	if !errors.Is(err, sources.ErrLogLost) {
+		t.Fatalf("run after the purge = %v, want ErrLogLost", err)
+	}
+}

@@ -1,0 +1,613 @@
+// Package mysqltest runs a private, real MariaDB server for integration tests
+// of binlog-based change data capture. The server writes a ROW binlog with
+// full row images and metadata, GTIDs in strict mode, and lets "root" connect
+// over loopback TCP without a password.
+package mysqltest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/go-mysql-org/go-mysql/mysql"
+)
+
+const (
+	readyTimeout = 60 * time.Second
+	stopTimeout  = 30 * time.Second
+	portRetries  = 3
+	// Unix socket paths are limited to 107 bytes; longer dirs get their
+	// socket in a separate short temp dir.
+	maxSocketPath = 100
+)
+
+// Options configure Start. The zero value is a fresh server in a temp dir on
+// a free port.
+type Options struct {
+	Dir      string            // datadir + socket parent; empty = new temp dir, removed by Stop
+	Port     int               // 0 = a free loopback port
+	Settings map[string]string // extra server options, override the defaults (e.g. {"binlog_format": "STATEMENT"}); "" = a bare --flag
+	Log      io.Writer         // server error log; nil = <dir>/mariadb.log
+}
+
+// Server is a running (or halted) MariaDB server owned by this process.
+type Server struct {
+	mariadbd  string
+	dir       string
+	ownDir    bool   // Start created dir, so Stop removes it
+	sockDir   string // normally <dir>/sock
+	ownSock   bool   // sockDir is a separate temp dir, removed by Stop
+	port      int
+	settings  map[string]string
+	cred      *syscall.Credential // nil: run as the current user
+	userFlags []string            // --user=root when root must run the server itself
+	out       *output
+	logFile   *os.File
+
+	mu      sync.Mutex
+	proc    *process // nil while halted
+	stopped bool
+}
+
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once cmd.Wait has returned
+	err  error         // cmd.Wait's result, valid after done
+}
+
+// Start bootstraps a data dir with mariadb-install-db (unless Dir already
+// holds one) and starts mariadbd. It returns once root can run SELECT 1 over
+// TCP.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	mariadbd, err1 := findBin("mariadbd")
+	installDB, err2 := findBin("mariadb-install-db")
+	if err1 != nil || err2 != nil {
+		return nil, errors.New("MariaDB server not found: install the Debian package mariadb-server (make test does this)")
+	}
+	s := &Server{mariadbd: mariadbd, dir: opts.Dir, port: opts.Port, settings: opts.Settings}
+	if err := s.setup(ctx, installDB, opts.Log); err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		if s.port == 0 || attempt > 0 {
+			port, err := freePort()
+			if err != nil {
+				s.cleanup()
+				return nil, err
+			}
+			s.port = port
+		}
+		err := s.launch(ctx)
+		if err == nil {
+			return s, nil
+		}
+		// Another process may grab the free port between our probe and
+		// mariadbd binding it.
+		if opts.Port == 0 && attempt < portRetries && strings.Contains(err.Error(), "Bind on TCP/IP port") {
+			continue
+		}
+		s.cleanup()
+		return nil, err
+	}
+}
+
+// New is Start for tests: it fails the test on error and stops the server
+// when the test ends.
+func New(t testing.TB, opts ...Options) *Server {
+	t.Helper()
+	if len(opts) > 1 {
+		t.Fatalf("mysqltest.New: at most one Options, got %d", len(opts))
+	}
+	var o Options
+	if len(opts) == 1 {
+		o = opts[0]
+	}
+	s, err := Start(context.Background(), o)
+	if err != nil {
+		t.Fatalf("mysqltest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("mysqltest: stop: %v", err)
+		}
+	})
+	return s
+}
+
+func (s *Server) Port() int    { return s.port }
+func (s *Server) Dir() string  { return s.dir }
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// DSN returns "root:@tcp(127.0.0.1:<port>)/<db>" (root with an empty password
+// over TCP), the go-sql-driver/mysql format.
+func (s *Server) DSN(db string) string {
+	return fmt.Sprintf("root:@tcp(%s)/%s", s.Addr(), db)
+}
+
+// CreateDatabase creates database name; an existing database is not an error.
+func (s *Server) CreateDatabase(ctx context.Context, name string) error {
+	return s.Exec(ctx, "", "CREATE DATABASE IF NOT EXISTS "+quoteIdent(name))
+}
+
+// Exec runs one SQL statement as root in database db ("" = none) on a fresh
+// connection. Several statements separated by ';' are not supported. With
+// args, sql is a prepared statement with '?' placeholders.
+func (s *Server) Exec(ctx context.Context, db, sql string, args ...any) error {
+	_, err := s.Query(ctx, db, sql, args...)
+	return err
+}
+
+// Query runs one statement like Exec and returns all rows as strings, NULL as
+// nil — for tests comparing table state.
+func (s *Server) Query(ctx context.Context, db, sql string, args ...any) ([][]*string, error) {
+	conn, err := client.ConnectWithContext(ctx, s.Addr(), "root", "", db, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	// go-mysql has no context support past the dial: close the socket when
+	// ctx ends so Execute returns. (conn.Close would race with the reader.)
+	raw := conn.Conn.Conn
+	defer context.AfterFunc(ctx, func() { raw.Close() })()
+	r, err := conn.Execute(sql, args...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	defer r.Close()
+	if r.Resultset == nil {
+		return nil, nil
+	}
+	rows := make([][]*string, len(r.Values))
+	for i, vals := range r.Values {
+		rows[i] = make([]*string, len(vals))
+		for j := range vals {
+			rows[i][j] = fieldString(&vals[j])
+		}
+	}
+	return rows, nil
+}
+
+// PurgeBinlogs rotates the binlog (FLUSH BINARY LOGS) and purges everything
+// before the new file (PURGE BINARY LOGS TO ...), so earlier positions are
+// gone — used to test gap detection.
+func (s *Server) PurgeBinlogs(ctx context.Context) error {
+	if err := s.Exec(ctx, "", "FLUSH BINARY LOGS"); err != nil {
+		return err
+	}
+	rows, err := s.Query(ctx, "", "SHOW MASTER STATUS")
+	if err != nil {
+		return err
+	}
+	if len(rows) != 1 || rows[0][0] == nil {
+		return errors.New("mysqltest: SHOW MASTER STATUS returned no binlog file")
+	}
+	current := *rows[0][0]
+	// MariaDB keeps a binlog file until InnoDB has made its transactions
+	// durable (the binlog checkpoint); with innodb_flush_log_at_trx_commit=2
+	// that takes up to a second, and PURGE silently skips the file until then.
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		if err := s.Exec(ctx, "", "PURGE BINARY LOGS TO "+quoteString(current)); err != nil {
+			return err
+		}
+		logs, err := s.Query(ctx, "", "SHOW BINARY LOGS")
+		if err != nil {
+			return err
+		}
+		if len(logs) == 0 || logs[0][0] == nil || *logs[0][0] == current {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("mysqltest: binlog %s still not purged after %v", *logs[0][0], readyTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop shuts the server down and removes the dir if Start created it.
+func (s *Server) Stop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil
+	}
+	s.stopped = true
+	err := s.halt()
+	s.cleanup()
+	return err
+}
+
+// Halt stops the server but keeps its data, so Restart can bring it back.
+func (s *Server) Halt() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.halt()
+}
+
+// Restart starts a halted server again on the same port (halting it first if
+// it is running) and waits until it accepts connections.
+func (s *Server) Restart(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return errors.New("mysqltest: Restart after Stop")
+	}
+	// Whatever halt reports (a crash, a forced kill), the old process is
+	// gone afterwards, which is all a restart needs.
+	_ = s.halt()
+	return s.launch(ctx)
+}
+
+// setup prepares the dir layout, the log and, if needed, a new data dir.
+func (s *Server) setup(ctx context.Context, installDB string, log io.Writer) error {
+	var err error
+	if os.Geteuid() == 0 {
+		// mariadbd refuses to run as root unless told --user=root. Prefer
+		// the mysql account, switched to by exec itself so Pdeathsig
+		// survives (a setuid inside mariadbd would clear it).
+		if s.cred, err = lookupCred("mysql"); err != nil {
+			s.userFlags = []string{"--user=root"}
+		}
+	}
+	if s.dir == "" {
+		if s.dir, err = os.MkdirTemp("", "mysqltest-"); err != nil {
+			return err
+		}
+		s.ownDir = true
+	} else if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return err
+	}
+	if s.dir, err = filepath.Abs(s.dir); err != nil {
+		return err
+	}
+	s.sockDir = filepath.Join(s.dir, "sock")
+	if len(s.socket()) > maxSocketPath {
+		if s.sockDir, err = os.MkdirTemp("", "mysqltest-sock-"); err != nil {
+			return err
+		}
+		s.ownSock = true
+	}
+	if s.cred != nil {
+		if err := traversable(s.dir, s.ownDir); err != nil {
+			return err
+		}
+	}
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{s.dataDir(), 0o700}, {s.sockDir, 0o755}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil { // MkdirTemp made sockDir 0700
+			return err
+		}
+		if s.cred != nil {
+			if err := os.Chown(d.path, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	if log == nil {
+		if s.logFile, err = os.OpenFile(filepath.Join(s.dir, "mariadb.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			return err
+		}
+		log = s.logFile
+	}
+	s.out = &output{dst: log}
+	if _, err := os.Stat(filepath.Join(s.dataDir(), "mysql")); err == nil {
+		return nil // reuse the existing data dir
+	}
+	args := append([]string{"--no-defaults", "--datadir=" + s.dataDir(),
+		"--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"}, s.userFlags...)
+	cmd := exec.CommandContext(ctx, installDB, args...)
+	cmd.Dir = s.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	s.out.Write(out)
+	if err != nil {
+		return fmt.Errorf("mysqltest: mariadb-install-db: %v\n%s", err, lastLines(out, 20))
+	}
+	return nil
+}
+
+// launch starts mariadbd on s.port and waits until it accepts connections.
+func (s *Server) launch(ctx context.Context) error {
+	cmd := exec.Command(s.mariadbd, s.args()...)
+	cmd.Dir = s.dir
+	// Without --log-error mariadbd logs to stderr, which goes to Options.Log
+	// and the tail kept for error messages.
+	cmd.Stdout, cmd.Stderr = s.out, s.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: s.cred,
+		// Own process group: a test's Ctrl-C must not reach mariadbd before
+		// our cleanup asks it for an orderly shutdown.
+		Setpgid: true,
+		// If the test binary dies without cleanup (e.g. go test -timeout),
+		// do not leave an orphaned server behind.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	cmd.WaitDelay = 5 * time.Second
+
+	s.out.reset()
+	fmt.Fprintf(s.out, "mysqltest: starting mariadbd on %s, data dir %s\n", s.Addr(), s.dataDir())
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("mysqltest: start mariadbd: %w", err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	s.proc = p
+
+	if err := s.waitReady(ctx, p); err != nil {
+		kill(p)
+		s.proc = nil
+		return err
+	}
+	return nil
+}
+
+func (s *Server) waitReady(ctx context.Context, p *process) error {
+	deadline := time.NewTimer(readyTimeout)
+	defer deadline.Stop()
+	for {
+		attemptCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := s.Exec(attemptCtx, "", "SELECT 1")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("mysqltest: mariadbd exited before accepting connections (%v); last log lines:\n%s", p.err, s.out.lastLines(20))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return fmt.Errorf("mysqltest: mariadbd not accepting connections after %v (last error: %v); last log lines:\n%s", readyTimeout, err, s.out.lastLines(20))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// halt asks mariadbd for a normal shutdown (SIGTERM) and kills it if that
+// takes too long.
+func (s *Server) halt() error {
+	p := s.proc
+	if p == nil {
+		return nil
+	}
+	s.proc = nil
+	select {
+	case <-p.done:
+		return fmt.Errorf("mysqltest: mariadbd had already exited: %v", p.err)
+	default:
+	}
+	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(stopTimeout):
+		kill(p)
+		return fmt.Errorf("mysqltest: mariadbd did not shut down within %v; killed", stopTimeout)
+	}
+}
+
+// cleanup releases what setup acquired; the server must not be running.
+func (s *Server) cleanup() {
+	if s.logFile != nil {
+		s.logFile.Close()
+		s.logFile = nil
+	}
+	if s.ownSock {
+		os.RemoveAll(s.sockDir)
+	}
+	if s.ownDir {
+		os.RemoveAll(s.dir)
+	}
+}
+
+// args returns the mariadbd command line: defaults overridden by
+// Options.Settings.
+func (s *Server) args() []string {
+	conf := map[string]string{
+		"datadir":                         s.dataDir(),
+		"socket":                          s.socket(),
+		"pid-file":                        filepath.Join(s.dataDir(), "mariadbd.pid"),
+		"port":                            strconv.Itoa(s.port),
+		"bind-address":                    "127.0.0.1",
+		"skip-name-resolve":               "",
+		"server-id":                       "1",
+		"log-bin":                         filepath.Join(s.dataDir(), "binlog"),
+		"binlog-format":                   "ROW",
+		"binlog-row-image":                "FULL",
+		"binlog-row-metadata":             "FULL",
+		"gtid-strict-mode":                "ON",
+		"log-slave-updates":               "ON",
+		"innodb-buffer-pool-size":         "64M",
+		"innodb-log-file-size":            "48M",
+		"innodb-flush-log-at-trx-commit":  "2",
+		"sync-binlog":                     "0",
+		"max-connections":                 "200",
+		"character-set-server":            "utf8mb4",
+		"collation-server":                "utf8mb4_bin",
+		"default-time-zone":               "+00:00",
+		"explicit-defaults-for-timestamp": "ON",
+	}
+	for k, v := range s.settings {
+		conf[strings.ReplaceAll(k, "_", "-")] = v
+	}
+	args := make([]string, 0, len(conf))
+	for k, v := range conf {
+		if v == "" {
+			args = append(args, "--"+k)
+		} else {
+			args = append(args, "--"+k+"="+v)
+		}
+	}
+	sort.Strings(args)
+	// --no-defaults must come first.
+	return append(append([]string{"--no-defaults"}, args...), s.userFlags...)
+}
+
+func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
+func (s *Server) socket() string  { return filepath.Join(s.sockDir, "mysqld.sock") }
+
+// fieldString renders a text- or binary-protocol value; NULL is nil.
+func fieldString(fv *mysql.FieldValue) *string {
+	var v string
+	switch fv.Type {
+	case mysql.FieldValueTypeNull:
+		return nil
+	case mysql.FieldValueTypeUnsigned:
+		v = strconv.FormatUint(fv.AsUint64(), 10)
+	case mysql.FieldValueTypeSigned:
+		v = strconv.FormatInt(fv.AsInt64(), 10)
+	case mysql.FieldValueTypeFloat:
+		v = strconv.FormatFloat(fv.AsFloat64(), 'g', -1, 64)
+	default:
+		v = string(fv.AsString())
+	}
+	return &v
+}
+
+func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
+func quoteString(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// findBin looks in PATH and in the sbin dirs a non-root PATH may lack.
+func findBin(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
+// kill SIGKILLs the whole process group so nothing outlives mariadbd.
+func kill(p *process) {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("mysqltest: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func lookupCred(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// traversable makes sure another user can reach dir. os.MkdirTemp and
+// t.TempDir create 0700 dirs, so the search bit is added to dir itself and to
+// its ancestors inside the temp dir; anything else is reported, not changed.
+func traversable(dir string, own bool) error {
+	tmp, _ := filepath.Abs(os.TempDir())
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			rel, err := filepath.Rel(tmp, d)
+			inTemp := err == nil && rel != "." && !strings.HasPrefix(rel, "..")
+			if !(d == dir || inTemp) {
+				return fmt.Errorf("mysqltest: %s (mode %v) is not traversable by the mysql user; use a Dir under %s", d, fi.Mode().Perm(), tmp)
+			}
+			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
+				return err
+			}
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// output forwards server output to the configured log and remembers the tail
+// for error messages.
+type output struct {
+	mu     sync.Mutex
+	dst    io.Writer
+	recent []byte
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.recent = append(o.recent, p...)
+	if len(o.recent) > 64<<10 {
+		o.recent = append([]byte(nil), o.recent[len(o.recent)-32<<10:]...)
+	}
+	// A failing log sink is ignored: returning its error would stop the copy
+	// from mariadbd's stderr pipe, and mariadbd would then block on logging.
+	_, _ = o.dst.Write(p)
+	return len(p), nil
+}
+
+func (o *output) reset() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.recent = nil
+}
+
+func (o *output) lastLines(n int) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return lastLines(o.recent, n)
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,325 @@
+package mysql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+// defaultTimeout bounds connecting and each catalog query round trip.
+const defaultTimeout = 10 * time.Second
+
+// connect opens a SQL connection; its errors name the server, not the DSN.
+func connect(ctx context.Context, d dsn) (*client.Conn, error) {
+	conn, err := client.ConnectWithContext(ctx, d.addr(), d.user, d.password, "", defaultTimeout, func(c *client.Conn) error {
+		return c.SetCharset("utf8mb4")
+	})
+	if err != nil {
+		var myErr *mysql.MyError
+		if errors.As(err, &myErr) && myErr.Code == mysql.ER_ACCESS_DENIED_ERROR {
+			return nil, fmt.Errorf("MySQL at %s rejected user %q: wrong password or user (check source.dsn or the credentials source)", d.addr(), d.user)
+		}
+		return nil, fmt.Errorf("%w: cannot connect to MySQL at %s as %q: %w (is the server running and source.dsn right?)",
+			sources.ErrDisconnected, d.addr(), d.user, err)
+	}
+	return conn, nil
+}
+
+// column is what decoding needs to know about one column beyond the binlog.
+type column struct {
+	name     string
+	dataType string   // information_schema DATA_TYPE: int, varchar, enum, ...
+	unsigned bool     // integer columns
+	labels   []string // enum and set members, in order
+	charset  string   // character columns; "binary" for binary strings and blobs
+}
+
+// tableSchema is a captured table as information_schema describes it.
+type tableSchema struct {
+	db, name string
+	columns  []column
+	key      []string
+}
+
+func (t *tableSchema) qualified() string { return t.db + "." + t.name }
+
+// serverInfo is what the prerequisite check learns about the server.
+type serverInfo struct {
+	flavor string // mysql.MySQLFlavor or mysql.MariaDBFlavor
+	gtid   bool   // resume by GTID set
+}
+
+// checkServer reports every missing binlog prerequisite at once.
+func checkServer(conn *client.Conn, user string) (serverInfo, error) {
+	var info serverInfo
+	r, err := conn.Execute("SELECT @@version, @@log_bin, @@binlog_format, @@binlog_row_image")
+	if err != nil {
+		return info, fmt.Errorf("read server settings: %w", err)
+	}
+	version, _ := r.GetString(0, 0)
+	logBin, _ := r.GetInt(0, 1)
+	format, _ := r.GetString(0, 2)
+	image, _ := r.GetString(0, 3)
+	info.flavor = mysql.MySQLFlavor
+	if strings.Contains(strings.ToLower(version), "mariadb") {
+		info.flavor = mysql.MariaDBFlavor
+	}
+	var problems []string
+	if logBin != 1 {
+		problems = append(problems, "the binary log is off: start the server with log_bin (e.g. log_bin = binlog in my.cnf)")
+	}
+	if !strings.EqualFold(format, "ROW") {
+		problems = append(problems, fmt.Sprintf("binlog_format is %s: set binlog_format = ROW (SET GLOBAL binlog_format = 'ROW' and in my.cnf)", format))
+	}
+	if !strings.EqualFold(image, "FULL") {
+		problems = append(problems, fmt.Sprintf("binlog_row_image is %s: set binlog_row_image = FULL (SET GLOBAL binlog_row_image = 'FULL' and in my.cnf)", image))
+	}
+	if info.flavor == mysql.MariaDBFlavor {
+		// MariaDB writes GTIDs whatever its settings.
+		info.gtid = true
+	} else if r, err := conn.Execute("SELECT @@gtid_mode"); err == nil {
+		mode, _ := r.GetString(0, 0)
+		info.gtid = strings.EqualFold(mode, "ON")
+	}
+	if missing := missingPrivileges(conn); len(missing) > 0 {
+		problems = append(problems, fmt.Sprintf("user %q lacks %s: GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO the sluice user",
+			user, strings.Join(missing, " and ")))
+	}
+	if len(problems) > 0 {
+		return info, fmt.Errorf("%w: %s", sources.ErrPrerequisite, strings.Join(problems, "; "))
+	}
+	return info, nil
+}
+
+// missingPrivileges reads SHOW GRANTS for the replication privileges.
+func missingPrivileges(conn *client.Conn) []string {
+	r, err := conn.Execute("SHOW GRANTS")
+	if err != nil {
+		return nil // cannot tell; the binlog dump will say so itself
+	}
+	var grants strings.Builder
+	for i := range r.RowNumber() {
+		g, _ := r.GetString(i, 0)
+		grants.WriteString(strings.ToUpper(g) + "\n")
+	}
+	all := grants.String()
+	if strings.Contains(all, "ALL PRIVILEGES ON *.*") {
+		return nil
+	}
+	var missing []string
+	if !strings.Contains(all, "REPLICATION SLAVE") && !strings.Contains(all, "REPLICATION REPLICA") {
+		missing = append(missing, "REPLICATION SLAVE")
+	}
+	if !strings.Contains(all, "REPLICATION CLIENT") && !strings.Contains(all, "BINLOG MONITOR") {
+		missing = append(missing, "REPLICATION CLIENT")
+	}
+	return missing
+}
+
+// discoverTables resolves the captured tables, their columns and keys.
+func discoverTables(conn *client.Conn, cfg Config, db string) ([]*tableSchema, error) {
+	names := cfg.Tables
+	if len(names) == 0 {
+		if db == "" {
+			return nil, errors.New("source.tables is empty and source.dsn names no database: list the tables as db.table")
+		}
+		r, err := conn.Execute(`SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME), EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c
+			WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')
+			FROM information_schema.TABLES t WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1`, db)
+		if err != nil {
+			return nil, fmt.Errorf("list tables of %s: %w", db, err)
+		}
+		var skipped []string
+		for i := range r.RowNumber() {
+			n, _ := r.GetString(i, 0)
+			hasKey, _ := r.GetInt(i, 1)
+			if _, listed := cfg.Keys[n]; hasKey == 1 || listed {
+				names = append(names, n)
+			} else {
+				skipped = append(skipped, n)
+			}
+		}
+		if len(skipped) > 0 {
+			cfg.Log.Warn("tables without a primary key are not captured: add a key, or list the key under source.keys", "tables", strings.Join(skipped, ","))
+		}
+	}
+	var tables []*tableSchema
+	var problems, noKey []string
+	for _, qn := range names {
+		dbName, name, ok := strings.Cut(qn, ".")
+		if !ok {
+			problems = append(problems, fmt.Sprintf("source.tables: %q is not db.table", qn))
+			continue
+		}
+		t, err := loadTable(conn, dbName, name)
+		if err != nil {
+			return nil, err
+		}
+		if t == nil {
+			problems = append(problems, fmt.Sprintf("table %s does not exist (source.tables)", qn))
+			continue
+		}
+		if len(t.key) == 0 {
+			if k, ok := cfg.Keys[qn]; ok {
+				t.key = k
+			} else {
+				noKey = append(noKey, qn)
+				continue
+			}
+		}
+		tables = append(tables, t)
+	}
+	if len(noKey) > 0 {
+		problems = append(problems, fmt.Sprintf("%v: %s: add one (ALTER TABLE %s ADD PRIMARY KEY (...)), or list its key columns under source.keys (the binlog carries full rows)",
+			sources.ErrNoPrimaryKey, strings.Join(noKey, ", "), noKey[0]))
+	}
+	if len(problems) > 0 {
+		if len(noKey) > 0 {
+			return nil, fmt.Errorf("%w: %s", sources.ErrNoPrimaryKey, strings.Join(problems, "; "))
+		}
+		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	if len(tables) == 0 {
+		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of %q primary keys", db)
+	}
+	return tables, nil
+}
+
+// loadTable reads a table's columns and primary key; nil if it does not exist.
+func loadTable(conn *client.Conn, db, name string) (*tableSchema, error) {
+	r, err := conn.Execute(`SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IFNULL(CHARACTER_SET_NAME, '')
+		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`, db, name)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s.%s: %w", db, name, err)
+	}
+	if r.RowNumber() == 0 {
+		return nil, nil
+	}
+	t := &tableSchema{db: db, name: name}
+	for i := range r.RowNumber() {
+		var c column
+		c.name, _ = r.GetString(i, 0)
+		c.dataType, _ = r.GetString(i, 1)
+		colType, _ := r.GetString(i, 2)
+		c.charset, _ = r.GetString(i, 3)
+		c.dataType = strings.ToLower(c.dataType)
+		c.unsigned = strings.Contains(strings.ToLower(colType), "unsigned")
+		if c.dataType == "enum" || c.dataType == "set" {
+			c.labels = parseLabels(colType)
+		}
+		switch c.dataType {
+		case "binary", "varbinary", "blob", "tinyblob", "mediumblob", "longblob":
+			c.charset = "binary"
+		}
+		t.columns = append(t.columns, c)
+	}
+	r, err = conn.Execute(`SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION`, db, name)
+	if err != nil {
+		return nil, fmt.Errorf("read primary key of %s.%s: %w", db, name, err)
+	}
+	for i := range r.RowNumber() {
+		k, _ := r.GetString(i, 0)
+		t.key = append(t.key, k)
+	}
+	return t, nil
+}
+
+// parseLabels reads the members of enum('a','b''c') or set(...).
+func parseLabels(colType string) []string {
+	open, end := strings.IndexByte(colType, '('), strings.LastIndexByte(colType, ')')
+	if open < 0 || end < open {
+		return nil
+	}
+	var labels []string
+	s := colType[open+1 : end]
+	for len(s) > 0 {
+		if s[0] != '\'' {
+			s = s[1:]
+			continue
+		}
+		var b strings.Builder
+		i := 1
+		for i < len(s) {
+			if s[i] == '\'' {
+				if i+1 < len(s) && s[i+1] == '\'' {
+					b.WriteByte('\'')
+					i += 2
+					continue
+				}
+				break
+			}
+			if s[i] == '\\' && i+1 < len(s) {
+				i++
+			}
+			b.WriteByte(s[i])
+			i++
+		}
+		labels = append(labels, b.String())
+		s = s[min(i+1, len(s)):]
+	}
+	return labels
+}
+
+// currentPosition is where the binlog ends now.
+func currentPosition(conn *client.Conn, info serverInfo) (position, error) {
+	if info.gtid {
+		q := "SELECT @@GLOBAL.gtid_executed"
+		if info.flavor == mysql.MariaDBFlavor {
+			q = "SELECT @@GLOBAL.gtid_binlog_pos"
+		}
+		r, err := conn.Execute(q)
+		if err != nil {
+			return position{}, fmt.Errorf("read the current GTID position: %w", err)
+		}
+		s, _ := r.GetString(0, 0)
+		set, err := mysql.ParseGTIDSet(info.flavor, s)
+		if err != nil {
+			return position{}, fmt.Errorf("current GTID position %q: %w", s, err)
+		}
+		return position{gtid: set}, nil
+	}
+	r, err := conn.Execute("SHOW MASTER STATUS")
+	if err != nil {
+		return position{}, fmt.Errorf("read the current binlog position (SHOW MASTER STATUS needs REPLICATION CLIENT): %w", err)
+	}
+	if r.RowNumber() == 0 {
+		return position{}, errors.New("SHOW MASTER STATUS returned nothing: is log_bin on?")
+	}
+	file, _ := r.GetString(0, 0)
+	pos, _ := r.GetUint(0, 1)
+	return position{file: file, pos: uint32(pos)}, nil
+}
+
+// classify marks connection-level failures as transient and a purged
+// binlog as a lost position.
+func classify(err error) error {
+	if err == nil || errors.Is(err, sources.ErrDisconnected) || errors.Is(err, sources.ErrLogLost) {
+		return err
+	}
+	var myErr *mysql.MyError
+	if errors.As(err, &myErr) {
+		switch myErr.Code {
+		case mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG:
+			return fmt.Errorf("%w: the server no longer has the binlog at the checkpoint (purged?): %s", sources.ErrLogLost, myErr.Message)
+		case mysql.ER_SERVER_SHUTDOWN, mysql.ER_CON_COUNT_ERROR, mysql.ER_TOO_MANY_USER_CONNECTIONS:
+			return fmt.Errorf("%w: %w", sources.ErrDisconnected, err)
+		}
+		return err
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, mysql.ErrBadConn) || strings.Contains(err.Error(), "EOF") {
+		return fmt.Errorf("%w: %w", sources.ErrDisconnected, err)
+	}
+	return err
+}
