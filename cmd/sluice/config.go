@@ -32,6 +32,7 @@ type SourceConfig struct {
 	Slot        string              `yaml:"slot"`
 	Publication string              `yaml:"publication"`
 	ServerID    uint32              `yaml:"server_id"`
+	Positions   string              `yaml:"positions"`
 }
 
 // NATSConfig chooses the embedded server or an external one.
@@ -149,8 +150,8 @@ func (c Config) Validate() error {
 		if c.Source.DSN == "" {
 			add(`source.dsn is required, e.g. "postgres://user@127.0.0.1:5432/shop"`)
 		}
-		if c.Source.ServerID != 0 {
-			add("source.server_id is for mysql sources only")
+		if c.Source.ServerID != 0 || c.Source.Positions != "" {
+			add("source.server_id and source.positions are for mysql sources only")
 		}
 	case "mysql":
 		if c.Source.DSN == "" {
@@ -158,6 +159,11 @@ func (c Config) Validate() error {
 		}
 		if c.Source.Slot != "" || c.Source.Publication != "" {
 			add("source.slot and source.publication are for postgres sources only")
+		}
+		switch c.Source.Positions {
+		case "", "auto", "gtid", "file":
+		default:
+			add("source.positions %q: use auto, gtid or file", c.Source.Positions)
 		}
 	default:
 		add("source.kind %q is not supported: use postgres or mysql (MySQL and MariaDB)", c.Source.Kind)

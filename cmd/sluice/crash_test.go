@@ -133,11 +133,7 @@ func TestCrashRecovery(t *testing.T) {
 func crashTest(t *testing.T, e *env, db crashDB) {
 	bin := buildSluice(t)
 	// Exactly-once must not lean on the duplicate window: make it tiny.
-	cfgText, _ := os.ReadFile(e.cfgYML)
-	cfgText = []byte(strings.Replace(string(cfgText), "replicas: 1}", "replicas: 1, duplicate_window: 100ms}", 1))
-	if err := os.WriteFile(e.cfgYML, cfgText, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.setYAML("replicas: 1}", "replicas: 1, duplicate_window: 100ms}")
 	logPath := filepath.Join(e.dir, "sluice.log")
 
 	p := startProc(t, bin, e.cfgYML, logPath)

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-cdc/sluice/checkpoint"
+	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/natstest"
 	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
@@ -79,6 +81,53 @@ func (e *env) exec(sql string, args ...any) {
 	if err := e.db.Exec(context.Background(), "shop", sql, args...); err != nil {
 		e.t.Fatalf("%s: %v", sql, err)
 	}
+}
+
+// setYAML edits the config file the binary reads, and e.cfg with it.
+func (e *env) setYAML(old, new string) {
+	e.t.Helper()
+	b, err := os.ReadFile(e.cfgYML)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		e.t.Fatalf("config has no %q", old)
+	}
+	if err := os.WriteFile(e.cfgYML, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if e.cfg, err = LoadConfig(e.cfgYML); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// readCheckpointPosition reads the source's checkpoint from the stopped
+// sluice's store by starting its embedded server alone.
+func readCheckpointPosition(t *testing.T, e *env) string {
+	t.Helper()
+	srv, err := sink.StartServer(sink.ServerConfig{Name: "reader", Listen: e.cfg.NATS.Listen, StoreDir: e.cfg.NATS.StoreDir, MaxPayload: e.cfg.NATS.MaxPayload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect("reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := checkpoint.Open(context.Background(), js, e.cfg.Checkpoint.Bucket, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, ok, err := store.Load(context.Background(), e.cfg.Source.Name)
+	if err != nil || !ok {
+		t.Fatalf("no checkpoint: %v", err)
+	}
+	return string(cp.Position)
 }
 
 func (e *env) natsURL() string { return "nats://" + e.cfg.NATS.Listen }

@@ -243,6 +243,28 @@ func TestMySQLCrashRecovery(t *testing.T) {
 	crashTest(t, e, mysqlCrashDB{conn})
 }
 
+// The same crash test with positions kept as binlog file and offset, as on
+// a MySQL server without GTIDs.
+func TestMySQLCrashRecoveryFilePositions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test builds and kills the binary: skipped in -short")
+	}
+	my := mysqltest.New(t)
+	e := newMySQLEnv(t, my, "shop.items")
+	e.setYAML("kind: mysql,", "kind: mysql, positions: file,")
+	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL, note TEXT)`)
+	conn, err := client.Connect(my.Addr(), "root", "", "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	crashTest(t, e, mysqlCrashDB{conn})
+	ckpt := readCheckpointPosition(t, e)
+	if !strings.HasPrefix(ckpt, "file:") {
+		t.Errorf("checkpoint position %q is not a file position", ckpt)
+	}
+}
+
 func TestMySQLPrerequisites(t *testing.T) {
 	my := mysqltest.New(t, mysqltest.Options{Settings: map[string]string{"binlog_format": "STATEMENT", "binlog_row_image": "MINIMAL"}})
 	e := newMySQLEnv(t, my, "shop.ok", "shop.nokey")

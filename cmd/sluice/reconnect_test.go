@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
@@ -16,6 +17,23 @@ func TestPostgresRestartMidStream(t *testing.T) {
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)
+	restartMidStream(t, e, pg)
+}
+
+func TestMySQLRestartMidStream(t *testing.T) {
+	my := mysqltest.New(t)
+	e := newMySQLEnv(t, my, "shop.items")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)
+	restartMidStream(t, e, my)
+}
+
+// restartable is a database server that can go away and come back.
+type restartable interface {
+	Halt() error
+	Restart(ctx context.Context) error
+}
+
+func restartMidStream(t *testing.T, e *env, db restartable) {
 	stop, logs := e.startRun()
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -27,11 +45,11 @@ func TestPostgresRestartMidStream(t *testing.T) {
 	}
 	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 50, 30*time.Second)
 
-	if err := pg.Halt(); err != nil {
+	if err := db.Halt(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second) // sluice notices and starts retrying
-	if err := pg.Restart(context.Background()); err != nil {
+	if err := db.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	for i := 50; i < 100; i++ {

@@ -103,7 +103,8 @@ type source interface {
 func newSource(ctx context.Context, cfg SourceConfig, log *slog.Logger) (source, error) {
 	if cfg.Kind == "mysql" {
 		return mysql.New(ctx, mysql.Config{
-			Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID, Log: log,
+			Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID,
+			Positions: cfg.Positions, Log: log,
 		})
 	}
 	return postgres.New(ctx, postgres.Config{

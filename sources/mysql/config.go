@@ -23,6 +23,9 @@ type Config struct {
 	// ServerID identifies sluice as a replica; it must differ from every
 	// server and replica of the topology. 0 derives it from Name.
 	ServerID uint32
+	// Positions chooses how positions are kept: "gtid", "file" (binlog
+	// file and offset), or "auto" / "" (GTID when the server has it).
+	Positions string
 	// HeartbeatPeriod asks the server for heartbeats, so an idle server is
 	// told apart from a dead connection.
 	HeartbeatPeriod time.Duration

@@ -59,7 +59,7 @@ type serverInfo struct {
 }
 
 // checkServer reports every missing binlog prerequisite at once.
-func checkServer(conn *client.Conn, user string) (serverInfo, error) {
+func checkServer(conn *client.Conn, user, positions string) (serverInfo, error) {
 	var info serverInfo
 	r, err := conn.Execute("SELECT @@version, @@log_bin, @@binlog_format, @@binlog_row_image")
 	if err != nil {
@@ -89,6 +89,14 @@ func checkServer(conn *client.Conn, user string) (serverInfo, error) {
 	} else if r, err := conn.Execute("SELECT @@gtid_mode"); err == nil {
 		mode, _ := r.GetString(0, 0)
 		info.gtid = strings.EqualFold(mode, "ON")
+	}
+	switch positions {
+	case "file":
+		info.gtid = false
+	case "gtid":
+		if !info.gtid {
+			problems = append(problems, "source.positions is gtid but gtid_mode is OFF: set gtid_mode = ON (with enforce_gtid_consistency = ON), or use positions: file")
+		}
 	}
 	if missing := missingPrivileges(conn); len(missing) > 0 {
 		problems = append(problems, fmt.Sprintf("user %q lacks %s: GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO the sluice user",
@@ -234,7 +242,7 @@ func loadTable(conn *client.Conn, db, name string) (*tableSchema, error) {
 	return t, nil
 }
 
-// parseLabels reads the members of enum('a','b''c') or set(...).
+// parseLabels reads the members of enum('a','b”c') or set(...).
 func parseLabels(colType string) []string {
 	open, end := strings.IndexByte(colType, '('), strings.LastIndexByte(colType, ')')
 	if open < 0 || end < open {

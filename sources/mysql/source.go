@@ -54,11 +54,17 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 }
 
 func (s *Source) setup() error {
-	info, err := checkServer(s.conn, s.dsn.user)
+	info, err := checkServer(s.conn, s.dsn.user, s.cfg.Positions)
 	if err != nil {
 		return err
 	}
 	s.info = info
+	if r, err := s.conn.Execute("SELECT @@binlog_row_metadata"); err == nil {
+		if m, _ := r.GetString(0, 0); !strings.EqualFold(m, "FULL") {
+			s.cfg.Log.Warn("binlog_row_metadata is not FULL: column names are read from information_schema, so rows written before a later ALTER TABLE cannot be decoded; set binlog_row_metadata = FULL",
+				"binlog_row_metadata", m)
+		}
+	}
 	tables, err := discoverTables(s.conn, s.cfg, s.dsn.db)
 	if err != nil {
 		return err
@@ -208,9 +214,9 @@ type reader struct {
 		open    bool             // a GTID or BEGIN started it
 		inBegin bool             // inside BEGIN ... COMMIT
 		gtid    string           // this transaction's GTID, "" in file mode
-		pos  sources.Position // message-id position
-		id   uint64
-		time time.Time
+		pos     sources.Position // message-id position
+		id      uint64
+		time    time.Time
 	}
 }
 
@@ -230,6 +236,11 @@ func (r *reader) event(ctx context.Context, ev *replication.BinlogEvent) error {
 	case *replication.MariadbGTIDEvent:
 		r.begin(e.GTID.String(), e.GTID.SequenceNumber, hdr)
 	case *replication.GTIDEvent:
+		if e.GNO == 0 {
+			// An anonymous GTID (gtid_mode OFF) names nothing: the
+			// transaction is named by its binlog offset at BEGIN.
+			return nil
+		}
 		next, err := e.GTIDNext()
 		if err != nil {
 			return fmt.Errorf("read GTID: %w", err)
