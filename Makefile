@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build demo test deps vet
+.PHONY: build demo demo-mysql test deps vet
 
 # One static binary: no cgo.
 build:
@@ -15,6 +15,10 @@ build:
 # embedded NATS, writes sample rows and shows the events with `sluice tail`.
 demo: deps build
 	$(GO) run ./cmd/sluice-demo --sluice bin/sluice
+
+# The same demo on a private MariaDB (binlog, GTIDs).
+demo-mysql: deps build
+	$(GO) run ./cmd/sluice-demo --sluice bin/sluice --mysql
 
 # Everything CI runs.
 test: deps vet

@@ -1,5 +1,6 @@
 // Command sluice-demo shows sluice end to end on a fresh machine: it starts
-// a private PostgreSQL with logical replication, runs `sluice run` on its
+// a private PostgreSQL with logical replication (or, with --mysql, a private
+// MariaDB with a ROW binlog), runs `sluice run` on its
 // embedded NATS, writes sample rows, and prints the events `sluice tail`
 // receives. Everything it starts lives in a temp dir and stops at the end.
 package main
@@ -20,44 +21,122 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
 func main() {
 	bin := flag.String("sluice", "bin/sluice", "path of the sluice binary")
+	useMySQL := flag.Bool("mysql", false, "capture a private MariaDB instead of PostgreSQL")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := demo(ctx, *bin); err != nil {
+	db := postgresDemo
+	if *useMySQL {
+		db = mysqlDemo
+	}
+	if err := demo(ctx, *bin, db); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-const schema = `
-CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text);
-CREATE TABLE orders (
-	id bigserial PRIMARY KEY,
-	customer_id int REFERENCES customers(id),
-	amount numeric(10,2) NOT NULL,
-	status text NOT NULL DEFAULT 'new',
-	tags text[],
-	created_at timestamptz NOT NULL DEFAULT now());`
+// database is one kind of database the demo can start and write to.
+type database struct {
+	name, kind, source string
+	tables             []string
+	schema             []string
+	// writes are the sample transactions, with what each should produce.
+	writes []struct {
+		stmts  []string
+		events string
+	}
+	start func(ctx context.Context, dir string) (dsn string, tx func([]string) error, stop func(), err error)
+}
 
-// writes are the sample transactions, with what each should produce.
-var writes = []struct{ sql, events string }{
-	{`INSERT INTO customers (name, email) VALUES ('Ada', 'ada@example.com'), ('Grace', 'grace@example.com')`, "2 creates"},
-	{`INSERT INTO orders (customer_id, amount, tags) VALUES (1, 19.99, '{gift,express}'), (2, 5.00, NULL)`, "2 creates"},
-	{`UPDATE orders SET status = 'paid' WHERE id = 1`, "1 update"},
-	{`BEGIN; UPDATE orders SET status = 'shipped' WHERE id = 1; DELETE FROM orders WHERE id = 2; COMMIT`, "1 update, 1 delete"},
+var postgresDemo = database{
+	name: "PostgreSQL 15 with wal_level=logical", kind: "postgres", source: "pg1",
+	tables: []string{"public.customers", "public.orders"},
+	schema: []string{`CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text)`,
+		`CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int REFERENCES customers(id), amount numeric(10,2) NOT NULL,
+			status text NOT NULL DEFAULT 'new', tags text[], created_at timestamptz NOT NULL DEFAULT now())`},
+	writes: []struct {
+		stmts  []string
+		events string
+	}{
+		{[]string{`INSERT INTO customers (name, email) VALUES ('Ada', 'ada@example.com'), ('Grace', 'grace@example.com')`}, "2 creates"},
+		{[]string{`INSERT INTO orders (customer_id, amount, tags) VALUES (1, 19.99, '{gift,express}'), (2, 5.00, NULL)`}, "2 creates"},
+		{[]string{`UPDATE orders SET status = 'paid' WHERE id = 1`}, "1 update"},
+		{[]string{`UPDATE orders SET status = 'shipped' WHERE id = 1`, `DELETE FROM orders WHERE id = 2`}, "1 update, 1 delete"},
+	},
+	start: func(ctx context.Context, dir string) (string, func([]string) error, func(), error) {
+		pg, err := pgtest.Start(ctx, pgtest.Options{Dir: filepath.Join(dir, "pg")})
+		if err != nil {
+			return "", nil, nil, err
+		}
+		if err := pg.CreateDatabase(ctx, "shop"); err != nil {
+			pg.Stop()
+			return "", nil, nil, err
+		}
+		tx := func(stmts []string) error {
+			return pg.Exec(ctx, "shop", "BEGIN; "+strings.Join(stmts, "; ")+"; COMMIT")
+		}
+		return pg.DSN("shop"), tx, func() { pg.Stop() }, nil
+	},
+}
+
+var mysqlDemo = database{
+	name: "MariaDB with a ROW binlog and GTIDs", kind: "mysql", source: "my1",
+	tables: []string{"shop.customers", "shop.orders"},
+	schema: []string{`CREATE TABLE customers (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL, email VARCHAR(200))`,
+		`CREATE TABLE orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer_id INT, amount DECIMAL(10,2) NOT NULL,
+			status VARCHAR(20) NOT NULL DEFAULT 'new', tags JSON, created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))`},
+	writes: []struct {
+		stmts  []string
+		events string
+	}{
+		{[]string{`INSERT INTO customers (name, email) VALUES ('Ada', 'ada@example.com'), ('Grace', 'grace@example.com')`}, "2 creates"},
+		{[]string{`INSERT INTO orders (customer_id, amount, tags) VALUES (1, 19.99, '["gift", "express"]'), (2, 5.00, NULL)`}, "2 creates"},
+		{[]string{`UPDATE orders SET status = 'paid' WHERE id = 1`}, "1 update"},
+		{[]string{`UPDATE orders SET status = 'shipped' WHERE id = 1`, `DELETE FROM orders WHERE id = 2`}, "1 update, 1 delete"},
+	},
+	start: func(ctx context.Context, dir string) (string, func([]string) error, func(), error) {
+		my, err := mysqltest.Start(ctx, mysqltest.Options{Dir: filepath.Join(dir, "my")})
+		if err != nil {
+			return "", nil, nil, err
+		}
+		if err := my.CreateDatabase(ctx, "shop"); err != nil {
+			my.Stop()
+			return "", nil, nil, err
+		}
+		conn, err := client.Connect(my.Addr(), "root", "", "shop")
+		if err != nil {
+			my.Stop()
+			return "", nil, nil, err
+		}
+		tx := func(stmts []string) error {
+			if err := conn.Begin(); err != nil {
+				return err
+			}
+			for _, s := range stmts {
+				if _, err := conn.Execute(s); err != nil {
+					_ = conn.Rollback()
+					return err
+				}
+			}
+			return conn.Commit()
+		}
+		return my.DSN("shop"), tx, func() { conn.Close(); my.Stop() }, nil
+	},
 }
 
 const wantEvents = 7
 
-func demo(ctx context.Context, bin string) error {
+func demo(ctx context.Context, bin string, db database) error {
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("sluice binary %s: %w (run `make build` first)", bin, err)
 	}
@@ -68,17 +147,16 @@ func demo(ctx context.Context, bin string) error {
 	}
 	defer os.RemoveAll(dir)
 
-	step("starting a private PostgreSQL 15 with wal_level=logical")
-	pg, err := pgtest.Start(ctx, pgtest.Options{Dir: filepath.Join(dir, "pg")})
+	step("starting a private " + db.name)
+	dsn, tx, stopDB, err := db.start(ctx, dir)
 	if err != nil {
 		return err
 	}
-	defer pg.Stop()
-	if err := pg.CreateDatabase(ctx, "shop"); err != nil {
-		return err
-	}
-	if err := pg.Exec(ctx, "shop", schema); err != nil {
-		return err
+	defer stopDB()
+	for _, stmt := range db.schema {
+		if err := tx([]string{stmt}); err != nil {
+			return err
+		}
 	}
 
 	natsPort, err := freePort()
@@ -86,10 +164,10 @@ func demo(ctx context.Context, bin string) error {
 		return err
 	}
 	cfgPath := filepath.Join(dir, "sluice.yaml")
-	cfg := fmt.Sprintf(`source: {name: pg1, kind: postgres, dsn: %q, tables: [public.customers, public.orders]}
+	cfg := fmt.Sprintf(`source: {name: %s, kind: %s, dsn: %q, tables: [%s]}
 nats:   {listen: "127.0.0.1:%d", store_dir: %q}
 stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
-`, pg.DSN("shop"), natsPort, filepath.Join(dir, "nats"))
+`, db.source, db.kind, dsn, strings.Join(db.tables, ", "), natsPort, filepath.Join(dir, "nats"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -119,7 +197,7 @@ stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
 		return err
 	}
 	tail.Stderr = prefixed("  [sluice tail] ")
-	if err := waitStream(ctx, natsURL, "SLUICE_PG1"); err != nil {
+	if err := waitStream(ctx, natsURL, "SLUICE_"+strings.ToUpper(db.source)); err != nil {
 		return err
 	}
 	if err := tail.Start(); err != nil {
@@ -137,9 +215,9 @@ stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
 		printed <- n
 	}()
 
-	for _, w := range writes {
-		step("psql> " + w.sql + "   -- " + w.events)
-		if err := pg.Exec(ctx, "shop", w.sql); err != nil {
+	for _, w := range db.writes {
+		step("transaction: " + strings.Join(w.stmts, "; ") + "   -- " + w.events)
+		if err := tx(w.stmts); err != nil {
 			return err
 		}
 		time.Sleep(400 * time.Millisecond)
@@ -165,7 +243,7 @@ stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
 	if err := run.Wait(); err != nil {
 		return fmt.Errorf("sluice run did not exit cleanly: %w", err)
 	}
-	step(fmt.Sprintf("done: %d events arrived in per-key order on subjects cdc.pg1.public.<table>.<partition>", n))
+	step(fmt.Sprintf("done: %d events arrived in per-key order on subjects cdc.%s.<schema>.<table>.<partition>", n, db.source))
 	return nil
 }
 

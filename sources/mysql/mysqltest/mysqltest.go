@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"os"
@@ -320,10 +321,71 @@ func (s *Server) setup(ctx context.Context, installDB string, log io.Writer) err
 	if _, err := os.Stat(filepath.Join(s.dataDir(), "mysql")); err == nil {
 		return nil // reuse the existing data dir
 	}
-	args := append([]string{"--no-defaults", "--datadir=" + s.dataDir(),
+	template, err := s.template(ctx, installDB)
+	if err != nil {
+		return err
+	}
+	// cp -a keeps the owner (the mysql account) and modes of the template.
+	if out, err := exec.CommandContext(ctx, "cp", "-a", template+"/.", s.dataDir()).CombinedOutput(); err != nil {
+		return fmt.Errorf("mysqltest: copy the data dir template: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// template returns a freshly bootstrapped data dir, made once per machine and
+// MariaDB version and shared by every server: mariadb-install-db takes a
+// while, and its bootstrap server sometimes crashes (signal 11) when several
+// run at once, so it is run rarely, and again when it crashes.
+func (s *Server) template(ctx context.Context, installDB string) (string, error) {
+	version, err := exec.CommandContext(ctx, s.mariadbd, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("mysqltest: %s --version: %w", s.mariadbd, err)
+	}
+	h := fnv.New32a()
+	h.Write(version)
+	fmt.Fprint(h, s.userFlags, s.cred != nil)
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("sluice-mariadb-template-%08x", h.Sum32()))
+	if _, err := os.Stat(filepath.Join(path, "mysql")); err == nil {
+		return path, nil
+	}
+	var last error
+	for attempt := 1; attempt <= 5; attempt++ {
+		build, err := os.MkdirTemp(os.TempDir(), "sluice-mariadb-template-build-")
+		if err != nil {
+			return "", err
+		}
+		last = s.bootstrap(ctx, installDB, build)
+		if last == nil {
+			// Another process may have won the race: its template is as good.
+			if err := os.Rename(build, path); err != nil {
+				os.RemoveAll(build)
+			}
+			if _, err := os.Stat(filepath.Join(path, "mysql")); err == nil {
+				return path, nil
+			}
+			last = fmt.Errorf("mysqltest: template %s missing after bootstrap", path)
+		}
+		os.RemoveAll(build)
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+	}
+	return "", last
+}
+
+func (s *Server) bootstrap(ctx context.Context, installDB, dataDir string) error {
+	if s.cred != nil {
+		if err := os.Chmod(dataDir, 0o700); err != nil {
+			return err
+		}
+		if err := os.Chown(dataDir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+			return err
+		}
+	}
+	args := append([]string{"--no-defaults", "--datadir=" + dataDir,
 		"--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"}, s.userFlags...)
 	cmd := exec.CommandContext(ctx, installDB, args...)
-	cmd.Dir = s.dir
+	cmd.Dir = dataDir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	s.out.Write(out)
