@@ -33,6 +33,7 @@ type SourceConfig struct {
 	Publication string              `yaml:"publication"`
 	ServerID    uint32              `yaml:"server_id"`
 	Positions   string              `yaml:"positions"`
+	Heartbeat   time.Duration       `yaml:"heartbeat"`
 }
 
 // NATSConfig chooses the embedded server or an external one.
@@ -150,8 +151,8 @@ func (c Config) Validate() error {
 		if c.Source.DSN == "" {
 			add(`source.dsn is required, e.g. "postgres://user@127.0.0.1:5432/shop"`)
 		}
-		if c.Source.ServerID != 0 || c.Source.Positions != "" {
-			add("source.server_id and source.positions are for mysql sources only")
+		if c.Source.ServerID != 0 || c.Source.Positions != "" || c.Source.Heartbeat != 0 {
+			add("source.server_id, source.positions and source.heartbeat are for mysql sources only")
 		}
 	case "mysql":
 		if c.Source.DSN == "" {
@@ -164,6 +165,9 @@ func (c Config) Validate() error {
 		case "", "auto", "gtid", "file":
 		default:
 			add("source.positions %q: use auto, gtid or file", c.Source.Positions)
+		}
+		if c.Source.Heartbeat < 0 || c.Source.Heartbeat > 0 && c.Source.Heartbeat < 100*time.Millisecond {
+			add("source.heartbeat %s: use at least 100ms (default 10s)", c.Source.Heartbeat)
 		}
 	default:
 		add("source.kind %q is not supported: use postgres or mysql (MySQL and MariaDB)", c.Source.Kind)

@@ -198,6 +198,26 @@ func TestMySQLSchemaChangeMidStream(t *testing.T) {
 	}
 }
 
+// An idle server sends heartbeats, so sluice does not take the silence for
+// a dead connection: the read timeout is three heartbeats, and idling for
+// many of them must not cause a single reconnect.
+func TestMySQLIdleHeartbeats(t *testing.T) {
+	my := mysqltest.New(t)
+	e := newMySQLEnv(t, my, "shop.t")
+	e.setYAML("kind: mysql,", "kind: mysql, heartbeat: 200ms,")
+	e.exec(`CREATE TABLE t (id INT PRIMARY KEY)`)
+	stop, logs := e.startRun()
+	time.Sleep(3 * time.Second) // 15 heartbeats, 5 read timeouts' worth
+	e.exec(`INSERT INTO t VALUES (1)`)
+	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "reconnecting") {
+		t.Errorf("an idle server was taken for a dead connection:\n%s", logs)
+	}
+}
+
 // mysqlCrashDB runs the crash test's transactions on MariaDB.
 type mysqlCrashDB struct{ conn *client.Conn }
 

@@ -104,7 +104,7 @@ func newSource(ctx context.Context, cfg SourceConfig, log *slog.Logger) (source,
 	if cfg.Kind == "mysql" {
 		return mysql.New(ctx, mysql.Config{
 			Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID,
-			Positions: cfg.Positions, Log: log,
+			Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, Log: log,
 		})
 	}
 	return postgres.New(ctx, postgres.Config{
