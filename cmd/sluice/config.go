@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sluice-cdc/sluice/sources/credentials"
 )
 
 // Config is the whole sluice configuration file.
@@ -34,6 +37,13 @@ type SourceConfig struct {
 	ServerID    uint32              `yaml:"server_id"`
 	Positions   string              `yaml:"positions"`
 	Heartbeat   time.Duration       `yaml:"heartbeat"`
+	Credentials *CredentialsConfig  `yaml:"credentials"`
+}
+
+// CredentialsConfig says where the source's login comes from instead of
+// the DSN.
+type CredentialsConfig struct {
+	Vault *credentials.Config `yaml:"vault"`
 }
 
 // NATSConfig chooses the embedded server or an external one.
@@ -131,6 +141,21 @@ func (c *Config) fill() {
 	}
 }
 
+// dsnHasPassword tells whether a DSN carries a password.
+func dsnHasPassword(kind, dsn string) bool {
+	if kind == "mysql" {
+		cred, _, ok := strings.Cut(dsn, "@tcp(")
+		_, pw, hasPw := strings.Cut(cred, ":")
+		return ok && hasPw && pw != ""
+	}
+	u, err := url.Parse(dsn)
+	if err == nil && u.User != nil {
+		_, set := u.User.Password()
+		return set
+	}
+	return strings.Contains(dsn, "password=")
+}
+
 var (
 	namePattern   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
@@ -171,6 +196,16 @@ func (c Config) Validate() error {
 		}
 	default:
 		add("source.kind %q is not supported: use postgres or mysql (MySQL and MariaDB)", c.Source.Kind)
+	}
+	if cr := c.Source.Credentials; cr != nil {
+		if cr.Vault == nil {
+			add("source.credentials needs vault: {...}")
+		} else {
+			p = append(p, cr.Vault.Validate()...)
+		}
+		if dsnHasPassword(c.Source.Kind, c.Source.DSN) {
+			add("source.dsn holds a password while source.credentials is set: remove it from the DSN; the login comes from Vault")
+		}
 	}
 	for _, t := range c.Source.Tables {
 		if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" || strings.Contains(n, ".") {

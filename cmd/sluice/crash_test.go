@@ -119,12 +119,7 @@ func TestCrashRecovery(t *testing.T) {
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, note text)`)
-	conn, err := pgx.Connect(context.Background(), pg.DSN("shop"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	crashTest(t, e, pgCrashDB{conn})
+	crashTest(t, e, pgCrashDB{pgConn(t, pg)})
 }
 
 // crashTest kills sluice with SIGKILL again and again while rows are

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -293,4 +295,26 @@ func streamCount(t *testing.T, url, stream string) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// pgConn opens a connection to database shop, closed with the test.
+func pgConn(t *testing.T, pg *pgtest.Server) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), pg.DSN("shop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// mysqlConn opens a connection to database shop as root, closed with the test.
+func mysqlConn(t *testing.T, my *mysqltest.Server) *client.Conn {
+	t.Helper()
+	conn, err := client.Connect(my.Addr(), "root", "", "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

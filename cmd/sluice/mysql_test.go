@@ -255,12 +255,7 @@ func TestMySQLCrashRecovery(t *testing.T) {
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.items")
 	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL, note TEXT)`)
-	conn, err := client.Connect(my.Addr(), "root", "", "shop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	crashTest(t, e, mysqlCrashDB{conn})
+	crashTest(t, e, mysqlCrashDB{mysqlConn(t, my)})
 }
 
 // The same crash test with positions kept as binlog file and offset, as on
@@ -273,12 +268,7 @@ func TestMySQLCrashRecoveryFilePositions(t *testing.T) {
 	e := newMySQLEnv(t, my, "shop.items")
 	e.setYAML("kind: mysql,", "kind: mysql, positions: file,")
 	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL, note TEXT)`)
-	conn, err := client.Connect(my.Addr(), "root", "", "shop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	crashTest(t, e, mysqlCrashDB{conn})
+	crashTest(t, e, mysqlCrashDB{mysqlConn(t, my)})
 	ckpt := readCheckpointPosition(t, e)
 	if !strings.HasPrefix(ckpt, "file:") {
 		t.Errorf("checkpoint position %q is not a file position", ckpt)

@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/credentials"
 	"github.com/sluice-cdc/sluice/sources/mysql"
 	"github.com/sluice-cdc/sluice/sources/postgres"
 )
@@ -101,15 +102,23 @@ type source interface {
 }
 
 func newSource(ctx context.Context, cfg SourceConfig, log *slog.Logger) (source, error) {
+	var creds sources.Credentials
+	if cfg.Credentials != nil && cfg.Credentials.Vault != nil {
+		v, err := credentials.New(ctx, *cfg.Credentials.Vault, log.With("credentials", "vault"))
+		if err != nil {
+			return nil, err
+		}
+		creds = v
+	}
 	if cfg.Kind == "mysql" {
 		return mysql.New(ctx, mysql.Config{
 			Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID,
-			Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, Log: log,
+			Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, Credentials: creds, Log: log,
 		})
 	}
 	return postgres.New(ctx, postgres.Config{
 		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys,
-		Slot: cfg.Slot, Publication: cfg.Publication, Log: log,
+		Slot: cfg.Slot, Publication: cfg.Publication, Credentials: creds, Log: log,
 	})
 }
 

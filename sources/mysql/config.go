@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-cdc/sluice/sources"
 )
 
 // Config configures a MySQL or MariaDB source.
@@ -29,7 +31,10 @@ type Config struct {
 	// HeartbeatPeriod asks the server for heartbeats, so an idle server is
 	// told apart from a dead connection.
 	HeartbeatPeriod time.Duration
-	Log             *slog.Logger
+	// Credentials, when set, supply the user and password on every
+	// connect; the DSN's own are ignored.
+	Credentials sources.Credentials
+	Log         *slog.Logger
 }
 
 // DefaultServerID derives a replica server id from a source name: FNV-1a

@@ -41,11 +41,14 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := connect(ctx, d)
-	if err != nil {
+	s := &Source{cfg: cfg, dsn: d, tables: map[string]*tableSchema{}, shapes: map[string]*sources.Table{}}
+	if _, err := s.login(ctx); err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, dsn: d, conn: conn, tables: map[string]*tableSchema{}, shapes: map[string]*sources.Table{}}
+	if s.conn, err = connect(ctx, s.dsn); err != nil {
+		return nil, err
+	}
+	conn := s.conn
 	if err := s.setup(); err != nil {
 		conn.Close()
 		return nil, err
@@ -107,6 +110,20 @@ func markJSON(conn *client.Conn, t *tableSchema) error {
 
 var jsonValid = regexp.MustCompile("^json_valid\\(`([^`]+)`\\)$")
 
+// login asks the credentials source, if any, for the login to use now and
+// puts it into the DSN.
+func (s *Source) login(ctx context.Context) (*sources.Login, error) {
+	if s.cfg.Credentials == nil {
+		return nil, nil
+	}
+	l, err := s.cfg.Credentials.Login(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.dsn.user, s.dsn.password = l.User, l.Password
+	return &l, nil
+}
+
 // Database is the DSN's database, for the event's source.db.
 func (s *Source) Database() string { return s.dsn.db }
 
@@ -119,7 +136,15 @@ func (s *Source) Close(context.Context) error { return s.conn.Close() }
 
 // Stream reads the binlog from `from`, or from its current end on a first start.
 func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Handler) error {
-	if s.conn == nil || s.conn.Ping() != nil {
+	prevUser := s.dsn.user
+	login, err := s.login(ctx)
+	if err != nil {
+		return err
+	}
+	if s.conn == nil || s.dsn.user != prevUser || s.conn.Ping() != nil {
+		if s.conn != nil {
+			s.conn.Close()
+		}
 		conn, err := connect(ctx, s.dsn)
 		if err != nil {
 			return err
@@ -133,7 +158,6 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		}
 	}
 	var start position
-	var err error
 	if from == "" {
 		if start, err = currentPosition(s.conn, s.info); err != nil {
 			return classify(err)
@@ -174,12 +198,17 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		return classify(fmt.Errorf("start binlog dump at %s: %w", start, err))
 	}
 	s.cfg.Log.Info("streaming", "from", start.String())
+	sctx, expired, stop := login.UntilExpiring(ctx)
+	defer stop()
 	r := &reader{s: s, h: h, pos: start, maps: map[uint64]*tableMap{}}
 	for {
-		ev, err := streamer.GetEvent(ctx)
+		ev, err := streamer.GetEvent(sctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if expired() {
+				return sources.ErrLoginExpiring
 			}
 			return classify(err)
 		}

@@ -36,7 +36,10 @@ type Config struct {
 	// StatusInterval is how often the acknowledged position is reported to
 	// the server (and the longest it waits to learn of a dead peer).
 	StatusInterval time.Duration
-	Log            *slog.Logger
+	// Credentials, when set, supply the user and password on every
+	// connect; the DSN's own are ignored.
+	Credentials sources.Credentials
+	Log         *slog.Logger
 }
 
 // sessionSettings fix the text form of values that pgoutput sends, so the
@@ -90,13 +93,17 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	conn, err := connect(ctx, cfg.DSN, false)
+	s := &Source{cfg: cfg, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap()}
+	login, err := s.login(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, conn: conn, db: conn.Config().Database, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap()}
+	if s.conn, err = connect(ctx, cfg.DSN, false, login); err != nil {
+		return nil, err
+	}
+	s.db = s.conn.Config().Database
 	if err := s.setup(ctx); err != nil {
-		conn.Close(context.Background())
+		s.conn.Close(context.Background())
 		return nil, err
 	}
 	return s, nil
@@ -126,12 +133,28 @@ func (s *Source) setup(ctx context.Context) error {
 // Database is the database name, for the event's source.db.
 func (s *Source) Database() string { return s.db }
 
+// login asks the credentials source, if any, for the login to use now.
+func (s *Source) login(ctx context.Context) (*sources.Login, error) {
+	if s.cfg.Credentials == nil {
+		return nil, nil
+	}
+	l, err := s.cfg.Credentials.Login(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
 // connect opens a catalog or replication connection, with an error that
-// names the server but never the password.
-func connect(ctx context.Context, dsn string, replication bool) (*pgx.Conn, error) {
+// names the server but never the password. A login overrides the DSN's user
+// and password.
+func connect(ctx context.Context, dsn string, replication bool, login *sources.Login) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("source.dsn is not a valid PostgreSQL connection string: %w", redact(err, dsn))
+	}
+	if login != nil {
+		cfg.User, cfg.Password = login.User, login.Password
 	}
 	for k, v := range sessionSettings {
 		cfg.RuntimeParams[k] = v
@@ -183,8 +206,13 @@ func (s *Source) Close(ctx context.Context) error {
 
 // Stream reads the slot from `from` and hands changes to h.
 func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Handler) error {
-	if s.conn.IsClosed() {
-		conn, err := connect(ctx, s.cfg.DSN, false)
+	login, err := s.login(ctx)
+	if err != nil {
+		return err
+	}
+	if s.conn.IsClosed() || login != nil && login.User != s.conn.Config().User {
+		s.conn.Close(context.Background())
+		conn, err := connect(ctx, s.cfg.DSN, false, login)
 		if err != nil {
 			return err
 		}
@@ -202,7 +230,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		start = lsn
 		s.Ack(from)
 	}
-	rconn, err := connect(ctx, s.cfg.DSN, true)
+	rconn, err := connect(ctx, s.cfg.DSN, true, login)
 	if err != nil {
 		return err
 	}
@@ -215,12 +243,18 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		return classify(fmt.Errorf("start replication on slot %s: %w", s.cfg.Slot, err))
 	}
 	s.cfg.Log.Info("streaming", "slot", s.cfg.Slot, "from", start)
+	sctx, expired, stop := login.UntilExpiring(ctx)
+	defer stop()
 	r := &reader{s: s, h: h, relations: make(map[uint32]*relation)}
-	err = r.loop(ctx, pc)
-	if ctx.Err() != nil {
+	err = r.loop(sctx, pc)
+	switch {
+	case ctx.Err() != nil:
 		// Best effort: tell the server how far we got before hanging up.
 		_ = s.sendStatus(context.Background(), pc)
 		return ctx.Err()
+	case expired():
+		_ = s.sendStatus(context.Background(), pc)
+		return sources.ErrLoginExpiring
 	}
 	return classify(err)
 }
