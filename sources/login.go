@@ -2,6 +2,7 @@ package sources
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -11,6 +12,24 @@ import (
 // ask on every connect, so a rotated login is picked up by reconnecting.
 type Credentials interface {
 	Login(ctx context.Context) (Login, error)
+	// Rejected says the database refused l (a revoked lease, a rotated
+	// password): the next Login must read a fresh one, not hand l out again.
+	Rejected(l Login)
+}
+
+// ErrLoginRejected is the database refusing a user and password.
+var ErrLoginRejected = errors.New("login rejected")
+
+// RetryRejected turns err, the database refusing login l mid-run, into a
+// transient error when l came from creds: creds is told, and the pipeline
+// reconnects (with backoff) with a fresh login. At start-up a refusal stays
+// final, so a wrong secret fails fast.
+func RetryRejected(creds Credentials, l *Login, err error) error {
+	if l == nil || creds == nil || !errors.Is(err, ErrLoginRejected) {
+		return err
+	}
+	creds.Rejected(*l)
+	return fmt.Errorf("%w: %w", ErrDisconnected, err)
 }
 
 // Login is a database user and password. It prints, formats and logs

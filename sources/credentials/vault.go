@@ -81,9 +81,12 @@ type Vault struct {
 	client *vault.Client
 	log    *slog.Logger
 
-	mu       sync.Mutex
-	current  *sources.Login // the login in force, until it expires
-	tokenExp time.Time      // when a token from an auth login must be renewed
+	mu           sync.Mutex
+	current      *sources.Login // the login in force, until it expires
+	expire       func()         // marks a dynamic current login expiring; nil for static ones
+	watched      string         // the Vault token whose lifetime is being watched
+	stopWatch    func()         // stops watching it
+	tokenExpired bool           // that token can be renewed no further
 }
 
 // New connects to Vault and reads a first login, waiting out a sealed or
@@ -146,6 +149,7 @@ func (v *Vault) Login(ctx context.Context) (sources.Login, error) {
 	if err := v.authenticate(ctx); err != nil {
 		return sources.Login{}, err
 	}
+	v.watchToken(ctx)
 	var login sources.Login
 	var err error
 	if v.cfg.Database != nil {
@@ -158,6 +162,82 @@ func (v *Vault) Login(ctx context.Context) (sources.Login, error) {
 	}
 	v.current = &login
 	return login, nil
+}
+
+// Rejected drops l if it is the login in force, so the next Login reads a
+// fresh one: the database refused it (a revoked lease, a rotated password).
+func (v *Vault) Rejected(l sources.Login) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.current == nil || v.current.User != l.User || v.current.Password != l.Password {
+		return
+	}
+	v.log.Warn("the database refused the login from Vault; reading a fresh one", "user", l.User)
+	v.dropCurrent()
+}
+
+// dropCurrent forgets the login in force; v.mu must be held.
+func (v *Vault) dropCurrent() {
+	if v.expire != nil {
+		v.expire()
+		v.expire = nil
+	}
+	v.current = nil
+}
+
+// watchToken keeps the Vault token alive. Dynamic leases die with the token
+// that read them, so when it can be renewed no further the login in force is
+// marked expiring too, and the next Login authenticates again. v.mu must be
+// held.
+func (v *Vault) watchToken(ctx context.Context) {
+	token := v.client.Token()
+	if token == v.watched {
+		return
+	}
+	if v.stopWatch != nil {
+		v.stopWatch()
+		v.stopWatch = nil
+	}
+	v.watched, v.tokenExpired = token, false
+	self, err := v.client.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil || self == nil {
+		v.log.Warn("cannot look up the Vault token, so it is not renewed (grant auth/token/lookup-self)", "error", errText(err))
+		return
+	}
+	ttl, _ := self.TokenTTL()
+	renewable, _ := self.TokenIsRenewable()
+	switch {
+	case ttl == 0:
+		return // a token without a TTL never expires
+	case !renewable:
+		v.log.Warn("the Vault token is not renewable; sluice needs a fresh one before it expires", "expires_in", ttl.Round(time.Second).String())
+		return
+	}
+	w, err := v.client.NewLifetimeWatcher(&vault.LifetimeWatcherInput{Secret: &vault.Secret{
+		Auth: &vault.SecretAuth{ClientToken: token, Renewable: true, LeaseDuration: int(ttl.Seconds())},
+	}})
+	if err != nil {
+		v.log.Warn("cannot renew the Vault token", "error", err)
+		return
+	}
+	stop := make(chan struct{})
+	var once sync.Once
+	v.stopWatch = func() { once.Do(func() { close(stop) }) }
+	go w.Start()
+	go func() {
+		defer w.Stop()
+		select {
+		case err := <-w.DoneCh():
+			v.log.Info("vault token expiring; logging in to Vault again", "reason", errText(err))
+			v.mu.Lock()
+			if v.watched == token {
+				v.tokenExpired = true
+				v.dropCurrent()
+			}
+			v.mu.Unlock()
+		case <-stop:
+		}
+	}()
 }
 
 func closed(c <-chan struct{}) bool {
@@ -192,7 +272,7 @@ func (v *Vault) authenticate(ctx context.Context) error {
 		v.client.SetToken(token)
 		return nil
 	case "approle", "kubernetes":
-		if v.client.Token() != "" && time.Until(v.tokenExp) > 30*time.Second {
+		if v.client.Token() != "" && !v.tokenExpired {
 			return nil
 		}
 		mount := a.Mount
@@ -230,7 +310,6 @@ func (v *Vault) authenticate(ctx context.Context) error {
 			return fmt.Errorf("%w: %s login at auth/%s returned no token", ErrAuth, a.Method, mount)
 		}
 		v.client.SetToken(secret.Auth.ClientToken)
-		v.tokenExp = time.Now().Add(time.Duration(secret.Auth.LeaseDuration) * time.Second)
 		return nil
 	}
 	return fmt.Errorf("%w: unknown auth method %q (use token, approle or kubernetes)", ErrAuth, a.Method)
@@ -310,6 +389,8 @@ func (v *Vault) dynamic(ctx context.Context) (sources.Login, error) {
 		return sources.Login{}, err
 	}
 	expiring := make(chan struct{})
+	var once sync.Once
+	expire := func() { once.Do(func() { close(expiring) }) }
 	w, err := v.client.NewLifetimeWatcher(&vault.LifetimeWatcherInput{Secret: secret})
 	if err != nil {
 		return sources.Login{}, fmt.Errorf("watch lease of %s: %w", path, err)
@@ -325,11 +406,14 @@ func (v *Vault) dynamic(ctx context.Context) (sources.Login, error) {
 				// The lease is at its max TTL, was revoked, or cannot be
 				// renewed: switch to a fresh login now, while this one works.
 				v.log.Info("database login expiring; reconnecting with a fresh one", "user", user, "reason", errText(err))
-				close(expiring)
+				expire()
+				return
+			case <-expiring: // dropped: rejected, or its token expired
 				return
 			}
 		}
 	}()
+	v.expire = expire
 	v.log.Info("database login issued by Vault", "user", user, "lease_seconds", secret.LeaseDuration, "renewable", secret.Renewable)
 	return sources.Login{User: user, Password: password, Expiring: expiring}, nil
 }
@@ -351,10 +435,13 @@ func (v *Vault) explain(err error, what string) error {
 		switch {
 		case re.StatusCode == 503 && strings.Contains(strings.ToLower(msg), "sealed"):
 			return fmt.Errorf("%w: %w at %s: unseal it (vault operator unseal); sluice retries", sources.ErrDisconnected, ErrSealed, addr)
+		case (re.StatusCode == 400 || re.StatusCode == 403) && strings.HasPrefix(what, "log in"):
+			return fmt.Errorf("%w: %s at %s (%s): check role_id and secret_id (secret_id_file or VAULT_SECRET_ID), or the kubernetes role and its bound service account",
+				ErrAuth, what, addr, msg)
+		case re.StatusCode == 403 && v.tokenExpired:
+			return fmt.Errorf("%w: %s at %s: the Vault token expired and cannot be renewed: give sluice a fresh one (auth.token_file kept fresh by Vault agent, or approle or kubernetes auth)", ErrPermissionDenied, what, addr)
 		case re.StatusCode == 403:
 			return fmt.Errorf("%w: %s at %s (%s): grant the token the sluice policy (deploy/vault/sluice-policy.hcl)", ErrPermissionDenied, what, addr, msg)
-		case re.StatusCode == 400 && strings.HasPrefix(what, "log in"):
-			return fmt.Errorf("%w: %s at %s (%s): check role_id/secret_id or the kubernetes role", ErrAuth, what, addr, msg)
 		case re.StatusCode >= 500:
 			return fmt.Errorf("%w: %s at %s: vault answered %d (%s)", sources.ErrDisconnected, what, addr, re.StatusCode, msg)
 		}

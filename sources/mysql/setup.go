@@ -26,7 +26,8 @@ func connect(ctx context.Context, d dsn) (*client.Conn, error) {
 	if err != nil {
 		var myErr *mysql.MyError
 		if errors.As(err, &myErr) && myErr.Code == mysql.ER_ACCESS_DENIED_ERROR {
-			return nil, fmt.Errorf("MySQL at %s rejected user %q: wrong password or user (check source.dsn or the credentials source)", d.addr(), d.user)
+			return nil, fmt.Errorf("%w: MySQL at %s refused user %q: wrong password or user (check source.dsn or the credentials source)",
+				sources.ErrLoginRejected, d.addr(), d.user)
 		}
 		return nil, fmt.Errorf("%w: cannot connect to MySQL at %s as %q: %w (is the server running and source.dsn right?)",
 			sources.ErrDisconnected, d.addr(), d.user, err)
@@ -321,6 +322,8 @@ func classify(err error) error {
 			return fmt.Errorf("%w: the server no longer has the binlog at the checkpoint (purged?): %s", sources.ErrLogLost, myErr.Message)
 		case mysql.ER_SERVER_SHUTDOWN, mysql.ER_CON_COUNT_ERROR, mysql.ER_TOO_MANY_USER_CONNECTIONS:
 			return fmt.Errorf("%w: %w", sources.ErrDisconnected, err)
+		case mysql.ER_ACCESS_DENIED_ERROR:
+			return fmt.Errorf("%w: %w", sources.ErrLoginRejected, err)
 		}
 		return err
 	}

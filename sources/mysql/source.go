@@ -147,7 +147,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		}
 		conn, err := connect(ctx, s.dsn)
 		if err != nil {
-			return err
+			return sources.RetryRejected(s.cfg.Credentials, login, err)
 		}
 		s.conn = conn
 		// Shapes may have changed while we were away.
@@ -195,7 +195,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		streamer, err = syncer.StartSync(mysql.Position{Name: start.file, Pos: start.pos})
 	}
 	if err != nil {
-		return classify(fmt.Errorf("start binlog dump at %s: %w", start, err))
+		return sources.RetryRejected(s.cfg.Credentials, login, classify(fmt.Errorf("start binlog dump at %s: %w", start, err)))
 	}
 	s.cfg.Log.Info("streaming", "from", start.String())
 	sctx, expired, stop := login.UntilExpiring(ctx)

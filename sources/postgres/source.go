@@ -169,7 +169,8 @@ func connect(ctx context.Context, dsn string, replication bool, login *sources.L
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "28P01" {
-			return nil, fmt.Errorf("PostgreSQL at %s:%d rejected user %q: wrong password or user (check source.dsn or the credentials source)", cfg.Host, cfg.Port, cfg.User)
+			return nil, fmt.Errorf("%w: PostgreSQL at %s:%d refused user %q: wrong password or user (check source.dsn or the credentials source)",
+				sources.ErrLoginRejected, cfg.Host, cfg.Port, cfg.User)
 		}
 		return nil, fmt.Errorf("%w: cannot connect to PostgreSQL at %s:%d as %q: %w (is the server running and source.dsn right?)",
 			sources.ErrDisconnected, cfg.Host, cfg.Port, cfg.User, redact(err, dsn))
@@ -214,7 +215,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		s.conn.Close(context.Background())
 		conn, err := connect(ctx, s.cfg.DSN, false, login)
 		if err != nil {
-			return err
+			return sources.RetryRejected(s.cfg.Credentials, login, err)
 		}
 		s.conn = conn
 	}
@@ -232,7 +233,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	}
 	rconn, err := connect(ctx, s.cfg.DSN, true, login)
 	if err != nil {
-		return err
+		return sources.RetryRejected(s.cfg.Credentials, login, err)
 	}
 	defer rconn.Close(context.Background())
 	pc := rconn.PgConn()

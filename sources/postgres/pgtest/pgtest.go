@@ -41,6 +41,10 @@ type Options struct {
 	Port     int               // 0 = a free loopback port
 	Settings map[string]string // extra postgresql.conf settings; override the defaults
 	Log      io.Writer         // server log output; nil = keep in a file <dir>/postgres.log
+	// Password, when set, is the superuser's password and TCP logins must
+	// give one (scram-sha-256), as on a real server; local socket logins
+	// stay trusted. Empty = every login is trusted. Applies to new clusters.
+	Password string
 }
 
 // Server is a running (or halted) PostgreSQL server owned by this process.
@@ -50,6 +54,7 @@ type Server struct {
 	ownDir   bool // Start created dir, so Stop removes it
 	port     int
 	settings map[string]string
+	password string
 	cred     *syscall.Credential // nil: run as the current user
 	out      *output
 	logFile  *os.File
@@ -75,7 +80,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
 		return nil, fmt.Errorf("PostgreSQL 15 server binaries not found in %s: install the Debian package postgresql-15 or set SLUICE_PG_BIN", bin)
 	}
-	s := &Server{bin: bin, dir: opts.Dir, port: opts.Port, settings: opts.Settings}
+	s := &Server{bin: bin, dir: opts.Dir, port: opts.Port, settings: opts.Settings, password: opts.Password}
 	if err := s.setup(ctx, opts.Log); err != nil {
 		s.cleanup()
 		return nil, err
@@ -129,10 +134,18 @@ func New(t testing.TB, opts ...Options) *Server {
 func (s *Server) Port() int   { return s.port }
 func (s *Server) Dir() string { return s.dir }
 
-// DSN returns a URL for database db as the superuser over loopback TCP.
+// DSN returns a URL for database db as the superuser over loopback TCP,
+// with the password if the server has one.
 func (s *Server) DSN(db string) string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, url.PathEscape(db))
+	u := url.User("postgres")
+	if s.password != "" {
+		u = url.UserPassword("postgres", s.password)
+	}
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", u.String(), s.port, url.PathEscape(db))
 }
+
+// Password is the superuser's password; empty when logins are trusted.
+func (s *Server) Password() string { return s.password }
 
 // CreateDatabase creates database name; an existing database is not an error.
 func (s *Server) CreateDatabase(ctx context.Context, name string) error {
@@ -247,9 +260,23 @@ func (s *Server) initdb(ctx context.Context) error {
 	var out []byte
 	var err error
 	// Not every machine has the C.UTF-8 locale; --no-locale always works.
+	auth := []string{"--auth=trust"}
+	if s.password != "" {
+		pwfile := filepath.Join(s.dir, "pwfile")
+		if err := os.WriteFile(pwfile, []byte(s.password+"\n"), 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(pwfile)
+		if s.cred != nil {
+			if err := os.Chown(pwfile, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+				return err
+			}
+		}
+		auth = []string{"--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=" + pwfile}
+	}
 	for _, locale := range []string{"--locale=C.UTF-8", "--no-locale"} {
-		cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "initdb"),
-			"-D", s.dataDir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", locale, "-N")
+		args := append([]string{"-D", s.dataDir(), "-U", "postgres", "-E", "UTF8", locale, "-N"}, auth...)
+		cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "initdb"), args...)
 		cmd.Dir = s.dir
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 		out, err = cmd.CombinedOutput()

@@ -192,3 +192,20 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+func TestPassword(t *testing.T) {
+	t.Parallel()
+	s := pgtest.New(t, pgtest.Options{Password: "pw 1:@/x"})
+	if got := query(t, s.DSN("postgres"), "SELECT current_user::text"); got != "postgres" {
+		t.Errorf("current_user = %q, want postgres", got)
+	}
+	noPassword := "postgres://postgres@127.0.0.1:" + strconv.Itoa(s.Port()) + "/postgres?sslmode=disable"
+	conn, err := pgx.Connect(ctx(t), noPassword)
+	if err == nil {
+		conn.Close(context.Background())
+		t.Fatal("a TCP login without the password was let in")
+	}
+	if !strings.Contains(err.Error(), "password") {
+		t.Errorf("login without password: %v, want a password error", err)
+	}
+}
