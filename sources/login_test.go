@@ -42,7 +42,7 @@ func TestLoginHidesPassword(t *testing.T) {
 type creds struct{ rejected []sources.Login }
 
 func (c *creds) Login(context.Context) (sources.Login, error) { return sources.Login{}, nil }
-func (c *creds) Rejected(l sources.Login)                      { c.rejected = append(c.rejected, l) }
+func (c *creds) Rejected(l sources.Login)                     { c.rejected = append(c.rejected, l) }
 
 func TestRetryRejected(t *testing.T) {
 	refused := fmt.Errorf("%w: server refused user", sources.ErrLoginRejected)
