@@ -3,6 +3,7 @@
 package checkpoint
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,6 +38,7 @@ type Checkpoint struct {
 type Store struct {
 	kv       jetstream.KeyValue
 	revision map[string]uint64 // last revision seen per key, to detect a second writer
+	unsure   map[string][]byte // a value whose write failed, and may yet have been stored
 }
 
 // Open opens the checkpoint bucket, creating it with the given replicas.
@@ -54,7 +56,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas i
 	if err != nil {
 		return nil, fmt.Errorf("open checkpoint bucket %s: %w", bucket, err)
 	}
-	return &Store{kv: kv, revision: make(map[string]uint64)}, nil
+	return &Store{kv: kv, revision: make(map[string]uint64), unsure: make(map[string][]byte)}, nil
 }
 
 func positionKey(source string) string { return "pos." + source }
@@ -84,6 +86,9 @@ func (s *Store) Save(ctx context.Context, cp Checkpoint) error {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
 	key := positionKey(cp.Source)
+	if err := s.settle(ctx, key); err != nil {
+		return err
+	}
 	var rev uint64
 	if last, ok := s.revision[key]; ok {
 		rev, err = s.kv.Update(ctx, key, b, last)
@@ -94,8 +99,30 @@ func (s *Store) Save(ctx context.Context, cp Checkpoint) error {
 		return fmt.Errorf("%w: source %s: is a second sluice running with the same source.name?", ErrConflict, cp.Source)
 	}
 	if err != nil {
+		// A write that timed out (a leader election, say) may still have
+		// been stored: the next Save finds out before writing again.
+		s.unsure[key] = b
 		return fmt.Errorf("write checkpoint of %s: %w", cp.Source, err)
 	}
 	s.revision[key] = rev
+	return nil
+}
+
+// settle resolves a write whose outcome is unknown: if the stored value is
+// the one we tried to write, its revision becomes ours.
+func (s *Store) settle(ctx context.Context, key string) error {
+	tried, ok := s.unsure[key]
+	if !ok {
+		return nil
+	}
+	e, err := s.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return fmt.Errorf("read checkpoint %s back after a failed write: %w", key, err)
+	case bytes.Equal(e.Value(), tried):
+		s.revision[key] = e.Revision()
+	}
+	delete(s.unsure, key)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,7 +41,10 @@ type PipelineConfig struct {
 	CheckpointInterval time.Duration
 	// DrainTimeout bounds how long shutdown waits for in-flight publishes.
 	DrainTimeout time.Duration
-	Log          *slog.Logger
+	// StartupTimeout bounds how long start-up waits for JetStream (a
+	// cluster electing its leaders) before it gives up with an error.
+	StartupTimeout time.Duration
+	Log            *slog.Logger
 }
 
 // Pipeline moves changes from a source to JetStream and checkpoints what
@@ -66,6 +70,9 @@ func NewPipeline(ctx context.Context, cfg PipelineConfig, src sources.Source, st
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
+	if cfg.StartupTimeout <= 0 {
+		cfg.StartupTimeout = time.Minute
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -77,7 +84,11 @@ func NewPipeline(ctx context.Context, cfg PipelineConfig, src sources.Source, st
 		log:   cfg.Log,
 		subj:  make(map[*sources.Table][]string),
 	}
-	pub, err := NewPublisher(ctx, js, stream, PublisherConfig{Window: cfg.Window, OnAcked: p.onAcked, Log: cfg.Log})
+	var pub *Publisher
+	err := Retry(ctx, cfg.Log, "read the stream state", cfg.StartupTimeout, func(ctx context.Context) (err error) {
+		pub, err = NewPublisher(ctx, js, stream, PublisherConfig{Window: cfg.Window, OnAcked: p.onAcked, Log: cfg.Log})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +113,11 @@ func (p *Pipeline) latest() checkpoint.Checkpoint {
 // final checkpoint and returns nil. It returns an error when the source
 // fails for good or the stream cannot be written in order.
 func (p *Pipeline) Run(ctx context.Context) error {
-	cp, _, err := p.store.Load(ctx, p.cfg.SourceName)
+	var cp checkpoint.Checkpoint
+	err := Retry(ctx, p.log, "read the checkpoint", p.cfg.StartupTimeout, func(ctx context.Context) (err error) {
+		cp, _, err = p.store.Load(ctx, p.cfg.SourceName)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -160,7 +175,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 func (p *Pipeline) streamLoop(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		from := p.latest()
-		skip, err := p.pub.IDsAfter(ctx, from.StreamSeq)
+		// Mid-run, JetStream being between leaders is waited out for good:
+		// the publisher does the same, and nothing is lost by waiting.
+		var skip map[string]struct{}
+		err := Retry(ctx, p.log, "read the message ids stored after the checkpoint", time.Duration(math.MaxInt64),
+			func(ctx context.Context) (err error) {
+				skip, err = p.pub.IDsAfter(ctx, from.StreamSeq)
+				return err
+			})
 		if err != nil {
 			return err
 		}
@@ -202,7 +224,11 @@ func (p *Pipeline) checkpointLoop(ctx context.Context, saved *checkpoint.Checkpo
 		case <-t.C:
 		}
 		if err := p.saveCheckpoint(ctx, saved); err != nil {
-			return err
+			if !Transient(err) {
+				return err
+			}
+			// The next tick retries; until then the source keeps its log.
+			p.log.Warn("checkpoint not written; retrying", "error", err)
 		}
 	}
 }

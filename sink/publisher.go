@@ -236,9 +236,17 @@ func (p *Publisher) repair(ctx context.Context, q []*entry) ([]*entry, error) {
 				want = e.id
 			}
 		}
-		raw, err := p.stream.GetMsg(ctx, last)
-		if err != nil {
-			return q, fmt.Errorf("read stream message %d: %w", last, err)
+		var raw *jetstream.RawStreamMsg
+		for attempt := 1; ; attempt++ {
+			var err error
+			if raw, err = p.stream.GetMsg(ctx, last); err == nil {
+				break
+			} else if !Transient(err) {
+				return q, fmt.Errorf("read stream message %d: %w", last, err)
+			}
+			if err := sleep(ctx, backoff(attempt)); err != nil {
+				return q, err
+			}
 		}
 		if got := raw.Header.Get(jetstream.MsgIDHeader); want == "" || got != want {
 			return q, fmt.Errorf("%w: sequence %d holds message id %q, expected %q; run one sluice per source and stream",

@@ -48,11 +48,43 @@ type CredentialsConfig struct {
 
 // NATSConfig chooses the embedded server or an external one.
 type NATSConfig struct {
-	URL        string `yaml:"url"`
-	Listen     string `yaml:"listen"`
-	StoreDir   string `yaml:"store_dir"`
-	ServerName string `yaml:"server_name"`
-	MaxPayload int32  `yaml:"max_payload"`
+	URL        string         `yaml:"url"` // external server or cluster (nats://user:pass@host:4222,...); empty = embedded
+	Listen     string         `yaml:"listen"`
+	StoreDir   string         `yaml:"store_dir"`
+	ServerName string         `yaml:"server_name"`
+	MaxPayload int32          `yaml:"max_payload"`
+	Cluster    *ClusterConfig `yaml:"cluster"`
+	Users      []NATSUser     `yaml:"users"`
+	TLS        *NATSTLS       `yaml:"tls"`
+	// StartupTimeout bounds the wait for JetStream at start (a cluster
+	// finding its members and electing leaders).
+	StartupTimeout time.Duration `yaml:"startup_timeout"`
+}
+
+// ClusterConfig joins the embedded servers of several sluice processes.
+type ClusterConfig struct {
+	Name     string   `yaml:"name"`
+	Listen   string   `yaml:"listen"`
+	Routes   []string `yaml:"routes"`
+	User     string   `yaml:"user"`
+	Password string   `yaml:"password"`
+}
+
+// NATSUser is a login of the embedded server's client port.
+type NATSUser struct {
+	User        string `yaml:"user"`
+	Password    string `yaml:"password"`
+	Nkey        string `yaml:"nkey"`
+	Permissions string `yaml:"permissions"` // admin (default) or read
+}
+
+// NATSTLS is the embedded server's client certificate, or with nats.url
+// the CA that verifies the external server.
+type NATSTLS struct {
+	Cert          string `yaml:"cert"`
+	Key           string `yaml:"key"`
+	CA            string `yaml:"ca"`
+	VerifyClients bool   `yaml:"verify_clients"`
 }
 
 // StreamConfig is the JetStream stream layout.
@@ -82,7 +114,7 @@ type LogConfig struct {
 func defaults() Config {
 	return Config{
 		Source: SourceConfig{Kind: "postgres"},
-		NATS:   NATSConfig{Listen: "127.0.0.1:4222", StoreDir: "./data", MaxPayload: 8 << 20},
+		NATS:   NATSConfig{Listen: "127.0.0.1:4222", StoreDir: "./data", MaxPayload: 8 << 20, StartupTimeout: time.Minute},
 		Stream: StreamConfig{
 			SubjectPrefix: "cdc", Partitions: 8, Replicas: 1,
 			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: 2 * time.Minute, Window: 4096,
@@ -105,6 +137,10 @@ func LoadConfig(path string) (Config, error) {
 // ParseConfig decodes and validates a config document.
 func ParseConfig(path string, b []byte) (Config, error) {
 	cfg := defaults()
+	b, err := expandEnv(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	// An empty file decodes to io.EOF; Validate then names the required keys.
@@ -118,13 +154,35 @@ func ParseConfig(path string, b []byte) (Config, error) {
 	return cfg, nil
 }
 
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces ${NAME} with the environment variable NAME, so secrets
+// and per-pod names stay out of the file. An unset variable is an error: an
+// empty password or server name would fail later, less clearly.
+func expandEnv(b []byte) ([]byte, error) {
+	var missing []string
+	out := envRef.ReplaceAllFunc(b, func(m []byte) []byte {
+		name := string(envRef.FindSubmatch(m)[1])
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return []byte(v)
+	})
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("environment variable %s is not set (the config refers to it as ${%s})", strings.Join(missing, ", "), missing[0])
+	}
+	return out, nil
+}
+
 var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type main\.(\w+)`)
 
 // explainYAML rewrites yaml's Go-flavoured errors into config terms.
 func explainYAML(err error) string {
 	msg := err.Error()
 	sections := map[string]string{"Config": "", "SourceConfig": "source.", "NATSConfig": "nats.", "StreamConfig": "stream.",
-		"CheckpointConfig": "checkpoint.", "LogConfig": "log."}
+		"CheckpointConfig": "checkpoint.", "LogConfig": "log.", "ClusterConfig": "nats.cluster.", "NATSUser": "nats.users[].",
+		"NATSTLS": "nats.tls.", "CredentialsConfig": "source.credentials."}
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		p := unknownField.FindStringSubmatch(m)
 		return fmt.Sprintf("line %s: unknown key %s%s (misspelled? see README \"Configuration\")", p[1], sections[p[3]], p[2])
@@ -219,6 +277,53 @@ func (c Config) Validate() error {
 		if c.NATS.Listen == "" {
 			add("nats.listen is required for the embedded server (host:port)")
 		}
+	}
+	if cl := c.NATS.Cluster; cl != nil {
+		if c.NATS.URL != "" {
+			add("nats.cluster is for the embedded server; with nats.url the cluster is the external one")
+		}
+		if cl.Name == "" || !namePattern.MatchString(cl.Name) {
+			add("nats.cluster.name %q is required and may hold only letters, digits, '_' and '-' (the same on every member)", cl.Name)
+		}
+		if cl.Listen == "" {
+			add("nats.cluster.listen is required (host:port for routes, e.g. 0.0.0.0:6222)")
+		}
+		if len(cl.Routes) == 0 {
+			add("nats.cluster.routes is required: the nats://host:port of the cluster members")
+		}
+		if (cl.User == "") != (cl.Password == "") {
+			add("nats.cluster.user and nats.cluster.password go together")
+		}
+	}
+	if c.Stream.Replicas > 1 && c.NATS.URL == "" && c.NATS.Cluster == nil {
+		add("stream.replicas %d needs a cluster: set nats.cluster (embedded servers of %d or more sluice processes) or nats.url", c.Stream.Replicas, c.Stream.Replicas)
+	}
+	for i, u := range c.NATS.Users {
+		switch {
+		case u.Nkey != "" && (u.User != "" || u.Password != ""):
+			add("nats.users[%d]: give nkey, or user and password, not both", i)
+		case u.Nkey == "" && (u.User == "" || u.Password == ""):
+			add("nats.users[%d]: user and password are required (or an nkey)", i)
+		}
+		switch u.Permissions {
+		case "", "admin", "read":
+		default:
+			add("nats.users[%d].permissions %q: use admin or read", i, u.Permissions)
+		}
+	}
+	if len(c.NATS.Users) > 0 && c.NATS.URL != "" {
+		add("nats.users configure the embedded server; with nats.url put the login in the URL (nats://user:password@host:4222)")
+	}
+	if t := c.NATS.TLS; t != nil {
+		if c.NATS.URL == "" && (t.Cert == "" || t.Key == "") {
+			add("nats.tls.cert and nats.tls.key are required to serve TLS")
+		}
+		if t.VerifyClients && t.CA == "" {
+			add("nats.tls.verify_clients needs nats.tls.ca")
+		}
+	}
+	if c.NATS.StartupTimeout <= 0 {
+		add("nats.startup_timeout must be positive, e.g. 1m")
 	}
 	if c.NATS.MaxPayload < 1024 || c.NATS.MaxPayload > 64<<20 {
 		add("nats.max_payload %d is out of range (1024 to 67108864 bytes)", c.NATS.MaxPayload)

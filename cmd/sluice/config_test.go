@@ -32,6 +32,12 @@ stream: {partitions: 0, replicas: 2, subject_prefix: "a..b"}
 log: {level: loud}
 `, []string{`source.name "pg 1"`, `source.kind "oracle"`, `"orders" is not schema.table`, "stream.partitions 0", "stream.replicas 2", "stream.subject_prefix", `log.level "loud"`}},
 		{"bad duration", good + "checkpoint: {interval: soon}\n", []string{"soon"}},
+		{"replicas without a cluster", strings.Replace(good, "replicas: 1", "replicas: 3", 1), []string{"stream.replicas 3 needs a cluster"}},
+		{"cluster problems", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, cluster: {listen: ':6222', user: u}, users: [{user: a}, {nkey: UX, user: b, permissions: write}]}", 1),
+			[]string{"nats.cluster.name", "nats.cluster.routes is required", "user and nats.cluster.password go together",
+				"nats.users[0]: user and password are required", "nats.users[1]: give nkey, or user and password, not both", `nats.users[1].permissions "write"`}},
+		{"misspelled cluster key", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, cluster: {routs: []}}", 1), []string{"unknown key nats.cluster.routs"}},
+		{"unset variable", strings.Replace(good, "u@", "${SLUICE_TEST_UNSET_VAR}@", 1), []string{"SLUICE_TEST_UNSET_VAR is not set"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,5 +51,22 @@ log: {level: loud}
 				}
 			}
 		})
+	}
+}
+
+func TestConfigEnvironment(t *testing.T) {
+	t.Setenv("SLUICE_TEST_POD", "pg-7")
+	t.Setenv("SLUICE_TEST_PW", "s3cret")
+	cfg, err := ParseConfig("env.yaml", []byte(`source: {name: "${SLUICE_TEST_POD}", dsn: "postgres://u@h/db"}
+nats: {server_name: "${SLUICE_TEST_POD}", users: [{user: r, password: "${SLUICE_TEST_PW}", permissions: read}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source.Name != "pg-7" || cfg.NATS.ServerName != "pg-7" || cfg.NATS.Users[0].Password != "s3cret" {
+		t.Fatalf("variables not expanded: %+v %+v", cfg.Source, cfg.NATS)
+	}
+	if cfg.Stream.Name != "SLUICE_PG_7" {
+		t.Errorf("stream name %q from an expanded source name", cfg.Stream.Name)
 	}
 }

@@ -192,6 +192,30 @@ func crashTest(t *testing.T, e *env, db crashDB) {
 	}
 	t.Logf("killed sluice %d times while writing %d rows", kills, rows)
 
+	assertConverged(t, e.natsURL(), e.cfg.Stream.Name, db)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("sluice did not exit 0 on SIGTERM: %v\n%s", err, tailLines(string(b), 30))
+	}
+	// The kills must have hit between a publish and its checkpoint at least
+	// once, or the replay path was never tested.
+	b, _ := os.ReadFile(logPath)
+	if n := strings.Count(string(b), "messages already stored after it are not published again"); n == 0 {
+		t.Errorf("no restart replayed stored messages: the crash test did not exercise the replay path")
+	} else {
+		t.Logf("%d restarts skipped messages stored after their checkpoint", n)
+	}
+}
+
+// assertConverged waits until the consumer's view of the stream equals the
+// table, then proves no change was skipped and none was delivered twice:
+// each transaction's message indexes run 0..n-1, and each key's v grows by
+// exactly 1 per update.
+func assertConverged(t *testing.T, url, stream string, db crashDB) {
+	t.Helper()
 	// Converge: the consumer's view must reach the table's state.
 	want, err := db.state()
 	if err != nil {
@@ -201,19 +225,12 @@ func crashTest(t *testing.T, e *env, db crashDB) {
 	var events []crashEvent
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		events = readAllEvents(t, e.natsURL(), e.cfg.Stream.Name)
+		events = readAllEvents(t, url, stream)
 		view = materialize(events)
 		if equalState(view, want) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Second)
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Wait(); err != nil {
-		b, _ := os.ReadFile(logPath)
-		t.Fatalf("sluice did not exit 0 on SIGTERM: %v\n%s", err, tailLines(string(b), 30))
 	}
 
 	if !equalState(view, want) {
@@ -261,14 +278,6 @@ func crashTest(t *testing.T, e *env, db crashDB) {
 		}
 	}
 	t.Logf("%d events, %d transactions, %d rows in the table", len(events), len(indexes), len(want))
-	// The kills must have hit between a publish and its checkpoint at least
-	// once, or the replay path was never tested.
-	b, _ := os.ReadFile(logPath)
-	if n := strings.Count(string(b), "messages already stored after it are not published again"); n == 0 {
-		t.Errorf("no restart replayed stored messages: the crash test did not exercise the replay path")
-	} else {
-		t.Logf("%d restarts skipped messages stored after their checkpoint", n)
-	}
 }
 
 // crashEvent is what the crash test needs of an event.

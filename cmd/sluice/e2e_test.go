@@ -98,7 +98,7 @@ func TestEndToEnd(t *testing.T) {
 	var out strings.Builder
 	tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer tcancel()
-	if err := tail(tctx, &out, e.natsURL(), "cdc.>", true, want); err != nil {
+	if err := tail(tctx, &out, natsClient{URL: e.natsURL()}, "cdc.>", true, want); err != nil {
 		t.Fatalf("tail: %v", err)
 	}
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
@@ -111,7 +111,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if err := tail(tctx, &out, e.natsURL(), "cdc.pg1.public.all_types.*", true, 3); err != nil {
+	if err := tail(tctx, &out, natsClient{URL: e.natsURL()}, "cdc.pg1.public.all_types.*", true, 3); err != nil {
 		t.Fatalf("tail of one table: %v", err)
 	}
 	if n := strings.Count(out.String(), `"table":"all_types"`); n != 3 {

@@ -39,6 +39,8 @@ type env struct {
 	cfgYML string
 	// finished closes when the run started last returns by itself or is stopped.
 	finished <-chan struct{}
+	// client, when its URL is set, is how the test logs in to NATS.
+	client natsClient
 }
 
 // newEnv prepares database shop on a private PostgreSQL.
@@ -192,7 +194,11 @@ func (e *env) waitStream(finished <-chan struct{}, logs fmt.Stringer) {
 			e.t.Fatalf("sluice stopped early; log:\n%s", logs)
 		default:
 		}
-		if nc, err := nats.Connect(e.natsURL()); err == nil {
+		client := e.client
+		if client.URL == "" {
+			client.URL = e.natsURL()
+		}
+		if nc, err := client.connect("test"); err == nil {
 			js, _ := jetstream.New(nc)
 			_, err := js.Stream(context.Background(), e.cfg.Stream.Name)
 			nc.Close()

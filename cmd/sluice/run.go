@@ -60,19 +60,31 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	stream, err := sink.EnsureStream(ctx, js, sink.StreamConfig{
-		Name:            cfg.Stream.Name,
-		Prefix:          cfg.Stream.SubjectPrefix,
-		Source:          cfg.Source.Name,
-		Partitions:      cfg.Stream.Partitions,
-		Replicas:        cfg.Stream.Replicas,
-		MaxAge:          cfg.Stream.MaxAge,
-		DuplicateWindow: cfg.Stream.DuplicateWindow,
+	wait := cfg.NATS.StartupTimeout
+	if err := sink.WaitJetStream(ctx, js, log, wait); err != nil {
+		return err
+	}
+	var stream jetstream.Stream
+	err = sink.Retry(ctx, log, "create or check the stream", wait, func(ctx context.Context) (err error) {
+		stream, err = sink.EnsureStream(ctx, js, sink.StreamConfig{
+			Name:            cfg.Stream.Name,
+			Prefix:          cfg.Stream.SubjectPrefix,
+			Source:          cfg.Source.Name,
+			Partitions:      cfg.Stream.Partitions,
+			Replicas:        cfg.Stream.Replicas,
+			MaxAge:          cfg.Stream.MaxAge,
+			DuplicateWindow: cfg.Stream.DuplicateWindow,
+		})
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	store, err := checkpoint.Open(ctx, js, cfg.Checkpoint.Bucket, cfg.Stream.Replicas)
+	var store *checkpoint.Store
+	err = sink.Retry(ctx, log, "open the checkpoint bucket", wait, func(ctx context.Context) (err error) {
+		store, err = checkpoint.Open(ctx, js, cfg.Checkpoint.Bucket, cfg.Stream.Replicas)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -85,6 +97,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxPayload:         int(nc.MaxPayload()),
 		Window:             cfg.Stream.Window,
 		CheckpointInterval: cfg.Checkpoint.Interval,
+		StartupTimeout:     wait,
 		Log:                log,
 	}, src, store, js, stream)
 	if err != nil {
@@ -125,25 +138,44 @@ func newSource(ctx context.Context, cfg SourceConfig, log *slog.Logger) (source,
 // connectNATS starts the embedded server, or connects to nats.url.
 func connectNATS(cfg Config, log *slog.Logger) (*nats.Conn, func(), error) {
 	if cfg.NATS.URL != "" {
-		nc, err := nats.Connect(cfg.NATS.URL, nats.Name("sluice-"+cfg.Source.Name), nats.MaxReconnects(-1))
+		opts := []nats.Option{nats.Name("sluice-" + cfg.Source.Name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false)}
+		if t := cfg.NATS.TLS; t != nil && t.CA != "" {
+			opts = append(opts, nats.RootCAs(t.CA))
+		}
+		nc, err := nats.Connect(cfg.NATS.URL, opts...)
 		if err != nil {
-			return nil, nil, fmt.Errorf("connect to NATS at nats.url: %w", err)
+			return nil, nil, fmt.Errorf("connect to NATS at nats.url: %w (is it running, and are the login and nats.tls.ca right?)", err)
 		}
 		return nc, func() { nc.Close() }, nil
 	}
 	if err := os.MkdirAll(cfg.NATS.StoreDir, 0o750); err != nil {
 		return nil, nil, fmt.Errorf("nats.store_dir: %w", err)
 	}
-	srv, err := sink.StartServer(sink.ServerConfig{
+	scfg := sink.ServerConfig{
 		Name:       cfg.NATS.ServerName,
 		Listen:     cfg.NATS.Listen,
 		StoreDir:   cfg.NATS.StoreDir,
 		MaxPayload: cfg.NATS.MaxPayload,
-	})
+		Prefix:     cfg.Stream.SubjectPrefix,
+	}
+	if c := cfg.NATS.Cluster; c != nil {
+		scfg.Cluster = &sink.ClusterConfig{Name: c.Name, Listen: c.Listen, Routes: c.Routes, User: c.User, Password: c.Password}
+	}
+	for _, u := range cfg.NATS.Users {
+		scfg.Users = append(scfg.Users, sink.User{User: u.User, Password: u.Password, Nkey: u.Nkey, Permissions: u.Permissions})
+	}
+	if t := cfg.NATS.TLS; t != nil {
+		scfg.TLS = &sink.TLSConfig{Cert: t.Cert, Key: t.Key, CA: t.CA, VerifyClients: t.VerifyClients}
+	}
+	srv, err := sink.StartServer(scfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	log.Info("embedded NATS server listening", "url", srv.ClientURL(), "store_dir", cfg.NATS.StoreDir)
+	attrs := []any{"url", srv.ClientURL(), "server_name", srv.Name(), "store_dir", cfg.NATS.StoreDir, "users", len(cfg.NATS.Users), "tls", cfg.NATS.TLS != nil}
+	if c := cfg.NATS.Cluster; c != nil {
+		attrs = append(attrs, "cluster", c.Name, "cluster_listen", c.Listen, "routes", len(c.Routes))
+	}
+	log.Info("embedded NATS server listening", attrs...)
 	nc, err := srv.Connect("sluice-" + cfg.Source.Name)
 	if err != nil {
 		srv.Shutdown()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	neturl "net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,7 +20,7 @@ import (
 
 func tailCommand() *cobra.Command {
 	var (
-		url       string
+		conn      natsClient
 		fromStart bool
 		count     int
 	)
@@ -33,7 +34,7 @@ func tailCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			err := tail(ctx, cmd.OutOrStdout(), url, args[0], fromStart, count)
+			err := tail(ctx, cmd.OutOrStdout(), conn, args[0], fromStart, count)
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -44,17 +45,62 @@ func tailCommand() *cobra.Command {
 	if def == "" {
 		def = "nats://127.0.0.1:4222"
 	}
-	cmd.Flags().StringVar(&url, "nats", def, "NATS server URL (default $NATS_URL or nats://127.0.0.1:4222)")
+	cmd.Flags().StringVar(&conn.URL, "nats", def, "NATS server URL, or several comma-separated (default $NATS_URL or nats://127.0.0.1:4222)")
+	cmd.Flags().StringVar(&conn.User, "user", os.Getenv("NATS_USER"), "NATS user (default $NATS_USER)")
+	cmd.Flags().StringVar(&conn.Password, "password", "", "NATS password (default $NATS_PASSWORD; prefer the variable, a flag shows in ps)")
+	cmd.Flags().StringVar(&conn.CA, "tls-ca", os.Getenv("NATS_CA"), "CA certificate that verifies the server's TLS certificate (default $NATS_CA)")
+	if conn.Password == "" {
+		conn.Password = os.Getenv("NATS_PASSWORD")
+	}
 	cmd.Flags().BoolVar(&fromStart, "from-start", false, "print the stored events from the beginning of the stream")
 	cmd.Flags().IntVar(&count, "count", 0, "exit after printing N events (0 = run until interrupted)")
 	return cmd
 }
 
 // tail prints the events of every stream that holds subject.
-func tail(ctx context.Context, w io.Writer, url, subject string, fromStart bool, count int) error {
-	nc, err := nats.Connect(url, nats.Name("sluice-tail"))
+// natsClient is how a consumer command reaches NATS.
+type natsClient struct {
+	URL, User, Password string
+	CA                  string // verifies the server's certificate
+}
+
+func (c natsClient) connect(name string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name(name)}
+	if c.User != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.CA != "" {
+		opts = append(opts, nats.RootCAs(c.CA))
+	}
+	nc, err := nats.Connect(c.URL, opts...)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w (is sluice running? use --nats to point elsewhere)", url, err)
+		hint := "is sluice running? use --nats to point elsewhere"
+		if errors.Is(err, nats.ErrAuthorization) {
+			hint = "check --user and $NATS_PASSWORD"
+		} else if strings.Contains(err.Error(), "tls") || strings.Contains(err.Error(), "x509") {
+			hint = "the server speaks TLS: pass its CA with --tls-ca"
+		}
+		return nil, fmt.Errorf("connect to NATS at %s: %w (%s)", redactURL(c.URL), err, hint)
+	}
+	return nc, nil
+}
+
+// redactURL hides passwords in NATS URLs, which may carry user:password.
+func redactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func tail(ctx context.Context, w io.Writer, conn natsClient, subject string, fromStart bool, count int) error {
+	url := redactURL(conn.URL)
+	nc, err := conn.connect("sluice-tail")
+	if err != nil {
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -2,12 +2,18 @@
 package natstest
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-cdc/sluice/sink"
 )
@@ -55,6 +61,159 @@ func (s *Server) Stop() {
 // URL is the client URL.
 func (s *Server) URL() string { return "nats://" + s.cfg.Listen }
 
+// Name is the server name, as JetStream names stream leaders and peers.
+func (s *Server) Name() string { return s.cfg.Name }
+
+// Running tells whether the server is up.
+func (s *Server) Running() bool { return s.server != nil }
+
+// Plan reserves the names, ports and store dirs of an n-member cluster.
+// Members start in-process (Start) or are taken by a sluice process, whose
+// config then uses Member(i) and Routes().
+type Plan struct {
+	t       testing.TB
+	Name    string
+	members []sink.ServerConfig
+	servers []*Server
+}
+
+// PlanCluster reserves an n-member cluster named "natstest".
+func PlanCluster(t testing.TB, n int) *Plan {
+	t.Helper()
+	p := &Plan{t: t, Name: "natstest", servers: make([]*Server, n)}
+	dir := t.TempDir()
+	var routes []string
+	for range n {
+		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(FreePort(t)))
+	}
+	for i := range n {
+		p.members = append(p.members, sink.ServerConfig{
+			Name:       fmt.Sprintf("n%d", i+1),
+			Listen:     "127.0.0.1:" + strconv.Itoa(FreePort(t)),
+			StoreDir:   filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			MaxPayload: 1 << 20,
+			Cluster: &sink.ClusterConfig{
+				Name:   p.Name,
+				Listen: strings.TrimPrefix(routes[i], "nats://"),
+				Routes: routes,
+			},
+		})
+	}
+	return p
+}
+
+// Member is member i's server config.
+func (p *Plan) Member(i int) sink.ServerConfig { return p.members[i] }
+
+// Routes are the route URLs of every member.
+func (p *Plan) Routes() []string { return p.members[0].Cluster.Routes }
+
+// URLs is every member's client URL, comma-separated, as nats.Connect takes it.
+func (p *Plan) URLs() string {
+	var urls []string
+	for _, m := range p.members {
+		urls = append(urls, "nats://"+m.Listen)
+	}
+	return strings.Join(urls, ",")
+}
+
+// Start starts member i in-process; it stops with the test.
+func (p *Plan) Start(i int) *Server {
+	p.t.Helper()
+	s := &Server{t: p.t, cfg: p.members[i]}
+	s.Start()
+	p.t.Cleanup(s.Stop)
+	p.servers[i] = s
+	return s
+}
+
+// Server is member i if this process started it.
+func (p *Plan) Server(i int) *Server { return p.servers[i] }
+
+// ServerNamed is the in-process member called name, or nil.
+func (p *Plan) ServerNamed(name string) *Server {
+	for _, s := range p.servers {
+		if s != nil && s.Name() == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// NewCluster starts an n-member cluster in-process and waits until
+// JetStream has a meta leader.
+func NewCluster(t testing.TB, n int) *Plan {
+	t.Helper()
+	p := PlanCluster(t, n)
+	for i := range n {
+		p.Start(i)
+	}
+	nc := p.Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := sink.WaitJetStream(ctx, js, discard, time.Minute); err != nil {
+		t.Fatalf("natstest cluster: %v", err)
+	}
+	return p
+}
+
+// Connect opens a client connection to any member, failing over between
+// them, closed with the test.
+func (p *Plan) Connect() *nats.Conn {
+	p.t.Helper()
+	nc, err := nats.Connect(p.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		p.t.Fatalf("connect to the NATS cluster: %v", err)
+	}
+	p.t.Cleanup(nc.Close)
+	return nc
+}
+
+// StreamLeader is the server name of the stream's current leader, waiting
+// up to a minute for one to be elected.
+func StreamLeader(t testing.TB, js jetstream.JetStream, stream string) string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s, err := js.Stream(ctx, stream)
+		var leader string
+		if err == nil && s.CachedInfo().Cluster != nil {
+			leader = s.CachedInfo().Cluster.Leader
+		}
+		cancel()
+		if leader != "" {
+			return leader
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s has no leader after a minute (last error: %v)", stream, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// MoveLeader makes one of want the stream's leader by asking the current
+// leader to step down until the election lands there.
+func MoveLeader(t testing.TB, nc *nats.Conn, js jetstream.JetStream, stream string, want ...string) string {
+	t.Helper()
+	for attempt := 0; attempt < 30; attempt++ {
+		leader := StreamLeader(t, js, stream)
+		for _, w := range want {
+			if leader == w {
+				return leader
+			}
+		}
+		_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil, 5*time.Second)
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("stream %s: could not move its leader to %v", stream, want)
+	return ""
+}
+
 // Connect opens a TCP client connection that reconnects forever, closed
 // with the test.
 func (s *Server) Connect() *nats.Conn {
@@ -77,3 +236,5 @@ func FreePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+var discard = slog.New(slog.DiscardHandler)
