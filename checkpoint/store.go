@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,7 +38,9 @@ type Checkpoint struct {
 
 // Store reads and writes checkpoints.
 type Store struct {
-	kv       jetstream.KeyValue
+	kv jetstream.KeyValue
+	// mu guards the maps: the pipeline and the backfill runner share a Store.
+	mu       sync.Mutex
 	revision map[string]uint64 // last revision seen per key, to detect a second writer
 	unsure   map[string][]byte // a value whose write failed, and may yet have been stored
 }
@@ -63,6 +67,8 @@ func positionKey(source string) string { return "pos." + source }
 
 // Load returns the checkpoint of source; ok is false if it has none.
 func (s *Store) Load(ctx context.Context, source string) (cp Checkpoint, ok bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	e, err := s.kv.Get(ctx, positionKey(source))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Checkpoint{}, false, nil
@@ -86,6 +92,8 @@ func (s *Store) Save(ctx context.Context, cp Checkpoint) error {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
 	key := positionKey(cp.Source)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := s.settle(ctx, key); err != nil {
 		return err
 	}
@@ -125,4 +133,41 @@ func (s *Store) settle(ctx context.Context, key string) error {
 	}
 	delete(s.unsure, key)
 	return nil
+}
+
+// Get returns the value of a key other than a position (backfill jobs,
+// gaps); ok is false when it does not exist.
+func (s *Store) Get(ctx context.Context, key string) (value []byte, ok bool, err error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s from the checkpoint bucket: %w", key, err)
+	}
+	return e.Value(), true, nil
+}
+
+// Put writes a key other than a position. Its writer is the only one, so
+// it is not revision-checked.
+func (s *Store) Put(ctx context.Context, key string, value []byte) error {
+	if _, err := s.kv.Put(ctx, key, value); err != nil {
+		return fmt.Errorf("write %s to the checkpoint bucket: %w", key, err)
+	}
+	return nil
+}
+
+// Keys lists the keys that start with prefix.
+func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, prefix+">")
+	if err != nil {
+		return nil, fmt.Errorf("list %s* in the checkpoint bucket: %w", prefix, err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
 }

@@ -94,7 +94,13 @@ func (e *Encoder) AppendEvent(dst []byte, c *sources.Change, now time.Time) []by
 	dst = strconv.AppendUint(dst, c.TxID, 10)
 	dst = append(dst, `,"ts_ms":`...)
 	dst = strconv.AppendInt(dst, c.CommitTime.UnixMilli(), 10)
-	dst = append(dst, `,"snapshot":false}`...)
+	if c.Chunk != "" {
+		dst = append(dst, `,"snapshot":true,"chunk":`...)
+		dst = appendQuoted(dst, c.Chunk)
+		dst = append(dst, '}')
+	} else {
+		dst = append(dst, `,"snapshot":false}`...)
+	}
 	dst = append(dst, tc.version...)
 	dst = append(dst, `,"ts_ms":`...)
 	dst = strconv.AppendInt(dst, now.UnixMilli(), 10)
@@ -150,4 +156,53 @@ func appendQuoted(dst []byte, s string) []byte {
 	// Names are encoded once per table shape, so encoding/json is fine here.
 	b, _ := json.Marshal(s)
 	return append(dst, b...)
+}
+
+// Chunk is a backfill chunk's range, as its chunk event states it
+// (DESIGN.md "Checkpoints, outages and backfill"): every key of the table
+// in [From, To] on the event's partition that the chunk did not emit and
+// that Keep does not list no longer exists. Nil From or To is an open end.
+// Bounds and Keep hold keys in key-column order; numeric bounds are JSON
+// numbers and text bounds JSON strings, so consumers know how to compare.
+type Chunk struct {
+	ID       string
+	Table    *sources.Table
+	From, To []sources.Value
+	Keep     [][]sources.Value
+}
+
+// AppendChunkEvent appends the chunk event for one partition, whose keep
+// list holds only the keys of that partition.
+func (e *Encoder) AppendChunkEvent(dst []byte, ch *Chunk, keep [][]sources.Value, now time.Time) []byte {
+	tc := e.codec(ch.Table)
+	dst = append(dst, `{"op":"chunk","source":{`...)
+	dst = append(dst, e.sourceJSON...)
+	dst = append(dst, tc.sourceID...)
+	dst = append(dst, `"snapshot":true,"chunk":`...)
+	dst = appendQuoted(dst, ch.ID)
+	dst = append(dst, `},"chunk":{"id":`...)
+	dst = appendQuoted(dst, ch.ID)
+	dst = append(dst, `,"from":`...)
+	dst = appendBound(dst, ch.From)
+	dst = append(dst, `,"to":`...)
+	dst = appendBound(dst, ch.To)
+	dst = append(dst, `,"keep":[`...)
+	for i, k := range keep {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendCanonicalKey(dst, k)
+	}
+	dst = append(dst, `]}`...)
+	dst = append(dst, tc.version...)
+	dst = append(dst, `,"ts_ms":`...)
+	dst = strconv.AppendInt(dst, now.UnixMilli(), 10)
+	return append(dst, '}')
+}
+
+func appendBound(dst []byte, key []sources.Value) []byte {
+	if key == nil {
+		return append(dst, "null"...)
+	}
+	return AppendCanonicalKey(dst, key)
 }

@@ -44,7 +44,31 @@ type PipelineConfig struct {
 	// StartupTimeout bounds how long start-up waits for JetStream (a
 	// cluster electing its leaders) before it gives up with an error.
 	StartupTimeout time.Duration
-	Log            *slog.Logger
+	// Tap, when set, sees every change before it is published (backfill
+	// watermarks and the chunks they release).
+	Tap Tap
+	// OnGap, when set, repairs a lost log position (sources.ErrLogLost):
+	// it records the gap, arranges its backfill and returns the position
+	// streaming resumes from. Without it a lost position stops the pipeline.
+	OnGap func(ctx context.Context, lost sources.Position, cause error) (sources.Position, error)
+	Log   *slog.Logger
+}
+
+// Tap sees each change of the log, in order, before it is published. It
+// may drop it (a change of sluice's own signal table) and may publish more
+// through out, right where the change sits in the log.
+type Tap interface {
+	Change(ctx context.Context, c *sources.Change, out Emitter) (drop bool, err error)
+}
+
+// Emitter publishes extra events in log order, inside the transaction of
+// the change being tapped (their message ids continue its indexes).
+type Emitter interface {
+	// Change publishes c like a change from the log.
+	Change(ctx context.Context, c *sources.Change) error
+	// Chunk publishes the chunk event on every partition subject of its
+	// table, at position pos.
+	Chunk(ctx context.Context, ch *Chunk, pos sources.Position) error
 }
 
 // Pipeline moves changes from a source to JetStream and checkpoints what
@@ -195,6 +219,22 @@ func (p *Pipeline) streamLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, sources.ErrLogLost) && p.cfg.OnGap != nil {
+			// Whatever was handed over must be stored before the position
+			// moves past it.
+			if err := p.pub.Flush(ctx); err != nil {
+				return nil
+			}
+			pos, gerr := p.cfg.OnGap(ctx, from.Position, err)
+			if gerr != nil {
+				return gerr
+			}
+			p.mu.Lock()
+			p.acked.Position = pos
+			p.mu.Unlock()
+			attempt = -1
+			continue
+		}
 		if !errors.Is(err, sources.ErrDisconnected) {
 			return err
 		}
@@ -283,6 +323,42 @@ func (h *handler) Change(ctx context.Context, c *sources.Change) error {
 	if c.Pos != h.txPos {
 		h.txPos, h.index = c.Pos, 0
 	}
+	if t := h.p.cfg.Tap; t != nil {
+		drop, err := t.Change(ctx, c, emitter{h})
+		if drop || err != nil {
+			return err
+		}
+	}
+	return h.change(ctx, c)
+}
+
+// emitter publishes what a Tap adds.
+type emitter struct{ h *handler }
+
+func (e emitter) Change(ctx context.Context, c *sources.Change) error { return e.h.change(ctx, c) }
+
+func (e emitter) Chunk(ctx context.Context, ch *Chunk, pos sources.Position) error {
+	h := e.h
+	subjects, err := h.p.subjects(ch.Table)
+	if err != nil {
+		return err
+	}
+	keep := make([][][]sources.Value, len(subjects))
+	for _, k := range ch.Keep {
+		h.key = AppendCanonicalKey(h.key[:0], k)
+		p := Partition(h.key, len(subjects))
+		keep[p] = append(keep[p], k)
+	}
+	for p, s := range subjects {
+		data := h.p.enc.AppendChunkEvent(nil, ch, keep[p], time.Now())
+		if err := h.publishData(ctx, s, pos, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *handler) change(ctx context.Context, c *sources.Change) error {
 	subjects, err := h.p.subjects(c.Table)
 	if err != nil {
 		return err
@@ -301,8 +377,7 @@ func (h *handler) Change(ctx context.Context, c *sources.Change) error {
 }
 
 func (h *handler) publish(ctx context.Context, subject string, c *sources.Change) error {
-	id := h.p.cfg.SourceName + ":" + string(c.Pos) + ":" + strconv.Itoa(h.index)
-	h.index++
+	id := h.nextID(c.Pos)
 	if _, ok := h.skip[id]; ok {
 		// Stored before a crash or reconnect; the replay must not repeat it.
 		delete(h.skip, id)
@@ -316,8 +391,36 @@ func (h *handler) publish(ctx context.Context, subject string, c *sources.Change
 	return h.p.pub.Publish(ctx, subject, id, data)
 }
 
+// publishData publishes an event that is not a row change (a chunk event).
+func (h *handler) publishData(ctx context.Context, subject string, pos sources.Position, data []byte) error {
+	id := h.nextID(pos)
+	if _, ok := h.skip[id]; ok {
+		delete(h.skip, id)
+		return nil
+	}
+	if max := h.p.cfg.MaxPayload; max > 0 && len(data)+len(id)+len(subject)+64 > max {
+		return fmt.Errorf("%w: a chunk event on %s is %d bytes, the limit is %d: lower backfill.chunk_size or raise nats.max_payload",
+			ErrTooLarge, subject, len(data), max)
+	}
+	return h.p.pub.Publish(ctx, subject, id, data)
+}
+
+// nextID is the message id of the next message of the transaction at pos.
+func (h *handler) nextID(pos sources.Position) string {
+	if pos != h.txPos {
+		h.txPos, h.index = pos, 0
+	}
+	id := h.p.cfg.SourceName + ":" + string(pos) + ":" + strconv.Itoa(h.index)
+	h.index++
+	return id
+}
+
 func (h *handler) Commit(ctx context.Context, c sources.Commit) error {
 	h.progressed = true
 	h.txPos, h.index = "", 0
 	return h.p.pub.Commit(ctx, Acked{Pos: c.Pos, Time: c.Time})
 }
+
+// Flush waits until every event handed to the publisher so far is stored
+// in JetStream.
+func (p *Pipeline) Flush(ctx context.Context) error { return p.pub.Flush(ctx) }

@@ -65,6 +65,9 @@ type Change struct {
 	Pos        Position
 	TxID       uint64
 	CommitTime time.Time
+	// Chunk is the backfill chunk that read this row (Op is OpRead); empty
+	// for changes from the log.
+	Chunk string
 }
 
 // KeyValues returns the primary-key values of the change in key order, taken

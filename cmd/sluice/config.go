@@ -22,7 +22,18 @@ type Config struct {
 	NATS       NATSConfig       `yaml:"nats"`
 	Stream     StreamConfig     `yaml:"stream"`
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	Backfill   BackfillConfig   `yaml:"backfill"`
 	Log        LogConfig        `yaml:"log"`
+}
+
+// BackfillConfig tunes backfills and what a lost log position does.
+type BackfillConfig struct {
+	ChunkSize int `yaml:"chunk_size"`
+	// SignalTable holds the watermarks; default public.sluice_signal
+	// (Postgres) or <database>.sluice_signal (MySQL).
+	SignalTable string `yaml:"signal_table"`
+	// OnGap is "backfill" or "fail".
+	OnGap string `yaml:"on_gap"`
 }
 
 // SourceConfig is the database to capture.
@@ -120,6 +131,7 @@ func defaults() Config {
 			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: 2 * time.Minute, Window: 4096,
 		},
 		Checkpoint: CheckpointConfig{Bucket: "sluice_checkpoints", Interval: 250 * time.Millisecond},
+		Backfill:   BackfillConfig{ChunkSize: 2048, OnGap: "backfill"},
 		Log:        LogConfig{Level: "info", Format: "text"},
 	}
 }
@@ -182,7 +194,7 @@ func explainYAML(err error) string {
 	msg := err.Error()
 	sections := map[string]string{"Config": "", "SourceConfig": "source.", "NATSConfig": "nats.", "StreamConfig": "stream.",
 		"CheckpointConfig": "checkpoint.", "LogConfig": "log.", "ClusterConfig": "nats.cluster.", "NATSUser": "nats.users[].",
-		"NATSTLS": "nats.tls.", "CredentialsConfig": "source.credentials."}
+		"NATSTLS": "nats.tls.", "CredentialsConfig": "source.credentials.", "BackfillConfig": "backfill."}
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		p := unknownField.FindStringSubmatch(m)
 		return fmt.Sprintf("line %s: unknown key %s%s (misspelled? see README \"Configuration\")", p[1], sections[p[3]], p[2])
@@ -348,6 +360,17 @@ func (c Config) Validate() error {
 	}
 	if c.Checkpoint.Bucket == "" || !namePattern.MatchString(c.Checkpoint.Bucket) {
 		add("checkpoint.bucket %q may hold only letters, digits, '_' and '-'", c.Checkpoint.Bucket)
+	}
+	if c.Backfill.ChunkSize < 2 {
+		add("backfill.chunk_size must be at least 2 (default 2048)")
+	}
+	switch c.Backfill.OnGap {
+	case "backfill", "fail":
+	default:
+		add("backfill.on_gap %q: use backfill (record the gap and backfill the captured tables) or fail (stop)", c.Backfill.OnGap)
+	}
+	if t := c.Backfill.SignalTable; t != "" && strings.Count(t, ".") != 1 {
+		add("backfill.signal_table %q: write schema.table (MySQL: database.table)", t)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

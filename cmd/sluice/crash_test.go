@@ -20,7 +20,7 @@ import (
 )
 
 // buildSluice compiles the binary under test once per test.
-func buildSluice(t *testing.T) string {
+func buildSluice(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "sluice")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
@@ -36,13 +36,19 @@ type proc struct {
 	logf *os.File
 }
 
-func startProc(t *testing.T, bin, cfg, logPath string) *proc {
+func startProc(t testing.TB, bin, cfg, logPath string) *proc {
+	t.Helper()
+	return startProcWith(t, bin, logPath, "run", "--config", cfg)
+}
+
+// startProcWith starts the binary with args, its output appended to logPath.
+func startProcWith(t testing.TB, bin, logPath string, args ...string) *proc {
 	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "run", "--config", cfg)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -59,7 +65,7 @@ func startProc(t *testing.T, bin, cfg, logPath string) *proc {
 }
 
 // waitLog waits until the log file has gained n occurrences of s.
-func waitLog(t *testing.T, path, s string, n int, timeout time.Duration) {
+func waitLog(t testing.TB, path, s string, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

@@ -32,7 +32,7 @@ type execer interface {
 // env is one test's real world: a private database and a sluice config
 // whose embedded NATS listens on a free port.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	db     execer
 	dir    string
 	cfg    Config
@@ -41,10 +41,12 @@ type env struct {
 	finished <-chan struct{}
 	// client, when its URL is set, is how the test logs in to NATS.
 	client natsClient
+	// backfill is run's --backfill.
+	backfill []string
 }
 
 // newEnv prepares database shop on a private PostgreSQL.
-func newEnv(t *testing.T, pg *pgtest.Server, tables ...string) *env {
+func newEnv(t testing.TB, pg *pgtest.Server, tables ...string) *env {
 	t.Helper()
 	if err := pg.CreateDatabase(context.Background(), "shop"); err != nil {
 		t.Fatal(err)
@@ -61,7 +63,7 @@ func newMySQLEnv(t *testing.T, my *mysqltest.Server, tables ...string) *env {
 	return newEnvFor(t, "mysql", my.DSN("shop"), my, tables)
 }
 
-func newEnvFor(t *testing.T, kind, dsn string, db execer, tables []string) *env {
+func newEnvFor(t testing.TB, kind, dsn string, db execer, tables []string) *env {
 	t.Helper()
 	dir := t.TempDir()
 	name := map[string]string{"postgres": "pg1", "mysql": "my1"}[kind]
@@ -163,7 +165,7 @@ func (e *env) startRun() (stop func() error, logs *logBuffer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	finished := make(chan struct{})
 	var runErr error
-	go func() { runErr = run(ctx, e.cfg, log); close(finished) }()
+	go func() { runErr = run(ctx, e.cfg, log, e.backfill...); close(finished) }()
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -304,7 +306,7 @@ func streamCount(t *testing.T, url, stream string) uint64 {
 }
 
 // pgConn opens a connection to database shop, closed with the test.
-func pgConn(t *testing.T, pg *pgtest.Server) *pgx.Conn {
+func pgConn(t testing.TB, pg *pgtest.Server) *pgx.Conn {
 	t.Helper()
 	conn, err := pgx.Connect(context.Background(), pg.DSN("shop"))
 	if err != nil {

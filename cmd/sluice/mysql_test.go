@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/client"
 
 	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 )
@@ -302,6 +304,7 @@ func TestMySQLPrerequisites(t *testing.T) {
 func TestMySQLPurgedBinlogIsAGap(t *testing.T) {
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.t")
+	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {on_gap: fail}")
 	e.exec(`CREATE TABLE t (id INT PRIMARY KEY)`)
 	stop, _ := e.startRun()
 	e.exec(`INSERT INTO t VALUES (1)`)
@@ -319,4 +322,85 @@ func TestMySQLPurgedBinlogIsAGap(t *testing.T) {
 	if !errors.Is(err, sources.ErrLogLost) {
 		t.Fatalf("run after the purge = %v, want ErrLogLost", err)
 	}
+	mentions(t, err, "on_gap")
+}
+
+// TestMySQLBackfillAfterPurge is the MariaDB outage test: sluice stops, the
+// table keeps changing, the binlogs are purged; on restart the gap is
+// recorded, streaming resumes at the current GTID and the backfill makes the
+// consumer's view equal the table, deleted rows included.
+func TestMySQLBackfillAfterPurge(t *testing.T) {
+	my := mysqltest.New(t)
+	e := newMySQLEnv(t, my, "shop.items")
+	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 300}")
+	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL)`)
+	stop, _ := e.startRun()
+	for i := 0; i < 2000; i += 500 {
+		vals := make([]string, 500)
+		for j := range vals {
+			vals[j] = fmt.Sprintf("(%d, 0)", i+j+1)
+		}
+		e.exec(`INSERT INTO items VALUES ` + strings.Join(vals, ","))
+	}
+	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 2000, time.Minute)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	e.exec(`UPDATE items SET v = v + 1 WHERE id % 7 = 0`)
+	e.exec(`DELETE FROM items WHERE id % 11 = 0 OR id <= 250 OR id > 1950`)
+	e.exec(`INSERT INTO items SELECT seq, 5 FROM seq_2001_to_2300`)
+	if err := my.PurgeBinlogs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	stop, logs := e.startRun()
+	writerConn := mysqlConn(t, my)
+	done := make(chan struct{})
+	writer := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewPCG(7, 8))
+		for {
+			select {
+			case <-done:
+				writer <- nil
+				return
+			default:
+			}
+			id := 1 + rng.IntN(2300)
+			var err error
+			switch rng.IntN(4) {
+			case 0:
+				_, err = writerConn.Execute("DELETE FROM items WHERE id = ?", id)
+			case 1:
+				_, err = writerConn.Execute("INSERT INTO items VALUES (?, 0) ON DUPLICATE KEY UPDATE v = v + 1", id)
+			default:
+				_, err = writerConn.Execute("UPDATE items SET v = v + 1 WHERE id = ?", id)
+			}
+			if err != nil {
+				writer <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	waitBackfills(t, logs, 1, 2*time.Minute)
+	close(done)
+	if err := <-writer; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "log position lost: gap recorded") {
+		t.Errorf("the gap was not logged:\n%s", tailLines(logs.String(), 30))
+	}
+	db := mysqlCrashDB{mysqlConn(t, my)}
+	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "my1", Schema: "shop", Table: "items"}, db.state)
+	assertNoStaleRead(t, events)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	gaps := readGapsStopped(t, e)
+	if len(gaps) != 1 || gaps[0].From == "" || gaps[0].To == "" || len(gaps[0].Jobs) != 1 {
+		t.Fatalf("gaps recorded = %+v, want one with from, to and its job", gaps)
+	}
+	t.Logf("gap %s → %s", gaps[0].From, gaps[0].To)
 }

@@ -11,8 +11,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-cdc/sluice/backfill"
 	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
@@ -22,7 +24,10 @@ import (
 )
 
 func runCommand() *cobra.Command {
-	var configPath string
+	var (
+		configPath string
+		tables     []string
+	)
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
 		Short: "Capture changes and publish them until stopped (SIGINT/SIGTERM)",
@@ -34,16 +39,18 @@ func runCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return run(ctx, cfg, newLogger(cfg.Log))
+			return run(ctx, cfg, newLogger(cfg.Log), tables...)
 		},
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", "sluice.yaml", "config file")
+	cmd.Flags().StringSliceVar(&tables, "backfill", nil, "backfill these tables (schema.table, comma-separated) alongside streaming; an unfinished backfill of a table resumes instead of starting over")
 	return cmd
 }
 
-// run is sluice run: it returns nil after a clean shutdown.
-func run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	src, err := newSource(ctx, cfg.Source, log.With("source", cfg.Source.Name))
+// run is sluice run: it returns nil after a clean shutdown. It backfills
+// the tables given alongside streaming.
+func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...string) error {
+	src, err := newSource(ctx, cfg.Source, cfg.Backfill.SignalTable, log.With("source", cfg.Source.Name))
 	if err != nil {
 		return err
 	}
@@ -88,6 +95,18 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	bsrc, ok := src.(backfill.Source)
+	if !ok {
+		return fmt.Errorf("source kind %s cannot backfill", cfg.Source.Kind)
+	}
+	bf := backfill.New(backfill.Config{
+		Source: cfg.Source.Name, ChunkSize: cfg.Backfill.ChunkSize, OnGap: cfg.Backfill.OnGap,
+		Metrics: backfill.NewMetrics(prometheus.NewRegistry(), cfg.Source.Name), Log: log,
+	}, bsrc, store)
+	err = sink.Retry(ctx, log, "read the backfill jobs", wait, func(ctx context.Context) error { return bf.Load(ctx) })
+	if err != nil {
+		return err
+	}
 	p, err := sink.NewPipeline(ctx, sink.PipelineConfig{
 		SourceName:         cfg.Source.Name,
 		SourceKind:         cfg.Source.Kind,
@@ -98,14 +117,36 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Window:             cfg.Stream.Window,
 		CheckpointInterval: cfg.Checkpoint.Interval,
 		StartupTimeout:     wait,
+		Tap:                bf,
+		OnGap:              bf.OnGap,
 		Log:                log,
 	}, src, store, js, stream)
 	if err != nil {
 		return err
 	}
+	if len(backfillTables) > 0 {
+		if _, err := bf.Start(ctx, backfillTables, "", "flag"); err != nil {
+			return fmt.Errorf("--backfill: %w", err)
+		}
+	}
 	log.Info("sluice running", "version", version, "stream", cfg.Stream.Name,
 		"subjects", cfg.Stream.SubjectPrefix+"."+cfg.Source.Name+".>", "partitions", cfg.Stream.Partitions)
-	return p.Run(ctx)
+	// The backfill runner stops before the pipeline drains, so its last
+	// chunk is either stored with its cursor or read again after restart.
+	bctx, stopBackfill := context.WithCancel(ctx)
+	defer stopBackfill()
+	if err := bf.Serve(bctx, nc); err != nil {
+		return err
+	}
+	runnerDone := make(chan struct{})
+	go func() {
+		defer close(runnerDone)
+		_ = bf.Run(bctx, p)
+	}()
+	err = p.Run(ctx)
+	stopBackfill()
+	<-runnerDone
+	return err
 }
 
 // source is a database source as run drives it.
@@ -114,7 +155,7 @@ type source interface {
 	Database() string // the event's source.db
 }
 
-func newSource(ctx context.Context, cfg SourceConfig, log *slog.Logger) (source, error) {
+func newSource(ctx context.Context, cfg SourceConfig, signalTable string, log *slog.Logger) (source, error) {
 	var creds sources.Credentials
 	if cfg.Credentials != nil && cfg.Credentials.Vault != nil {
 		v, err := credentials.New(ctx, *cfg.Credentials.Vault, log.With("credentials", "vault"))
@@ -126,12 +167,12 @@ func newSource(ctx context.Context, cfg SourceConfig, log *slog.Logger) (source,
 	if cfg.Kind == "mysql" {
 		return mysql.New(ctx, mysql.Config{
 			Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID,
-			Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, Credentials: creds, Log: log,
+			Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, SignalTable: signalTable, Credentials: creds, Log: log,
 		})
 	}
 	return postgres.New(ctx, postgres.Config{
 		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys,
-		Slot: cfg.Slot, Publication: cfg.Publication, Credentials: creds, Log: log,
+		Slot: cfg.Slot, Publication: cfg.Publication, SignalTable: signalTable, Credentials: creds, Log: log,
 	})
 }
 

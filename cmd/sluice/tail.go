@@ -11,30 +11,38 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 )
 
 func tailCommand() *cobra.Command {
 	var (
-		conn      natsClient
-		fromStart bool
-		count     int
+		conn natsClient
+		opts tailOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "tail [--nats URL] [--from-start] [--count N] SUBJECT",
-		Short: "Print change events of a subject, one JSON object per line",
+		Use:   "tail [--nats URL] [--from-start] [--count N] [--idle DURATION] [--materialize] SUBJECT",
+		Short: "Print change events of a subject, one JSON object per line, or the rows they add up to",
 		Long: "Print the change events stored under SUBJECT (wildcards allowed, e.g. cdc.> or cdc.pg1.public.orders.*),\n" +
-			"one JSON object per line. By default only new events; --from-start prints the stored history first.",
-		Example: "  sluice tail 'cdc.>'\n  sluice tail --from-start --count 10 cdc.pg1.public.orders.3",
-		Args:    cobra.ExactArgs(1),
+			"one JSON object per line. By default only new events; --from-start prints the stored history first.\n\n" +
+			"With --materialize, tail prints no events: it applies them (with backfill rows and chunk events) to an\n" +
+			"in-memory copy of the tables, as the reference consumer github.com/sluice-cdc/sluice/sink/consumer does,\n" +
+			"and when it stops (--count, --idle, or an interrupt) prints every row, one JSON object per line:\n" +
+			"  " + `{"source":"pg1","table":"public.orders","key":{"id":42},"row":{"id":42,"status":"paid"}}` + "\n" +
+			"sorted by source, table and the bytes of the key's canonical encoding; key columns in key order,\n" +
+			"row columns sorted by name, values as in the events.",
+		Example: "  sluice tail 'cdc.>'\n  sluice tail --from-start --count 10 cdc.pg1.public.orders.3\n" +
+			"  sluice tail --from-start --materialize --idle 2s 'cdc.pg1.>'",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			err := tail(ctx, cmd.OutOrStdout(), conn, args[0], fromStart, count)
+			err := tailWith(ctx, cmd.OutOrStdout(), conn, args[0], opts)
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -52,12 +60,15 @@ func tailCommand() *cobra.Command {
 	if conn.Password == "" {
 		conn.Password = os.Getenv("NATS_PASSWORD")
 	}
-	cmd.Flags().BoolVar(&fromStart, "from-start", false, "print the stored events from the beginning of the stream")
-	cmd.Flags().IntVar(&count, "count", 0, "exit after printing N events (0 = run until interrupted)")
+	cmd.Flags().BoolVar(&opts.FromStart, "from-start", false, "print the stored events from the beginning of the stream")
+	cmd.Flags().IntVar(&opts.Count, "count", 0, "exit after reading N events (0 = run until interrupted)")
+	cmd.Flags().DurationVar(&opts.Idle, "idle", 0, "exit once no event has arrived for this long, e.g. 2s (0 = never)")
+	cmd.Flags().BoolVar(&opts.Materialize, "materialize", false,
+		"apply the events to an in-memory copy of the tables and, on exit, print its rows as JSON lines\n"+
+			`{"source":...,"table":"schema.table","key":{...},"row":{...}}, sorted by source, table and canonical key bytes`)
 	return cmd
 }
 
-// tail prints the events of every stream that holds subject.
 // natsClient is how a consumer command reaches NATS.
 type natsClient struct {
 	URL, User, Password string
@@ -96,7 +107,31 @@ func redactURL(urls string) string {
 	return strings.Join(parts, ",")
 }
 
+// tailOptions are tail's flags.
+type tailOptions struct {
+	FromStart bool
+	Count     int           // stop after this many events; 0 = never
+	Idle      time.Duration // stop once no event came for this long; 0 = never
+	// Materialize applies the events to a consumer.View and prints its
+	// rows on exit instead of the events.
+	Materialize bool
+}
+
+// tail prints the events of every stream that holds subject.
 func tail(ctx context.Context, w io.Writer, conn natsClient, subject string, fromStart bool, count int) error {
+	return tailWith(ctx, w, conn, subject, tailOptions{FromStart: fromStart, Count: count})
+}
+
+// tailMsg is an event with the subject it came on: the subject's last
+// token is the partition that truncates and chunk events act on.
+type tailMsg struct {
+	subject string
+	data    []byte
+}
+
+// tailWith is tail with every option; with o.Materialize it prints the
+// rows the events add up to rather than the events.
+func tailWith(ctx context.Context, w io.Writer, conn natsClient, subject string, o tailOptions) error {
 	url := redactURL(conn.URL)
 	nc, err := conn.connect("sluice-tail")
 	if err != nil {
@@ -119,12 +154,12 @@ func tail(ctx context.Context, w io.Writer, conn natsClient, subject string, fro
 		return fmt.Errorf("no stream at %s holds subject %q: is sluice running, and is the subject right (e.g. 'cdc.>')?", url, subject)
 	}
 	policy := jetstream.DeliverNewPolicy
-	if fromStart {
+	if o.FromStart {
 		policy = jetstream.DeliverAllPolicy
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := make(chan []byte, 256)
+	events := make(chan tailMsg, 256)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, name := range streams {
 		s, err := js.Stream(ctx, name)
@@ -155,7 +190,7 @@ func tail(ctx context.Context, w io.Writer, conn natsClient, subject string, fro
 					return fmt.Errorf("read stream %s: %w", name, err)
 				}
 				select {
-				case events <- m.Data():
+				case events <- tailMsg{m.Subject(), m.Data()}:
 				case <-gctx.Done():
 					return nil
 				}
@@ -164,28 +199,65 @@ func tail(ctx context.Context, w io.Writer, conn natsClient, subject string, fro
 	}
 	out := bufio.NewWriter(w)
 	defer out.Flush()
-	printed := 0
+	var view *consumer.View
+	if o.Materialize {
+		view = consumer.NewView()
+	}
+	// finish ends the read and, when materializing, prints the rows: every
+	// way of stopping (count, idle, signal) shows what was read so far.
+	finish := func(err error) error {
+		cancel()
+		_ = g.Wait() // readers stopped on purpose; what they say now is noise
+		if view != nil {
+			if perr := view.WriteJSONLines(out); perr != nil && err == nil {
+				err = perr
+			}
+		}
+		if ferr := out.Flush(); ferr != nil && err == nil {
+			err = ferr
+		}
+		return err
+	}
+	var idle <-chan time.Time
+	var timer *time.Timer
+	if o.Idle > 0 {
+		timer = time.NewTimer(o.Idle)
+		defer timer.Stop()
+		idle = timer.C
+	}
+	read := 0
 	for {
 		select {
 		case e := <-events:
-			out.Write(e)
-			out.WriteByte('\n')
-			printed++
-			if count > 0 && printed >= count {
-				cancel()
-				_ = g.Wait()
-				return nil
+			if view != nil {
+				if err := view.Apply(e.subject, e.data); err != nil {
+					cancel()
+					_ = g.Wait()
+					return err
+				}
+			} else {
+				out.Write(e.data)
+				out.WriteByte('\n')
 			}
-			if len(events) == 0 {
+			read++
+			if o.Count > 0 && read >= o.Count {
+				return finish(nil)
+			}
+			if timer != nil {
+				timer.Reset(o.Idle)
+			}
+			if view == nil && len(events) == 0 {
 				if err := out.Flush(); err != nil {
 					return err
 				}
 			}
+		case <-idle:
+			return finish(nil)
 		case <-gctx.Done():
 			if err := g.Wait(); err != nil {
 				return err
 			}
-			return ctx.Err()
+			return finish(ctx.Err())
 		}
 	}
 }

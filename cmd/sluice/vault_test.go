@@ -69,7 +69,7 @@ func TestVaultStaticLoginPostgres(t *testing.T) {
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE ROLE app LOGIN REPLICATION PASSWORD 'app-s3cret-pw'`)
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)
-	e.exec(`CREATE PUBLICATION sluice_pg1 FOR TABLE items`)
+	adminSignalTable(e, "app")
 	if err := v.PutKV(context.Background(), "sluice/pg1", map[string]any{"username": "app", "password": "app-s3cret-pw"}); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func pgVaultRole(t *testing.T, v *vaulttest.Server, pg *pgtest.Server, ttl, maxT
 	err := v.DatabaseRole(context.Background(), "pg", "postgresql-database-plugin",
 		fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/shop?sslmode=disable", pg.Port()),
 		"postgres", pgAdminPassword, "sluice-pg",
-		[]string{`CREATE ROLE "{{name}}" WITH LOGIN REPLICATION PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`},
+		[]string{`CREATE ROLE "{{name}}" WITH LOGIN REPLICATION PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE sluice;`},
 		[]string{`DROP ROLE IF EXISTS "{{name}}";`}, ttl, maxTTL)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +165,8 @@ func newVaultPGEnv(t *testing.T) (*env, *pgtest.Server, *vaulttest.Server) {
 	v := vaulttest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int, note text)`)
-	e.exec(`CREATE PUBLICATION sluice_pg1 FOR TABLE items`)
+	e.exec(`CREATE ROLE sluice NOLOGIN`)
+	adminSignalTable(e, "sluice")
 	e.cfg.Source.DSN = fmt.Sprintf("postgres://127.0.0.1:%d/shop?sslmode=disable", pg.Port())
 	return e, pg, v
 }
@@ -233,11 +234,14 @@ func TestVaultDynamicLoginsMySQL(t *testing.T) {
 	v := vaulttest.New(t)
 	e := newMySQLEnv(t, my, "shop.items")
 	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT, note TEXT)`)
+	// Rotated logins cannot create the signal table; an admin does, once.
+	e.exec(`CREATE TABLE sluice_signal (source VARCHAR(255) NOT NULL PRIMARY KEY, kind VARCHAR(16) NOT NULL, id VARCHAR(255) NOT NULL, at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))`)
 	e.cfg.Source.DSN = fmt.Sprintf("nobody@tcp(%s)/shop", my.Addr())
 	err := v.DatabaseRole(context.Background(), "my", "mysql-database-plugin",
 		fmt.Sprintf("{{username}}:{{password}}@tcp(%s)/", my.Addr()), "root", "", "sluice-my",
 		[]string{`CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';`,
-			`GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{{name}}'@'%';`},
+			`GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{{name}}'@'%';`,
+			`GRANT INSERT, UPDATE ON shop.sluice_signal TO '{{name}}'@'%';`},
 		[]string{`DROP USER IF EXISTS '{{name}}'@'%';`}, "4s", "8s")
 	if err != nil {
 		t.Fatal(err)
@@ -301,4 +305,15 @@ func TestVaultErrors(t *testing.T) {
 			t.Errorf("a sealed Vault was not retried:\n%s", logs)
 		}
 	})
+}
+
+// adminSignalTable does as an admin what a login that owns nothing cannot:
+// create the backfill signal table, publish it with the captured table,
+// and let role write watermarks and read the tables.
+func adminSignalTable(e *env, role string) {
+	e.t.Helper()
+	e.exec(`CREATE TABLE sluice_signal (source text PRIMARY KEY, kind text NOT NULL, id text NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
+	e.exec(`CREATE PUBLICATION sluice_pg1 FOR TABLE items, sluice_signal`)
+	e.exec(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ` + role)
+	e.exec(`GRANT INSERT, UPDATE ON sluice_signal TO ` + role)
 }

@@ -34,6 +34,10 @@ type Config struct {
 	// Credentials, when set, supply the user and password on every
 	// connect; the DSN's own are ignored.
 	Credentials sources.Credentials
+	// SignalTable is the backfill's watermark table, "db.table"; sluice
+	// creates it when missing. Empty means "<DSN database>.sluice_signal"
+	// (or the first captured table's database when the DSN names none).
+	SignalTable string
 	Log         *slog.Logger
 }
 

@@ -37,11 +37,16 @@ func connect(ctx context.Context, d dsn) (*client.Conn, error) {
 
 // column is what decoding needs to know about one column beyond the binlog.
 type column struct {
-	name     string
-	dataType string   // information_schema DATA_TYPE: int, varchar, enum, ...
-	unsigned bool     // integer columns
-	labels   []string // enum and set members, in order
-	charset  string   // character columns; "binary" for binary strings and blobs
+	name      string
+	dataType  string   // information_schema DATA_TYPE: int, varchar, enum, ...
+	unsigned  bool     // integer columns
+	labels    []string // enum and set members, in order
+	charset   string   // character columns; "binary" for binary strings and blobs
+	collation string   // character columns
+	// precision and scale of decimals, so a chunk bound compares exactly;
+	// fsp is the fractional-second digits of temporal columns, which the
+	// binlog writes and a chunk read must write alike.
+	precision, scale, fsp int
 }
 
 // tableSchema is a captured table as information_schema describes it.
@@ -141,8 +146,10 @@ func discoverTables(conn *client.Conn, cfg Config, db string) ([]*tableSchema, e
 		if db == "" {
 			return nil, errors.New("source.tables is empty and source.dsn names no database: list the tables as db.table")
 		}
-		r, err := conn.Execute(`SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME), EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c
-			WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')
+		// KEY_COLUMN_USAGE, not TABLE_CONSTRAINTS: MariaDB hides the latter
+		// from a user who may only SELECT, and would skip every table.
+		r, err := conn.Execute(`SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME), EXISTS (SELECT 1 FROM information_schema.KEY_COLUMN_USAGE c
+			WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_NAME = 'PRIMARY')
 			FROM information_schema.TABLES t WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1`, db)
 		if err != nil {
 			return nil, fmt.Errorf("list tables of %s: %w", db, err)
@@ -205,7 +212,8 @@ func discoverTables(conn *client.Conn, cfg Config, db string) ([]*tableSchema, e
 
 // loadTable reads a table's columns and primary key; nil if it does not exist.
 func loadTable(conn *client.Conn, db, name string) (*tableSchema, error) {
-	r, err := conn.Execute(`SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IFNULL(CHARACTER_SET_NAME, '')
+	r, err := conn.Execute(`SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IFNULL(CHARACTER_SET_NAME, ''),
+		IFNULL(NUMERIC_PRECISION, 0), IFNULL(NUMERIC_SCALE, 0), IFNULL(DATETIME_PRECISION, 0), IFNULL(COLLATION_NAME, '')
 		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`, db, name)
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s.%s: %w", db, name, err)
@@ -220,6 +228,11 @@ func loadTable(conn *client.Conn, db, name string) (*tableSchema, error) {
 		c.dataType, _ = r.GetString(i, 1)
 		colType, _ := r.GetString(i, 2)
 		c.charset, _ = r.GetString(i, 3)
+		prec, _ := r.GetInt(i, 4)
+		scale, _ := r.GetInt(i, 5)
+		fsp, _ := r.GetInt(i, 6)
+		c.precision, c.scale, c.fsp = int(prec), int(scale), int(fsp)
+		c.collation, _ = r.GetString(i, 7)
 		c.dataType = strings.ToLower(c.dataType)
 		c.unsigned = strings.Contains(strings.ToLower(colType), "unsigned")
 		if c.dataType == "enum" || c.dataType == "set" {

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
@@ -21,9 +22,16 @@ type Source struct {
 	cfg    Config
 	dsn    dsn
 	info   serverInfo
-	conn   *client.Conn // catalog queries, used only by the goroutine in Stream
-	tables map[string]*tableSchema
-	shapes map[string]*sources.Table // last shape seen per table, for versions
+	conn   *client.Conn            // catalog queries, used only by the goroutine in Stream
+	tables map[string]*tableSchema // captured tables, the signal table included
+	// signal is the backfill's watermark table: captured like the others,
+	// but not one of the user's tables.
+	signal tableName
+	// shapesMu guards shapes: Stream and the backfill's ReadChunk both
+	// register shapes, from different goroutines.
+	shapesMu sync.Mutex
+	shapes   map[string]*sources.Table // last shape seen per table, for versions
+	bf       backfillConn
 }
 
 // New connects, checks the prerequisites and reads the captured tables.
@@ -72,19 +80,34 @@ func (s *Source) setup() error {
 	if err != nil {
 		return err
 	}
+	if s.signal, err = signalName(s.cfg.SignalTable, s.dsn.db, tables); err != nil {
+		return err
+	}
 	var names []string
 	for _, t := range tables {
+		if t.db == s.signal.db && t.name == s.signal.name {
+			continue // auto-discovered, or listed: it is added below either way
+		}
 		if err := markJSON(s.conn, t); err != nil {
 			return err
 		}
 		s.tables[t.qualified()] = t
 		names = append(names, t.qualified())
 	}
+	if len(names) == 0 {
+		return fmt.Errorf("no table to capture besides the signal table %s: list tables under source.tables, or give the tables of %q primary keys", s.signal, s.dsn.db)
+	}
+	signal, err := ensureSignalTable(s.conn, s.signal, s.dsn.user)
+	if err != nil {
+		return err
+	}
+	s.tables[signal.qualified()] = signal
 	mode := "file:offset"
 	if info.gtid {
 		mode = "GTID"
 	}
-	s.cfg.Log.Info("capturing tables", "tables", strings.Join(names, ","), "flavor", info.flavor, "positions", mode, "server_id", s.cfg.ServerID)
+	s.cfg.Log.Info("capturing tables", "tables", strings.Join(names, ","), "signal_table", s.signal.String(),
+		"flavor", info.flavor, "positions", mode, "server_id", s.cfg.ServerID)
 	return nil
 }
 
@@ -131,8 +154,11 @@ func (s *Source) Database() string { return s.dsn.db }
 // progress. The checkpoint is the only record of where to resume.
 func (s *Source) Ack(sources.Position) {}
 
-// Close releases the catalog connection.
-func (s *Source) Close(context.Context) error { return s.conn.Close() }
+// Close releases the catalog and backfill connections.
+func (s *Source) Close(context.Context) error {
+	s.bf.close()
+	return s.conn.Close()
+}
 
 // Stream reads the binlog from `from`, or from its current end on a first start.
 func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Handler) error {
@@ -310,7 +336,7 @@ func (r *reader) query(ctx context.Context, e *replication.QueryEvent, hdr *repl
 		}
 		if t, ok := r.s.tables[db+"."+name]; ok {
 			r.ensureTx(hdr)
-			shape := r.s.shapes[t.qualified()]
+			shape := r.s.lastShape(t.qualified())
 			if shape == nil {
 				shape = r.s.shape(t, nil)
 			}
@@ -458,6 +484,8 @@ func (s *Source) shape(t *tableSchema, codecs []colCodec) *sources.Table {
 	for _, k := range t.key {
 		next.Key = append(next.Key, slices.Index(next.Columns, k))
 	}
+	s.shapesMu.Lock()
+	defer s.shapesMu.Unlock()
 	prev := s.shapes[t.qualified()]
 	if prev != nil && slices.Equal(prev.Columns, next.Columns) && slices.Equal(prev.Types, next.Types) && slices.Equal(prev.Key, next.Key) {
 		return prev
@@ -468,6 +496,13 @@ func (s *Source) shape(t *tableSchema, codecs []colCodec) *sources.Table {
 	}
 	s.shapes[t.qualified()] = next
 	return next
+}
+
+// lastShape is the table's latest shape, nil if none was seen yet.
+func (s *Source) lastShape(qualified string) *sources.Table {
+	s.shapesMu.Lock()
+	defer s.shapesMu.Unlock()
+	return s.shapes[qualified]
 }
 
 // kindOf decides how column i is written, from its binlog type.

@@ -33,7 +33,7 @@ func (s *Source) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*r
 		identity: make([]bool, len(m.Columns)),
 	}
 	shape := &sources.Table{Schema: m.Namespace, Name: m.RelationName}
-	lookup := s.typeLookup(ctx)
+	lookup := s.typeLookup(ctx, s.conn)
 	for i, c := range m.Columns {
 		dec, err := newDecoder(c.DataType, lookup)
 		if err != nil {
@@ -44,37 +44,51 @@ func (s *Source) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*r
 		shape.Columns = append(shape.Columns, c.Name)
 		shape.Types = append(shape.Types, s.typeName(c.DataType, lookup))
 	}
-	for _, k := range info.key {
+	table, err := s.register(shape, info.key)
+	if err != nil {
+		return nil, err
+	}
+	rel.table = table
+	return rel, nil
+}
+
+// register sets the key of a shape read from the log or by a backfill and
+// returns the Table to use: the same shape keeps its Table (and schema
+// version), a new one bumps it. The stream and the backfill runner share
+// the shapes, so a backfill row and a logged change of one shape carry one
+// version.
+func (s *Source) register(shape *sources.Table, key []string) (*sources.Table, error) {
+	qn := shape.QualifiedName()
+	for _, k := range key {
 		i := slices.Index(shape.Columns, k)
 		if i < 0 {
 			return nil, fmt.Errorf("table %s: key column %s is not in the replicated row (was it dropped or renamed?)", qn, k)
 		}
 		shape.Key = append(shape.Key, i)
 	}
-	// The same shape keeps its Table (and schema version); a new one bumps it.
+	s.shapeMu.Lock()
+	defer s.shapeMu.Unlock()
 	prev := s.shapes[qn]
 	if prev != nil && slices.Equal(prev.Columns, shape.Columns) && slices.Equal(prev.Types, shape.Types) && slices.Equal(prev.Key, shape.Key) {
-		rel.table = prev
-		return rel, nil
+		return prev, nil
 	}
 	shape.Version = 1
 	if prev != nil {
 		shape.Version = prev.Version + 1
 	}
 	s.shapes[qn] = shape
-	rel.table = shape
-	return rel, nil
+	return shape, nil
 }
 
 // typeLookup resolves types that are not built in (enums, domains, arrays
 // of them) from the catalog.
-func (s *Source) typeLookup(ctx context.Context) func(uint32) (pgType, bool) {
+func (s *Source) typeLookup(ctx context.Context, conn *pgx.Conn) func(uint32) (pgType, bool) {
 	return func(oid uint32) (pgType, bool) {
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var t pgType
 		var kind, delim string
-		err := s.conn.QueryRow(qctx, `SELECT oid, typname, typtype::text, typelem, typbasetype, typdelim::text FROM pg_type WHERE oid = $1`, oid).
+		err := conn.QueryRow(qctx, `SELECT oid, typname, typtype::text, typelem, typbasetype, typdelim::text FROM pg_type WHERE oid = $1`, oid).
 			Scan(&t.OID, &t.Name, &kind, &t.Elem, &t.Base, &delim)
 		if err != nil {
 			if !errors.Is(err, pgx.ErrNoRows) {

@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -33,6 +35,9 @@ type Config struct {
 	Keys        map[string][]string
 	Slot        string // default sluice_<name>
 	Publication string // default sluice_<name>
+	// SignalTable is schema.table of the backfill watermarks; sluice
+	// creates it and adds it to the publication. Default public.sluice_signal.
+	SignalTable string
 	// StatusInterval is how often the acknowledged position is reported to
 	// the server (and the longest it waits to learn of a dead peer).
 	StatusInterval time.Duration
@@ -59,7 +64,17 @@ type Source struct {
 	tables map[string]tableInfo
 	db     string
 	acked  atomic.Uint64 // LSN every change before which is stored
-	shapes map[string]*sources.Table
+	// signal is the watermark table; it is captured but not a user table.
+	signal tableInfo
+
+	shapeMu sync.Mutex
+	shapes  map[string]*sources.Table
+
+	// The backfill runner reads chunks and writes watermarks on a
+	// connection of its own, while Stream runs.
+	backfillMu   sync.Mutex
+	backfillConn *pgx.Conn
+	keyTypes     map[string][]uint32
 	// builtin names built-in types without a catalog round trip.
 	builtin *pgtype.Map
 }
@@ -87,13 +102,16 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Publication == "" {
 		cfg.Publication = SlotName(cfg.Name)
 	}
+	if cfg.SignalTable == "" {
+		cfg.SignalTable = "public.sluice_signal"
+	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap()}
+	s := &Source{cfg: cfg, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap(), keyTypes: make(map[string][]uint32)}
 	login, err := s.login(ctx)
 	if err != nil {
 		return nil, err
@@ -109,23 +127,31 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	return s, nil
 }
 
-func (s *Source) setup(ctx context.Context) error {
+func (s *Source) setup(ctx context.Context) (err error) {
 	if err := checkWALLevel(ctx, s.conn); err != nil {
+		return err
+	}
+	if s.signal, err = ensureSignalTable(ctx, s.conn, s.cfg.SignalTable); err != nil {
 		return err
 	}
 	tables, err := discoverTables(ctx, s.conn, s.cfg)
 	if err != nil {
 		return err
 	}
-	if err := ensurePublication(ctx, s.conn, s.cfg.Publication, tables); err != nil {
+	tables = slices.DeleteFunc(tables, func(t tableInfo) bool { return t.qualified() == s.signal.qualified() })
+	if len(tables) == 0 {
+		return fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of database %q primary keys", s.conn.Config().Database)
+	}
+	if err := ensurePublication(ctx, s.conn, s.cfg.Publication, append(slices.Clip(tables), s.signal)); err != nil {
 		return err
 	}
-	s.tables = make(map[string]tableInfo, len(tables))
+	s.tables = make(map[string]tableInfo, len(tables)+1)
 	names := make([]string, 0, len(tables))
 	for _, t := range tables {
 		s.tables[t.qualified()] = t
 		names = append(names, t.qualified())
 	}
+	s.tables[s.signal.qualified()] = s.signal
 	s.cfg.Log.Info("capturing tables", "tables", strings.Join(names, ","), "slot", s.cfg.Slot, "publication", s.cfg.Publication)
 	return nil
 }
@@ -202,6 +228,11 @@ func (s *Source) Ack(pos sources.Position) {
 
 // Close releases the catalog connection.
 func (s *Source) Close(ctx context.Context) error {
+	s.backfillMu.Lock()
+	if s.backfillConn != nil {
+		s.backfillConn.Close(ctx)
+	}
+	s.backfillMu.Unlock()
 	return s.conn.Close(ctx)
 }
 

@@ -1,0 +1,103 @@
+// Package backfill replays tables into the stream while the log keeps
+// flowing, with DBLog watermarks (DESIGN.md "Checkpoints, outages and
+// backfill"): for each key chunk a low watermark, the chunk's SELECT, a high
+// watermark; at the high watermark the chunk's rows that the log did not
+// change in between are published as op "r", followed by the chunk event
+// that lets consumers drop rows deleted while the log was gone.
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+// Job states.
+const (
+	StateRunning = "running"
+	StateDone    = "done"
+	StateFailed  = "failed"
+)
+
+// Job is one table's backfill, as kept in the checkpoint store: after a
+// restart it resumes at Cursor.
+type Job struct {
+	ID        string `json:"id"`
+	Source    string `json:"source"`
+	Table     string `json:"table"`
+	Where     string `json:"where,omitempty"`
+	ChunkSize int    `json:"chunk_size"`
+	// Reason is why it runs: "flag" (run --backfill), "request" (sluice
+	// backfill) or "gap" (the log position was lost).
+	Reason string `json:"reason"`
+	// Cursor is the first key of the next chunk, in event JSON form; nil
+	// before the first chunk.
+	Cursor []sources.Value `json:"cursor"`
+	Chunks int64           `json:"chunks_done"`
+	Rows   int64           `json:"rows_done"`
+	// Estimate is the table's row count when the job started.
+	Estimate int64     `json:"rows_estimated"`
+	State    string    `json:"state"`
+	Error    string    `json:"error,omitempty"`
+	Started  time.Time `json:"started"`
+	Updated  time.Time `json:"updated"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+// ChunksEstimated is about how many chunks the job reads in all.
+func (j Job) ChunksEstimated() int64 {
+	if j.ChunkSize <= 1 {
+		return 0
+	}
+	// Chunks overlap by their boundary row.
+	per := int64(j.ChunkSize - 1)
+	return max(1, (j.Estimate+per-1)/per)
+}
+
+// Gap is a stretch of the log that was lost, as recorded in the store.
+type Gap struct {
+	Source   string           `json:"source"`
+	From     sources.Position `json:"from"` // the checkpoint that could not be resumed
+	To       sources.Position `json:"to"`   // where streaming resumed
+	Detected time.Time        `json:"detected"`
+	Cause    string           `json:"cause"`
+	Jobs     []string         `json:"jobs,omitempty"` // the backfills that repair it
+}
+
+// Store keeps jobs and gaps: the checkpoint bucket.
+type Store interface {
+	Get(ctx context.Context, key string) ([]byte, bool, error)
+	Put(ctx context.Context, key string, value []byte) error
+	Keys(ctx context.Context, prefix string) ([]string, error)
+}
+
+func jobPrefix(source string) string { return "backfill." + source + "." }
+
+// jobKey is one key per table: a table has at most one job at a time.
+func jobKey(source, table string) string { return jobPrefix(source) + keyToken(table) }
+
+func gapKey(source string, t time.Time) string {
+	return "gap." + source + "." + t.UTC().Format("20060102T150405.000000000Z")
+}
+
+// keyToken maps a table name to the characters a KV key allows.
+func keyToken(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+func putJSON(ctx context.Context, st Store, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return st.Put(ctx, key, b)
+}

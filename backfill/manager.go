@@ -1,0 +1,401 @@
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sink/consumer"
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+// Source is what a backfill needs of a database source.
+type Source interface {
+	sources.Backfiller
+	// Reset gives up a lost log position and returns the current one.
+	Reset(ctx context.Context) (sources.Position, error)
+}
+
+// Flusher waits until everything handed to the publisher is stored.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
+// Config configures backfills of one source.
+type Config struct {
+	Source    string // source name
+	ChunkSize int    // rows per chunk, at least 2; default 2048
+	// OnGap is "backfill" (record the gap, resume streaming at the current
+	// position and backfill every captured table) or "fail".
+	OnGap   string
+	Metrics *Metrics // optional
+	Log     *slog.Logger
+}
+
+// DefaultChunkSize keeps a chunk's SELECT short and its events well under
+// the publisher's window.
+const DefaultChunkSize = 2048
+
+// Manager runs backfill jobs, one chunk at a time, and is the pipeline's
+// Tap: it watches the log for its watermarks.
+type Manager struct {
+	cfg   Config
+	src   Source
+	store Store
+	log   *slog.Logger
+
+	mu   sync.Mutex
+	jobs map[string]*Job // by table: the current job of each
+	win  *window         // the chunk between its watermarks, if any
+	wake chan struct{}
+}
+
+// window is one chunk's state between its low and high watermarks.
+type window struct {
+	id     string
+	table  string
+	events bool // publish the chunk event (not for --where backfills)
+
+	open      bool // the low watermark was seen
+	changed   map[string][]sources.Value
+	truncated bool
+
+	ready    bool // the chunk's rows are read
+	chunk    sources.Chunk
+	from, to []sources.Value
+	emitting bool
+
+	done chan result
+}
+
+type result struct {
+	emitted int
+	err     error
+}
+
+// errRetryChunk asks the runner to read a chunk again.
+var errRetryChunk = errors.New("chunk must be read again")
+
+// New returns a manager; Load reads the jobs a previous run left.
+func New(cfg Config, src Source, store Store) *Manager {
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = DefaultChunkSize
+	}
+	if cfg.ChunkSize < 2 {
+		cfg.ChunkSize = 2 // a full chunk must move past its first key
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{
+		cfg: cfg, src: src, store: store, log: cfg.Log.With("component", "backfill"),
+		jobs: make(map[string]*Job), wake: make(chan struct{}, 1),
+	}
+}
+
+// Load reads the jobs of this source from the store; unfinished ones
+// resume at their last chunk when Run starts.
+func (m *Manager) Load(ctx context.Context) error {
+	keys, err := m.store.Keys(ctx, jobPrefix(m.cfg.Source))
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range keys {
+		b, ok, err := m.store.Get(ctx, k)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		var j Job
+		if err := json.Unmarshal(b, &j); err != nil {
+			return fmt.Errorf("backfill job %s in the checkpoint bucket is corrupt: %w", k, err)
+		}
+		m.jobs[j.Table] = &j
+		if j.State == StateRunning {
+			m.log.Info("resuming backfill", "job", j.ID, "table", j.Table, "chunks_done", j.Chunks, "rows_done", j.Rows)
+		}
+		m.cfg.Metrics.observe(j)
+	}
+	return nil
+}
+
+// Jobs returns every job of this source, newest first.
+func (m *Manager) Jobs() []Job {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Job, 0, len(m.jobs))
+	for _, j := range m.jobs {
+		out = append(out, *j)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Started.After(out[b].Started) })
+	return out
+}
+
+// Start queues a backfill of each table. A table whose job is still
+// running keeps it, so repeating a request (or restarting with
+// --backfill) does not start over; reason "gap" always starts over, since
+// the earlier chunks predate the gap.
+func (m *Manager) Start(ctx context.Context, tables []string, where, reason string) ([]Job, error) {
+	captured := m.src.Tables()
+	var unknown []string
+	for _, t := range tables {
+		if !slices.Contains(captured, t) {
+			unknown = append(unknown, t)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(captured)
+		return nil, fmt.Errorf("cannot backfill %s: not captured by source %s (captured: %s)",
+			strings.Join(unknown, ", "), m.cfg.Source, strings.Join(captured, ", "))
+	}
+	var out []Job
+	for _, t := range tables {
+		m.mu.Lock()
+		cur := m.jobs[t]
+		m.mu.Unlock()
+		if cur != nil && cur.State == StateRunning && reason != "gap" && cur.Where == where {
+			out = append(out, *cur)
+			continue
+		}
+		est, err := m.src.EstimateRows(ctx, t)
+		if err != nil {
+			return out, err
+		}
+		now := time.Now().UTC()
+		j := &Job{
+			ID:     strconv.FormatInt(now.UnixMilli(), 36) + "-" + keyToken(t),
+			Source: m.cfg.Source, Table: t, Where: where, ChunkSize: m.cfg.ChunkSize, Reason: reason,
+			Estimate: est, State: StateRunning, Started: now, Updated: now,
+		}
+		if err := putJSON(ctx, m.store, jobKey(m.cfg.Source, t), j); err != nil {
+			return out, err
+		}
+		m.mu.Lock()
+		m.jobs[t] = j
+		m.mu.Unlock()
+		m.cfg.Metrics.observe(*j)
+		m.log.Info("backfill queued", "job", j.ID, "table", t, "reason", reason, "rows_estimated", est, "chunk_size", j.ChunkSize, "where", where)
+		out = append(out, *j)
+	}
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+	return out, nil
+}
+
+// OnGap handles a lost log position (sink.PipelineConfig.OnGap).
+func (m *Manager) OnGap(ctx context.Context, lost sources.Position, cause error) (sources.Position, error) {
+	if m.cfg.OnGap == "fail" {
+		return "", fmt.Errorf("%w; backfill.on_gap is \"fail\", so sluice stops: set backfill.on_gap: backfill to record the gap and backfill the captured tables automatically", cause)
+	}
+	now := time.Now().UTC()
+	// The jobs are stored before the position moves on: a crash in between
+	// finds the position lost again and starts over.
+	jobs, err := m.Start(ctx, m.src.Tables(), "", "gap")
+	if err != nil {
+		return "", fmt.Errorf("log position lost and the backfill that repairs it cannot start: %w", err)
+	}
+	gap := Gap{Source: m.cfg.Source, From: lost, Detected: now, Cause: cause.Error()}
+	for _, j := range jobs {
+		gap.Jobs = append(gap.Jobs, j.ID)
+	}
+	key := gapKey(m.cfg.Source, now)
+	if err := putJSON(ctx, m.store, key, gap); err != nil {
+		return "", err
+	}
+	// The chunk in flight may wait for a watermark that went with the log.
+	m.mu.Lock()
+	if w := m.win; w != nil && !w.emitting {
+		w.finish(result{err: errRetryChunk})
+	}
+	m.mu.Unlock()
+	pos, err := m.src.Reset(ctx)
+	if err != nil {
+		return "", err
+	}
+	gap.To = pos
+	if err := putJSON(ctx, m.store, key, gap); err != nil {
+		return "", err
+	}
+	m.cfg.Metrics.gap()
+	m.log.Warn("log position lost: gap recorded, streaming resumes at the current position, and every captured table is backfilled",
+		"from", lost, "to", pos, "gap", key, "tables", len(jobs), "cause", cause)
+	return pos, nil
+}
+
+// Change is the Tap: it drops the signal table's changes, opens and closes
+// chunk windows at their watermarks, and notes the keys the log changes
+// inside a window.
+func (m *Manager) Change(ctx context.Context, c *sources.Change, out sink.Emitter) (bool, error) {
+	if sig, ok := m.src.ReadSignal(c); ok {
+		if sig.Source == m.cfg.Source {
+			return true, m.watermark(ctx, sig, c, out)
+		}
+		return true, nil // another sluice's watermark
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.win
+	if w == nil || !w.open || w.emitting || c.Table.QualifiedName() != w.table {
+		return false, nil
+	}
+	if c.Op == sources.OpTruncate {
+		w.truncated = true
+		return false, nil
+	}
+	k := c.KeyValues()
+	w.changed[string(sink.AppendCanonicalKey(nil, k))] = k
+	return false, nil
+}
+
+func (m *Manager) watermark(ctx context.Context, sig sources.Signal, c *sources.Change, out sink.Emitter) error {
+	m.mu.Lock()
+	w := m.win
+	if w == nil || w.id != sig.ID || w.emitting {
+		m.mu.Unlock()
+		return nil // a finished chunk's watermark, replayed
+	}
+	switch sig.Kind {
+	case "low":
+		// Seen again when the stream replays after a reconnect: start over.
+		w.open, w.truncated = true, false
+		w.changed = make(map[string][]sources.Value)
+		m.mu.Unlock()
+		return nil
+	case "high":
+	default:
+		m.mu.Unlock()
+		return nil
+	}
+	if !w.open || !w.ready {
+		w.finish(result{err: errRetryChunk})
+		m.mu.Unlock()
+		return nil
+	}
+	w.emitting = true
+	m.mu.Unlock()
+
+	n, err := w.emit(ctx, c, out)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		// The stream replays this transaction; emit again then (the
+		// message ids are the same, so nothing is stored twice).
+		w.emitting = false
+		return err
+	}
+	w.finish(result{emitted: n})
+	return nil
+}
+
+// emit publishes the chunk's rows that the log did not change inside the
+// window, at the high watermark's position, then its chunk event.
+func (w *window) emit(ctx context.Context, at *sources.Change, out sink.Emitter) (int, error) {
+	n := 0
+	// The chunk re-reads the previous chunk's last row, which its chunk
+	// event must then cover; without chunk events it is a mere repeat.
+	var boundary string
+	if !w.events && w.from != nil {
+		boundary = string(sink.AppendCanonicalKey(nil, w.from))
+	}
+	for _, row := range w.chunk.Rows {
+		if w.truncated {
+			break
+		}
+		key := string(sink.AppendCanonicalKey(nil, keyOf(w.chunk.Table, row)))
+		if _, changed := w.changed[key]; changed || key == boundary {
+			continue // the log's version is newer, and already published
+		}
+		err := out.Change(ctx, &sources.Change{
+			Op: sources.OpRead, Table: w.chunk.Table, After: row,
+			Pos: at.Pos, TxID: at.TxID, CommitTime: at.CommitTime, Chunk: w.id,
+		})
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	if !w.events {
+		return n, nil
+	}
+	ch := &sink.Chunk{ID: w.id, Table: w.chunk.Table, From: bound(w.chunk.Table, w.from), To: bound(w.chunk.Table, w.to)}
+	for _, k := range w.changed {
+		if inRange(k, ch.From, ch.To) {
+			ch.Keep = append(ch.Keep, k)
+		}
+	}
+	sort.Slice(ch.Keep, func(a, b int) bool {
+		return string(sink.AppendCanonicalKey(nil, ch.Keep[a])) < string(sink.AppendCanonicalKey(nil, ch.Keep[b]))
+	})
+	return n, out.Chunk(ctx, ch, at.Pos)
+}
+
+func (w *window) finish(r result) {
+	select {
+	case w.done <- r:
+	default:
+	}
+}
+
+func keyOf(t *sources.Table, row []sources.Value) []sources.Value {
+	k := make([]sources.Value, len(t.Key))
+	for i, c := range t.Key {
+		k[i] = row[c]
+	}
+	return k
+}
+
+// bound writes a key as a chunk bound: decimals become JSON numbers, so
+// consumers know to compare them numerically.
+func bound(t *sources.Table, key []sources.Value) []sources.Value {
+	if key == nil {
+		return nil
+	}
+	out := make([]sources.Value, len(key))
+	for i, v := range key {
+		typ := strings.ToLower(t.Types[t.Key[i]])
+		if len(v) > 1 && v[0] == '"' && (strings.HasPrefix(typ, "numeric") || strings.HasPrefix(typ, "decimal")) {
+			v = v[1 : len(v)-1]
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// inRange tells whether a key lies in [from, to]; keys that cannot be
+// compared are kept (listing too many keys is safe, too few is not).
+func inRange(key, from, to []sources.Value) bool {
+	raw := func(k []sources.Value) []json.RawMessage {
+		r := make([]json.RawMessage, len(k))
+		for i, v := range k {
+			r[i] = json.RawMessage(v)
+		}
+		return r
+	}
+	k := raw(key)
+	if from != nil {
+		if c, err := consumer.CompareKeys(k, raw(from)); err == nil && c < 0 {
+			return false
+		}
+	}
+	if to != nil {
+		if c, err := consumer.CompareKeys(k, raw(to)); err == nil && c > 0 {
+			return false
+		}
+	}
+	return true
+}

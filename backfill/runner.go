@@ -1,0 +1,206 @@
+package backfill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+// Run runs the queued jobs, oldest first and one chunk at a time, until
+// ctx ends. f must be the pipeline whose Tap m is: a chunk's events are
+// stored before its cursor is.
+func (m *Manager) Run(ctx context.Context, f Flusher) error {
+	for {
+		j, ok := m.next()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-m.wake:
+				continue
+			}
+		}
+		m.runJob(ctx, f, j)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// next returns a copy of the oldest running job.
+func (m *Manager) next() (Job, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var best *Job
+	for _, j := range m.jobs {
+		if j.State == StateRunning && (best == nil || j.Started.Before(best.Started)) {
+			best = j
+		}
+	}
+	if best == nil {
+		return Job{}, false
+	}
+	return *best, true
+}
+
+// current tells whether j is still its table's job (a gap replaces it).
+func (m *Manager) current(j Job) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.jobs[j.Table]
+	return cur != nil && cur.ID == j.ID
+}
+
+// save stores j and makes it the table's current job, unless a newer job
+// replaced it meanwhile.
+func (m *Manager) save(ctx context.Context, j Job) error {
+	j.Updated = time.Now().UTC()
+	if !m.current(j) {
+		return nil
+	}
+	if err := putJSON(ctx, m.store, jobKey(j.Source, j.Table), j); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if cur := m.jobs[j.Table]; cur != nil && cur.ID == j.ID {
+		*cur = j
+	}
+	m.mu.Unlock()
+	m.cfg.Metrics.observe(j)
+	return nil
+}
+
+func (m *Manager) runJob(ctx context.Context, f Flusher, j Job) {
+	log := m.log.With("job", j.ID, "table", j.Table)
+	start, startRows := time.Now(), j.Rows
+	lastLog := start
+	failures := 0
+	for j.State == StateRunning && ctx.Err() == nil && m.current(j) {
+		next, err := m.chunk(ctx, f, j)
+		switch {
+		case err == nil:
+			failures = 0
+			j = next
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, errRetryChunk):
+			continue
+		case retryable(err):
+			failures++
+			wait := min(time.Duration(failures)*time.Second, 30*time.Second)
+			log.Warn("backfill chunk failed; retrying", "chunk", j.Chunks+1, "in", wait, "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			continue
+		default:
+			j.State, j.Error, j.Finished = StateFailed, err.Error(), time.Now().UTC()
+			log.Error("backfill failed; streaming goes on", "error", err)
+			if serr := m.save(context.WithoutCancel(ctx), j); serr != nil {
+				log.Error("cannot record the failed backfill", "error", serr)
+			}
+			return
+		}
+		if j.State == StateDone {
+			log.Info("backfill done", "chunks", j.Chunks, "rows", j.Rows, "took", time.Since(j.Started).Round(time.Millisecond))
+			return
+		}
+		if time.Since(lastLog) >= 10*time.Second {
+			lastLog = time.Now()
+			rate := float64(j.Rows-startRows) / time.Since(start).Seconds()
+			attrs := []any{"chunks_done", j.Chunks, "chunks_estimated", j.ChunksEstimated(), "rows_done", j.Rows,
+				"rows_estimated", j.Estimate, "rows_per_s", int(rate)}
+			if rate > 0 && j.Estimate > j.Rows {
+				attrs = append(attrs, "eta", (time.Duration(float64(j.Estimate-j.Rows)/rate) * time.Second).Round(time.Second))
+			}
+			log.Info("backfill progress", attrs...)
+		}
+	}
+}
+
+// retryable errors are worth trying the chunk again for: the database or
+// JetStream being away for a while.
+func retryable(err error) bool {
+	return errors.Is(err, sources.ErrDisconnected) || errors.Is(err, sources.ErrLoginRejected) ||
+		errors.Is(err, sources.ErrLoginExpiring) || sink.Transient(err) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// chunk backfills one chunk of j and returns the job with its cursor moved
+// past it, stored.
+func (m *Manager) chunk(ctx context.Context, f Flusher, j Job) (Job, error) {
+	// An attempt's id is its own: after a crash or a gap the watermarks of
+	// an earlier attempt at this chunk may still come through the log, and
+	// must not close this one's window.
+	id := fmt.Sprintf("%s-%d-%s", j.ID, j.Chunks+1, strconv.FormatInt(time.Now().UnixNano()%(36*36*36*36*36), 36))
+	w := &window{id: id, table: j.Table, events: j.Where == "", done: make(chan result, 1)}
+	m.mu.Lock()
+	m.win = w
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		if m.win == w {
+			m.win = nil
+		}
+		m.mu.Unlock()
+	}()
+
+	if err := m.src.WriteSignal(ctx, "low", id); err != nil {
+		return j, err
+	}
+	ch, err := m.src.ReadChunk(ctx, sources.ChunkQuery{Table: j.Table, From: j.Cursor, Limit: j.ChunkSize, Where: j.Where})
+	if err != nil {
+		return j, err
+	}
+	var to []sources.Value
+	if len(ch.Rows) == j.ChunkSize {
+		to = keyOf(ch.Table, ch.Rows[len(ch.Rows)-1])
+	}
+	m.mu.Lock()
+	w.chunk, w.from, w.to, w.ready = ch, j.Cursor, to, true
+	m.mu.Unlock()
+	if err := m.src.WriteSignal(ctx, "high", id); err != nil {
+		return j, err
+	}
+
+	// The stream emits the chunk when it reaches the high watermark.
+	var res result
+	for waited := time.Duration(0); ; {
+		t := time.NewTimer(30 * time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return j, ctx.Err()
+		case res = <-w.done:
+			t.Stop()
+		case <-t.C:
+			waited += 30 * time.Second
+			m.log.Warn("backfill waits for its high watermark to come through the log; is streaming stuck?", "chunk", id, "waited", waited)
+			continue
+		}
+		break
+	}
+	if res.err != nil {
+		return j, res.err
+	}
+	if err := f.Flush(ctx); err != nil {
+		return j, err
+	}
+	read := int64(len(ch.Rows))
+	if j.Cursor != nil && read > 0 {
+		read-- // the boundary row, read by the previous chunk too
+	}
+	j.Chunks++
+	j.Rows += read
+	j.Cursor = to
+	if to == nil {
+		j.State, j.Finished = StateDone, time.Now().UTC()
+	}
+	return j, m.save(ctx, j)
+}

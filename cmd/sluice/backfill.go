@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/sluice-cdc/sluice/backfill"
+)
+
+func backfillCommand() *cobra.Command {
+	var (
+		configPath string
+		where      string
+		detach     bool
+		conn       natsClient
+	)
+	cmd := &cobra.Command{
+		Use:   "backfill --config FILE TABLE... [--where SQL]",
+		Short: "Ask the running sluice to backfill tables, and show its progress",
+		Long: "Ask the sluice running with this config to replay TABLE (schema.table; MySQL database.table) into the stream\n" +
+			"with op \"r\" events, chunk by chunk, while streaming goes on (DBLog watermarks). Progress is shown until every\n" +
+			"job is done; interrupting this command does not stop the backfill (it runs inside sluice run).\n" +
+			"Without --where, each chunk is followed by a chunk event that lets consumers drop rows deleted meanwhile.",
+		Example: "  sluice backfill --config sluice.yaml public.orders public.customers\n" +
+			"  sluice backfill -c sluice.yaml public.orders --where \"created_at > now() - interval '1 day'\"",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			err = requestBackfill(ctx, cmd.ErrOrStderr(), cfg, conn, splitTables(args), where, !detach)
+			if errors.Is(err, context.Canceled) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "stopped watching; the backfill goes on inside sluice run")
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "sluice.yaml", "config file of the running sluice")
+	cmd.Flags().StringVar(&where, "where", "", "backfill only the rows matching this SQL condition (no chunk events: deletes are not repaired)")
+	cmd.Flags().BoolVar(&detach, "detach", false, "return once the jobs are queued, without showing progress")
+	cmd.Flags().StringVar(&conn.URL, "nats", "", "NATS URL (default: nats.url, or the embedded server's nats.listen)")
+	cmd.Flags().StringVar(&conn.User, "user", os.Getenv("NATS_USER"), "NATS user (default $NATS_USER, else the first admin user of nats.users)")
+	cmd.Flags().StringVar(&conn.Password, "password", "", "NATS password (default $NATS_PASSWORD)")
+	cmd.Flags().StringVar(&conn.CA, "tls-ca", "", "CA of the server's TLS certificate (default nats.tls.ca)")
+	return cmd
+}
+
+func splitTables(args []string) []string {
+	var out []string
+	for _, a := range args {
+		for _, t := range strings.Split(a, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// controlClient is how sluice backfill reaches the running sluice: the
+// config's NATS, logged in as its first admin user unless told otherwise.
+func controlClient(cfg Config, c natsClient) natsClient {
+	if c.Password == "" {
+		c.Password = os.Getenv("NATS_PASSWORD")
+	}
+	if c.URL == "" {
+		c.URL = cfg.NATS.URL
+		if c.URL == "" {
+			scheme := "nats://"
+			if cfg.NATS.TLS != nil {
+				scheme = "tls://"
+			}
+			c.URL = scheme + cfg.NATS.Listen
+		}
+	}
+	if c.User == "" {
+		for _, u := range cfg.NATS.Users {
+			if u.User != "" && (u.Permissions == "" || u.Permissions == "admin") {
+				c.User, c.Password = u.User, u.Password
+				break
+			}
+		}
+	}
+	if c.CA == "" && cfg.NATS.TLS != nil {
+		c.CA = cfg.NATS.TLS.CA
+	}
+	return c
+}
+
+func requestBackfill(ctx context.Context, w io.Writer, cfg Config, conn natsClient, tables []string, where string, watch bool) error {
+	nc, err := controlClient(cfg, conn).connect("sluice-backfill")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	rep, err := backfill.Ask(ctx, nc, backfill.StartSubject(cfg.Source.Name), backfill.Request{Tables: tables, Where: where})
+	if err != nil {
+		return err
+	}
+	ids := make(map[string]bool)
+	for _, j := range rep.Jobs {
+		ids[j.ID] = true
+		fmt.Fprintf(w, "backfill %s of %s: %s (about %d rows, %d chunks of %d)\n", j.ID, j.Table, j.State, j.Estimate, j.ChunksEstimated(), j.ChunkSize)
+	}
+	if !watch {
+		return nil
+	}
+	return watchJobs(ctx, w, nc, cfg.Source.Name, ids)
+}
+
+// watchJobs shows the jobs' progress until each is done or failed: a bar
+// per job on a terminal, a line every few seconds otherwise.
+func watchJobs(ctx context.Context, w io.Writer, nc *nats.Conn, source string, ids map[string]bool) error {
+	f, isFile := w.(*os.File)
+	tty := isFile && term.IsTerminal(int(f.Fd()))
+	bars := make(map[string]*progressbar.ProgressBar)
+	lastLine := time.Time{}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rep, err := backfill.Ask(ctx, nc, backfill.JobsSubject(source), struct{}{})
+		if err != nil {
+			return err
+		}
+		open, failed := 0, []string{}
+		for _, j := range rep.Jobs {
+			if !ids[j.ID] {
+				continue
+			}
+			if tty {
+				bar := bars[j.ID]
+				if bar == nil {
+					bar = progressbar.NewOptions64(max(j.Estimate, 1),
+						progressbar.OptionSetWriter(w),
+						progressbar.OptionSetDescription(j.Table),
+						progressbar.OptionShowCount(),
+						progressbar.OptionShowIts(),
+						progressbar.OptionSetItsString("rows"),
+						progressbar.OptionSetPredictTime(true),
+						progressbar.OptionFullWidth(),
+						progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }))
+					bars[j.ID] = bar
+				}
+				if j.Rows > bar.GetMax64() {
+					bar.ChangeMax64(j.Rows)
+				}
+				_ = bar.Set64(j.Rows)
+				if j.State == backfill.StateDone {
+					bar.ChangeMax64(j.Rows)
+					_ = bar.Finish()
+				}
+			} else if time.Since(lastLine) >= 5*time.Second || j.State != backfill.StateRunning {
+				fmt.Fprintf(w, "%s %s: %s, %d/%d rows, %d/%d chunks\n", j.ID, j.Table, j.State, j.Rows, j.Estimate, j.Chunks, j.ChunksEstimated())
+			}
+			switch j.State {
+			case backfill.StateRunning:
+				open++
+			case backfill.StateFailed:
+				failed = append(failed, fmt.Sprintf("%s: %s", j.Table, j.Error))
+			}
+			if j.State != backfill.StateRunning {
+				delete(ids, j.ID)
+			}
+		}
+		if !tty && time.Since(lastLine) >= 5*time.Second {
+			lastLine = time.Now()
+		}
+		if len(failed) > 0 {
+			return fmt.Errorf("backfill failed: %s", strings.Join(failed, "; "))
+		}
+		if open == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,99 @@
+//go:build !race
+
+// The million-row test runs without the race detector, which would make it
+// take many minutes: `make test` runs it in a second, plain go test.
+
+package main
+
+import (
+	"context"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-cdc/sluice/sink/consumer"
+	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+)
+
+// TestBackfillMillionRowsUnderLoad backfills a 1,000,000-row table while
+// updates, deletes and inserts hit the same keys: the consumer's view ends
+// equal to the table, and no backfilled row overwrote a newer logged change.
+func TestBackfillMillionRowsUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a million rows: skipped in -short")
+	}
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.items")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+	e.exec(`INSERT INTO items SELECT g, 0 FROM generate_series(1, 1000000) g`)
+	e.exec(`ANALYZE items`)
+	conn := pgConn(t, pg)
+	e.backfill = []string{"public.items"}
+	start := time.Now()
+	stop, logs := e.startRun()
+
+	var updates, deletes, inserts atomic.Int64
+	done := make(chan struct{})
+	writer := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewPCG(9, 10))
+		for {
+			select {
+			case <-done:
+				writer <- nil
+				return
+			default:
+			}
+			// Hot keys: most changes land on a few thousand ids, so many
+			// hit a chunk while it is between its watermarks.
+			id := 1 + rng.IntN(1000000)
+			if rng.IntN(2) == 0 {
+				id = 1 + rng.IntN(5000)*200
+			}
+			var err error
+			switch r := rng.IntN(10); {
+			case r == 0:
+				_, err = conn.Exec(context.Background(), "DELETE FROM items WHERE id = $1", id)
+				deletes.Add(1)
+			case r == 1:
+				_, err = conn.Exec(context.Background(), "INSERT INTO items VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = items.v + 1", 1000000+rng.IntN(1000))
+				inserts.Add(1)
+			default:
+				_, err = conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", id)
+				updates.Add(1)
+			}
+			if err != nil {
+				writer <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	waitBackfills(t, logs, 1, 15*time.Minute)
+	took := time.Since(start)
+	close(done)
+	if err := <-writer; err != nil {
+		t.Fatal(err)
+	}
+	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))
+	assertNoStaleRead(t, events)
+	reads, dropped := 0, 0
+	for _, ev := range events {
+		if ev.Op == "r" {
+			reads++
+		}
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "backfill done") {
+			t.Log(line)
+		}
+	}
+	dropped = 1000000 - reads
+	t.Logf("backfilled 1,000,000 rows in %s with %d updates, %d deletes, %d inserts running; %d rows published as r, %d left to the log's newer events or deleted",
+		took.Round(time.Millisecond), updates.Load(), deletes.Load(), inserts.Load(), reads, dropped)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,589 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-cdc/sluice/backfill"
+	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sink/consumer"
+	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+)
+
+// streamView reads the whole stream and applies it to a reference
+// consumer's view.
+func streamView(t *testing.T, url, stream string) (*consumer.View, []event) {
+	t.Helper()
+	f := newFollower(t, url, stream)
+	f.catchUp(t)
+	return f.view, f.events
+}
+
+// follower applies a stream to a reference consumer's view as it grows.
+type follower struct {
+	url    string
+	stream string
+	cons   jetstream.Consumer
+	view   *consumer.View
+	events []event
+}
+
+func newFollower(t *testing.T, url, stream string) *follower {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.OrderedConsumer(context.Background(), jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &follower{url: url, stream: stream, cons: c, view: consumer.NewView()}
+}
+
+// catchUp applies every message the stream holds now.
+func (f *follower) catchUp(t *testing.T) {
+	t.Helper()
+	want := streamCount(t, f.url, f.stream)
+	for uint64(len(f.events)) < want {
+		batch, err := f.cons.Fetch(10000, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			var e event
+			if err := json.Unmarshal(m.Data(), &e); err != nil {
+				t.Fatalf("message %s is not an event: %v: %s", m.Subject(), err, m.Data())
+			}
+			md, _ := m.Metadata()
+			e.subject, e.msgID, e.seq, e.raw = m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), md.Sequence.Stream, string(m.Data())
+			if err := f.view.Apply(e.subject, m.Data()); err != nil {
+				t.Fatal(err)
+			}
+			f.events = append(f.events, e)
+		}
+		if err := batch.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// idToV reads a view's table of (id int key, v int) rows.
+func idToV(t *testing.T, v *consumer.View, name consumer.TableName) map[int]int {
+	t.Helper()
+	out := map[int]int{}
+	for _, r := range v.Rows(name) {
+		var id, val int
+		if err := json.Unmarshal(r.Key[0], &id); err != nil {
+			t.Fatalf("key %s: %v", r.Key[0], err)
+		}
+		if err := json.Unmarshal(r.Columns["v"], &val); err != nil {
+			t.Fatalf("v %s: %v", r.Columns["v"], err)
+		}
+		out[id] = val
+	}
+	return out
+}
+
+// diffView compares the view of a table of (id, v) rows with the source,
+// without sorting a million rows per look.
+func diffView(t *testing.T, v *consumer.View, name consumer.TableName, want map[int]int) (missing, stale, extra int) {
+	t.Helper()
+	found := 0
+	for id, w := range want {
+		r, ok := v.Lookup(name, "["+strconv.Itoa(id)+"]")
+		switch {
+		case !ok:
+			missing++
+		case string(r.Columns["v"]) != strconv.Itoa(w):
+			found++
+			stale++
+		default:
+			found++
+		}
+	}
+	// The streams of these tests hold one table.
+	return missing, stale, v.Len() - found
+}
+
+// assertViewConverges waits until the consumer's view of the table equals
+// the source, then returns the events it read.
+func assertViewConverges(t *testing.T, url, stream string, name consumer.TableName, source func() (map[int]int, error)) []event {
+	t.Helper()
+	f := newFollower(t, url, stream)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		want, err := source()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.catchUp(t)
+		missing, stale, extra := diffView(t, f.view, name, want)
+		if missing+stale+extra == 0 {
+			t.Logf("view of %s equals the source: %d rows, %d events", name.Qualified(), len(want), len(f.events))
+			return f.events
+		}
+		if time.Now().After(deadline) {
+			shown := 0
+			for id, w := range want {
+				r, ok := f.view.Lookup(name, "["+strconv.Itoa(id)+"]")
+				if !ok || string(r.Columns["v"]) == strconv.Itoa(w) || shown >= 3 {
+					continue
+				}
+				shown++
+				t.Logf("id %d: source v=%d, view v=%s; its events:", id, w, r.Columns["v"])
+				for _, ev := range f.events {
+					if string(ev.Key["id"]) == strconv.Itoa(id) {
+						t.Logf("  seq %d %s v=%s pos=%s msg=%s", ev.seq, ev.Op, ev.After["v"], ev.Source.Pos, ev.msgID)
+					}
+				}
+			}
+			t.Fatalf("view of %s differs from the source: %d rows missing, %d stale, %d extra (source %d rows)",
+				name.Qualified(), missing, stale, extra, len(want))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// assertNoStaleRead proves that no backfilled row overwrote a newer logged
+// change: v only grows, so an "r" event must never carry a v below the
+// last one the log published for its key.
+func assertNoStaleRead(t *testing.T, events []event) {
+	t.Helper()
+	last := map[string]int{}
+	reads := 0
+	for _, ev := range events {
+		if ev.After == nil {
+			continue
+		}
+		var v int
+		if err := json.Unmarshal(ev.After["v"], &v); err != nil {
+			continue
+		}
+		k := string(ev.Key["id"])
+		switch ev.Op {
+		case "r":
+			reads++
+			if prev, ok := last[k]; ok && v < prev {
+				t.Fatalf("backfilled row id=%s has v=%d, older than the logged v=%d before it: %s", k, v, prev, ev.raw)
+			}
+			last[k] = v
+		case "c", "u":
+			last[k] = v
+		}
+	}
+	if reads == 0 {
+		t.Fatal("no backfill rows in the stream")
+	}
+}
+
+// waitBackfills waits until sluice's log shows n finished backfills.
+func waitBackfills(t testing.TB, logs *logBuffer, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for strings.Count(logs.String(), "msg=\"backfill done\"") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d backfills not done within %s; log:\n%s", n, timeout, tailLines(logs.String(), 40))
+		}
+		if strings.Contains(logs.String(), "backfill failed") {
+			t.Fatalf("backfill failed; log:\n%s", tailLines(logs.String(), 40))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func pgState(conn *pgx.Conn) func() (map[int]int, error) {
+	return func() (map[int]int, error) { return pgCrashDB{conn}.state() }
+}
+
+// readGaps returns the gaps recorded in the checkpoint bucket.
+func readGaps(t *testing.T, url, bucket, source string) []backfill.Gap {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lister, err := kv.ListKeysFiltered(ctx, "gap."+source+".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gaps []backfill.Gap
+	for k := range lister.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g backfill.Gap
+		if err := json.Unmarshal(e.Value(), &g); err != nil {
+			t.Fatal(err)
+		}
+		gaps = append(gaps, g)
+	}
+	return gaps
+}
+
+// TestBackfillAfterSlotLoss is the outage test: sluice stops, the table
+// keeps changing (inserts, updates, deletes), the slot is dropped; on
+// restart the gap is recorded, streaming resumes and the backfill makes the
+// consumer's view equal the table, deleted rows included.
+func TestBackfillAfterSlotLoss(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.items")
+	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 300}")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+	conn := pgConn(t, pg)
+
+	stop, _ := e.startRun()
+	e.exec(`INSERT INTO items SELECT g, 0 FROM generate_series(1, 3000) g`)
+	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3000, time.Minute)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The outage: changes nobody streams, then the log goes.
+	e.exec(`UPDATE items SET v = v + 1 WHERE id % 7 = 0`)
+	e.exec(`DELETE FROM items WHERE id % 11 = 0 OR id BETWEEN 1 AND 350 OR id > 2950`)
+	e.exec(`INSERT INTO items SELECT g, 5 FROM generate_series(3001, 3400) g`)
+	e.exec(`SELECT pg_drop_replication_slot('sluice_pg1')`)
+
+	stop, logs := e.startRun()
+	// Changes keep coming while the backfill runs.
+	done := make(chan struct{})
+	writer := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewPCG(3, 4))
+		for {
+			select {
+			case <-done:
+				writer <- nil
+				return
+			default:
+			}
+			id := 1 + rng.IntN(3400)
+			var err error
+			switch rng.IntN(4) {
+			case 0:
+				_, err = conn.Exec(context.Background(), "DELETE FROM items WHERE id = $1", id)
+			case 1:
+				_, err = conn.Exec(context.Background(), "INSERT INTO items VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = items.v + 1", id)
+			default:
+				_, err = conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", id)
+			}
+			if err != nil {
+				writer <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	waitBackfills(t, logs, 1, 2*time.Minute)
+	close(done)
+	if err := <-writer; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "log position lost: gap recorded") {
+		t.Errorf("the gap was not logged:\n%s", tailLines(logs.String(), 30))
+	}
+	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))
+	assertNoStaleRead(t, events)
+	chunks := 0
+	for _, ev := range events {
+		if ev.Op == "chunk" {
+			chunks++
+		}
+	}
+	if chunks == 0 {
+		t.Error("no chunk events were published")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	gaps := readGapsStopped(t, e)
+	if len(gaps) != 1 || gaps[0].From == "" || gaps[0].To == "" || len(gaps[0].Jobs) != 1 || !strings.Contains(gaps[0].Cause, "does not exist") {
+		t.Fatalf("gaps recorded = %+v, want one with from, to, its job and the cause", gaps)
+	}
+	t.Logf("gap %s → %s repaired by %d chunk events on 4 partitions", gaps[0].From, gaps[0].To, chunks)
+}
+
+// readGapsStopped reads the gaps of a stopped sluice by starting its
+// embedded server alone.
+func readGapsStopped(t *testing.T, e *env) []backfill.Gap {
+	t.Helper()
+	srv := startStoreServer(t, e)
+	defer srv()
+	return readGaps(t, e.natsURL(), e.cfg.Checkpoint.Bucket, e.cfg.Source.Name)
+}
+
+// With on_gap: fail a lost slot stops sluice with an error naming the
+// setting.
+func TestBackfillOnGapFail(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.items")
+	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {on_gap: fail}")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+	stop, _ := e.startRun()
+	e.exec(`INSERT INTO items VALUES (1, 0)`)
+	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, time.Minute)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`SELECT pg_drop_replication_slot('sluice_pg1')`)
+	err, _ := runErr(t, e.cfg)
+	if err == nil {
+		t.Fatal("run after the slot was dropped succeeded with on_gap: fail")
+	}
+	mentions(t, err, "sluice_pg1", "does not exist", "on_gap")
+}
+
+// TestBackfillCommand asks a running sluice for backfills with sluice
+// backfill: a full one (rows present before capture started, a composite
+// text key) and a --where one (rows only, no chunk events).
+func TestBackfillCommand(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.items", "public.accounts")
+	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 50}")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+	e.exec(`CREATE TABLE accounts (region text, n bigint, v int NOT NULL, PRIMARY KEY (region, n))`)
+	e.exec(`INSERT INTO items SELECT g, g % 5 FROM generate_series(1, 500) g`)
+	e.exec(`INSERT INTO accounts SELECT r, g, 0 FROM unnest(ARRAY['eu', 'EU', 'us', 'ü', 'a b']) r, generate_series(1, 40) g`)
+	stop, logs := e.startRun()
+
+	var out strings.Builder
+	if err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.items", "public.accounts"}, "", true); err != nil {
+		t.Fatalf("sluice backfill: %v\n%s", err, logs)
+	}
+	for _, want := range []string{"public.items: done", "public.accounts: done", "500/500 rows"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("sluice backfill printed no %q:\n%s", want, out.String())
+		}
+	}
+	conn := pgConn(t, pg)
+	v, events := streamView(t, e.natsURL(), e.cfg.Stream.Name)
+	if got := len(v.Rows(consumer.TableName{Source: "pg1", Schema: "public", Table: "accounts"})); got != 200 {
+		t.Errorf("view has %d accounts, want 200", got)
+	}
+	want, err := pgCrashDB{conn}.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := idToV(t, v, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}); !equalState(got, want) {
+		t.Errorf("view of items has %d rows, the table %d", len(got), len(want))
+	}
+	for _, ev := range events {
+		if ev.Op == "r" && (!ev.Source.Snapshot || !strings.Contains(ev.raw, `"chunk":"`)) {
+			t.Fatalf("backfill row without source.snapshot and source.chunk: %s", ev.raw)
+		}
+	}
+
+	// sluice tail --materialize prints the same rows.
+	var rows strings.Builder
+	if err := tailWith(context.Background(), &rows, natsClient{URL: e.natsURL()}, "cdc.pg1.>", tailOptions{FromStart: true, Materialize: true, Idle: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(rows.String()), "\n")
+	if len(lines) != 700 || !strings.Contains(rows.String(), `{"source":"pg1","table":"public.accounts","key":{"region":"ü","n":7},"row":{"n":7,"region":"ü","v":0}}`+"\n") {
+		t.Errorf("tail --materialize printed %d rows, want 700, among them ü/7:\n%s", len(lines), tailLines(rows.String(), 5))
+	}
+
+	// --where: only matching rows, and no chunk event (it would delete the
+	// rows the condition left out).
+	before := streamCount(t, e.natsURL(), e.cfg.Stream.Name)
+	out.Reset()
+	if err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.items"}, "v = 3", true); err != nil {
+		t.Fatalf("sluice backfill --where: %v", err)
+	}
+	events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, int(streamCount(t, e.natsURL(), e.cfg.Stream.Name)), time.Minute)[before:]
+	if len(events) != 100 {
+		t.Fatalf("--where v = 3 published %d events, want the 100 matching rows", len(events))
+	}
+	for _, ev := range events {
+		if ev.Op != "r" || string(ev.After["v"]) != "3" {
+			t.Fatalf("--where v = 3 published %s", ev.raw)
+		}
+	}
+
+	// Bad requests name the fix.
+	err = requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.nope"}, "", false)
+	mentions(t, err, "public.nope", "not captured", "public.items")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	err = requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.items"}, "", false)
+	mentions(t, err, "is sluice", "running")
+}
+
+// A table whose key cannot be chunked fails its backfill with the reason;
+// streaming goes on.
+func TestBackfillUnsupportedKey(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.events")
+	e.exec(`CREATE TABLE events (at timestamptz PRIMARY KEY, v int NOT NULL)`)
+	e.exec(`INSERT INTO events VALUES (now(), 1)`)
+	stop, logs := e.startRun()
+	var out strings.Builder
+	err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.events"}, "", true)
+	mentions(t, err, "public.events", "at", "timestamp with time zone", "not supported")
+	e.exec(`INSERT INTO events VALUES (now() + interval '1 day', 2)`)
+	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
+}
+
+// TestBackfillResumesAfterKill kills sluice with SIGKILL in the middle of a
+// backfill: after restart the job resumes at its last stored chunk rather
+// than from the start, and the view still equals the table.
+func TestBackfillResumesAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary: skipped in -short")
+	}
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.items")
+	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 250}")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+	e.exec(`INSERT INTO items SELECT g, 0 FROM generate_series(1, 50000) g`)
+	conn := pgConn(t, pg)
+	bin := buildSluice(t)
+	logPath := filepath.Join(e.dir, "sluice.log")
+
+	p := startProcWith(t, bin, logPath, "run", "--config", e.cfgYML, "--backfill", "public.items")
+	waitLog(t, logPath, "msg=streaming", 1, time.Minute)
+	var updates atomic.Int64
+	stopWriter := make(chan struct{})
+	writerDone := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewPCG(5, 6))
+		for {
+			select {
+			case <-stopWriter:
+				writerDone <- nil
+				return
+			default:
+			}
+			if _, err := conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", 1+rng.IntN(50000)); err != nil {
+				writerDone <- err
+				return
+			}
+			updates.Add(1)
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	// Kill once some chunks are stored, long before the end.
+	waitChunks(t, e, 20, time.Minute)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+
+	p = startProcWith(t, bin, logPath, "run", "--config", e.cfgYML, "--backfill", "public.items")
+	waitLog(t, logPath, "msg=\"backfill done\"", 1, 3*time.Minute)
+	close(stopWriter)
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(logPath)
+	resumedAt := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "msg=\"resuming backfill\"") {
+			i := strings.Index(line, "chunks_done=")
+			resumedAt, _ = strconv.Atoi(strings.Fields(line[i+len("chunks_done="):])[0])
+		}
+	}
+	if resumedAt < 20 {
+		t.Fatalf("after the kill the backfill resumed at chunk %d, want at least 20 (the chunks stored before the kill)", resumedAt)
+	}
+	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))
+	assertNoStaleRead(t, events)
+	// Chunk ids count on from where the job was: none after the restart
+	// repeats the chunks done before it.
+	chunkIDs := map[string]bool{}
+	for _, ev := range events {
+		if ev.Op == "chunk" {
+			chunkIDs[chunkIDOf(t, ev.raw)] = true
+		}
+	}
+	if max := 50000/249 + 1 + 2; len(chunkIDs) > max {
+		t.Errorf("%d chunks published, want at most %d: the restart redid stored chunks", len(chunkIDs), max)
+	}
+	t.Logf("killed at ≥20 chunks, resumed at chunk %d; %d chunks in all; %d concurrent updates", resumedAt, len(chunkIDs), updates.Load())
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+}
+
+func chunkIDOf(t *testing.T, raw string) string {
+	t.Helper()
+	var ev struct {
+		Chunk struct {
+			ID string `json:"id"`
+		} `json:"chunk"`
+	}
+	if err := json.Unmarshal([]byte(raw), &ev); err != nil {
+		t.Fatal(err)
+	}
+	return ev.Chunk.ID
+}
+
+// waitChunks waits until the running sluice's job has stored n chunks.
+func waitChunks(t *testing.T, e *env, n int64, timeout time.Duration) {
+	t.Helper()
+	nc, err := nats.Connect(e.natsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		rep, err := backfill.Ask(context.Background(), nc, backfill.JobsSubject(e.cfg.Source.Name), struct{}{})
+		if err == nil {
+			for _, j := range rep.Jobs {
+				if j.Chunks >= n {
+					if j.State != backfill.StateRunning {
+						t.Fatalf("backfill finished before it could be killed: %+v", j)
+					}
+					return
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("backfill did not store %d chunks within %s", n, timeout)
+}
+
+// startStoreServer starts a stopped sluice's embedded server alone, to
+// read its store; the returned func stops it.
+func startStoreServer(t *testing.T, e *env) func() {
+	t.Helper()
+	srv, err := sink.StartServer(sink.ServerConfig{Name: "reader", Listen: e.cfg.NATS.Listen, StoreDir: e.cfg.NATS.StoreDir, MaxPayload: e.cfg.NATS.MaxPayload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv.Shutdown
+}

@@ -1,0 +1,57 @@
+package sources
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrUnsupportedKey: a table's key cannot be read in chunks in an order
+// consumers can reproduce (DESIGN.md "Checkpoints, outages and backfill").
+var ErrUnsupportedKey = errors.New("key type not supported for backfill")
+
+// ChunkQuery asks a source for one chunk of a table in key order.
+type ChunkQuery struct {
+	Table string // schema.table (MySQL: db.table), one of the captured tables
+	// From is the first key to read, inclusive, in the event's JSON form
+	// and key-column order; nil starts at the table's first key.
+	From []Value
+	// Limit is the most rows to return.
+	Limit int
+	// Where, when set, is an SQL condition ANDed to the chunk's.
+	Where string
+}
+
+// Chunk is what a source read for a ChunkQuery.
+type Chunk struct {
+	// Table is the table's shape as read; sources share it with the
+	// stream, so an unchanged shape keeps its schema version.
+	Table *Table
+	// Rows are aligned with Table.Columns, in key order.
+	Rows [][]Value
+}
+
+// Signal is a watermark row of sluice's signal table, as read from the log.
+type Signal struct {
+	Source string // the sluice source that wrote it
+	Kind   string // "low" or "high"
+	ID     string // the chunk id
+}
+
+// Backfiller is what a source offers the backfill runner: reading chunks
+// and writing watermarks on a connection of its own, while Stream runs.
+type Backfiller interface {
+	// Tables lists the captured tables as schema.table.
+	Tables() []string
+	// ReadChunk reads one chunk in key order: integers and decimals
+	// numerically, text and uuid bytewise, composite keys lexicographically.
+	// Errors wrapping ErrUnsupportedKey name the table and its key.
+	ReadChunk(ctx context.Context, q ChunkQuery) (Chunk, error)
+	// EstimateRows returns about how many rows the table has.
+	EstimateRows(ctx context.Context, table string) (int64, error)
+	// WriteSignal writes a watermark to the signal table and commits it,
+	// so that it appears in the log after everything committed before.
+	WriteSignal(ctx context.Context, kind, id string) error
+	// ReadSignal tells whether a change of the log is a signal-table row,
+	// and if so returns it (an empty Source when it cannot be read).
+	ReadSignal(c *Change) (Signal, bool)
+}

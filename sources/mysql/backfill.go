@@ -1,0 +1,706 @@
+package mysql
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+var _ sources.Backfiller = (*Source)(nil)
+
+// tableName is a table as db and name.
+type tableName struct{ db, name string }
+
+func (t tableName) String() string { return t.db + "." + t.name }
+
+// sql is the quoted name, for statements.
+func (t tableName) sql() string { return ident(t.db) + "." + ident(t.name) }
+
+func ident(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
+// signalName resolves source.signal_table. Without a DSN database the
+// default follows the first captured table, so a config that lists tables
+// across databases still needs nothing more.
+func signalName(configured, dsnDB string, tables []*tableSchema) (tableName, error) {
+	if configured != "" {
+		db, name, ok := strings.Cut(configured, ".")
+		if !ok || db == "" || name == "" {
+			return tableName{}, fmt.Errorf("source.signal_table %q is not db.table", configured)
+		}
+		return tableName{db, name}, nil
+	}
+	db := dsnDB
+	if db == "" && len(tables) > 0 {
+		db = tables[0].db
+	}
+	if db == "" {
+		return tableName{}, errors.New("source.signal_table is empty and source.dsn names no database: set source.signal_table to db.table")
+	}
+	return tableName{db, "sluice_signal"}, nil
+}
+
+func signalDDL(t tableName) string {
+	return "CREATE TABLE IF NOT EXISTS " + t.sql() + " (source VARCHAR(255) NOT NULL PRIMARY KEY, kind VARCHAR(16) NOT NULL, " +
+		"id VARCHAR(255) NOT NULL, at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
+}
+
+// ensureSignalTable creates the signal table when it is missing. An
+// existing one is only read, so a user allowed to write it but not to
+// create tables is enough once an administrator has created it.
+func ensureSignalTable(conn *client.Conn, t tableName, user string) (*tableSchema, error) {
+	ts, err := loadTable(conn, t.db, t.name)
+	if err != nil {
+		return nil, err
+	}
+	if ts == nil {
+		ddl := signalDDL(t)
+		if _, err := conn.Execute(ddl); err != nil {
+			var myErr *mysql.MyError
+			if errors.As(err, &myErr) {
+				switch myErr.Code {
+				case mysql.ER_DBACCESS_DENIED_ERROR, mysql.ER_TABLEACCESS_DENIED_ERROR, mysql.ER_SPECIFIC_ACCESS_DENIED_ERROR:
+					return nil, fmt.Errorf("%w: user %q may not create the backfill signal table %s (%s); have an administrator run:\n  %s;\n  GRANT INSERT, UPDATE ON %s TO '%s'@'%%';\nor set source.signal_table to a table this user may create",
+						sources.ErrPrerequisite, user, t, myErr.Message, ddl, t.sql(), user)
+				case mysql.ER_BAD_DB_ERROR:
+					return nil, fmt.Errorf("%w: database %q of the backfill signal table %s does not exist: create it, or set source.signal_table to db.table in an existing database",
+						sources.ErrPrerequisite, t.db, t)
+				}
+			}
+			return nil, fmt.Errorf("create the backfill signal table %s (%s): %w", t, ddl, err)
+		}
+		if ts, err = loadTable(conn, t.db, t.name); err != nil {
+			return nil, err
+		}
+		if ts == nil {
+			return nil, fmt.Errorf("the backfill signal table %s is missing right after CREATE TABLE", t)
+		}
+	}
+	names := make([]string, len(ts.columns))
+	for i, c := range ts.columns {
+		names[i] = c.name
+	}
+	for _, want := range []string{"source", "kind", "id"} {
+		if !slices.Contains(names, want) {
+			return nil, fmt.Errorf("%w: table %s is not a sluice signal table (no column %s): drop it so sluice recreates it, or set source.signal_table to another name (the expected shape: %s)",
+				sources.ErrPrerequisite, t, want, signalDDL(t))
+		}
+	}
+	if !slices.Equal(ts.key, []string{"source"}) {
+		return nil, fmt.Errorf("%w: the signal table %s must have the primary key (source), not (%s): drop it so sluice recreates it (%s)",
+			sources.ErrPrerequisite, t, strings.Join(ts.key, ", "), signalDDL(t))
+	}
+	return ts, nil
+}
+
+// backfillConn is the backfill's own connection: its statements must not
+// wait behind the binlog reader's catalog queries, nor interleave with them
+// on one wire.
+type backfillConn struct {
+	mu       sync.Mutex
+	conn     *client.Conn
+	expiring <-chan struct{} // the login's, nil if it does not expire
+}
+
+// drop forgets the connection; the next use connects again. b.mu is held.
+func (b *backfillConn) drop() {
+	if b.conn != nil {
+		b.conn.Close()
+		b.conn, b.expiring = nil, nil
+	}
+}
+
+func (b *backfillConn) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.drop()
+}
+
+// backfillDSN is the DSN to connect the backfill with now. It never writes
+// s.dsn: Stream rewrites its user and password from another goroutine, and
+// only the address, fixed since New, is shared.
+func (s *Source) backfillDSN(ctx context.Context) (dsn, *sources.Login, error) {
+	d := dsn{host: s.dsn.host, port: s.dsn.port, db: s.dsn.db}
+	if s.cfg.Credentials == nil {
+		d.user, d.password = s.dsn.user, s.dsn.password
+		return d, nil, nil
+	}
+	l, err := s.cfg.Credentials.Login(ctx)
+	if err != nil {
+		return d, nil, err
+	}
+	d.user, d.password = l.User, l.Password
+	return d, &l, nil
+}
+
+// backfillSession makes what the server sends comparable with the binlog:
+// TIMESTAMPs in UTC as the binlog reader prints them, and strings in their
+// column's own character set (no conversion), as the binlog carries them.
+const backfillSession = "SET SESSION time_zone = '+00:00', character_set_results = NULL, autocommit = 1"
+
+// withBackfill runs fn on the backfill connection, connecting first when
+// there is none or its login is expiring. A connection that failed, or was
+// cut because ctx ended, is dropped.
+func (s *Source) withBackfill(ctx context.Context, fn func(*client.Conn) error) error {
+	b := &s.bf
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.conn != nil && b.expiring != nil {
+		select {
+		case <-b.expiring:
+			b.drop()
+		default:
+		}
+	}
+	if b.conn == nil {
+		d, login, err := s.backfillDSN(ctx)
+		if err != nil {
+			return err
+		}
+		conn, err := connect(ctx, d)
+		if err != nil {
+			return sources.RetryRejected(s.cfg.Credentials, login, err)
+		}
+		if _, err := conn.Execute(backfillSession); err != nil {
+			conn.Close()
+			return classify(fmt.Errorf("set up the backfill connection: %w", err))
+		}
+		b.conn = conn
+		if login != nil {
+			b.expiring = login.Expiring
+		}
+	}
+	// go-mysql takes no context past the dial: closing the socket is what
+	// ends a statement that ctx no longer wants.
+	raw := b.conn.Conn.Conn
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	err := fn(b.conn)
+	if !stop() {
+		// The socket is closed; what fn finished before that still stands.
+		b.drop()
+		if err != nil {
+			return ctx.Err()
+		}
+		return nil
+	}
+	if err != nil {
+		err = classify(err)
+		if errors.Is(err, sources.ErrDisconnected) {
+			b.drop()
+		}
+	}
+	return err
+}
+
+// Tables lists the captured tables as db.table; the signal table is
+// sluice's own and not among them.
+func (s *Source) Tables() []string {
+	names := make([]string, 0, len(s.tables))
+	for n := range s.tables {
+		if n != s.signal.String() {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// userTable checks that name is a captured table, not the signal table.
+func (s *Source) userTable(name string) (tableName, error) {
+	db, t, ok := strings.Cut(name, ".")
+	if _, captured := s.tables[name]; !ok || !captured || name == s.signal.String() {
+		return tableName{}, fmt.Errorf("table %q is not captured by source %s: backfill one of %s", name, s.cfg.Name, strings.Join(s.Tables(), ", "))
+	}
+	return tableName{db, t}, nil
+}
+
+// WriteSignal writes a watermark row and commits it (autocommit), so the
+// binlog has it after everything committed before.
+func (s *Source) WriteSignal(ctx context.Context, kind, id string) error {
+	q := "INSERT INTO " + s.signal.sql() + " (source, kind, id, at) VALUES (?, ?, ?, NOW(6)) " +
+		"ON DUPLICATE KEY UPDATE kind = VALUES(kind), id = VALUES(id), at = VALUES(at)"
+	return s.withBackfill(ctx, func(conn *client.Conn) error {
+		r, err := conn.Execute(q, s.cfg.Name, kind, id)
+		if err == nil {
+			r.Close()
+			return nil
+		}
+		var myErr *mysql.MyError
+		if errors.As(err, &myErr) && (myErr.Code == mysql.ER_TABLEACCESS_DENIED_ERROR || myErr.Code == mysql.ER_COLUMNACCESS_DENIED_ERROR) {
+			return fmt.Errorf("%w: write the backfill watermark to %s: %w: GRANT INSERT, UPDATE ON %s TO the sluice user",
+				sources.ErrPrerequisite, s.signal, err, s.signal.sql())
+		}
+		return fmt.Errorf("write the backfill watermark to %s: %w", s.signal, err)
+	})
+}
+
+// ReadSignal tells whether c is a change of the signal table and decodes
+// its row; a row it cannot read (a delete, a foreign shape) gives an empty
+// Signal.
+func (s *Source) ReadSignal(c *sources.Change) (sources.Signal, bool) {
+	if c == nil || c.Table == nil || c.Table.Schema != s.signal.db || c.Table.Name != s.signal.name {
+		return sources.Signal{}, false
+	}
+	var sig sources.Signal
+	for i, col := range c.Table.Columns {
+		if i >= len(c.After) {
+			break
+		}
+		var v string
+		if json.Unmarshal(c.After[i], &v) != nil {
+			continue
+		}
+		switch col {
+		case "source":
+			sig.Source = v
+		case "kind":
+			sig.Kind = v
+		case "id":
+			sig.ID = v
+		}
+	}
+	if sig.Source == "" || sig.Kind == "" || sig.ID == "" {
+		return sources.Signal{}, true
+	}
+	return sig, true
+}
+
+// Reset returns where the binlog ends now, in Stream's position form
+// ("gtid:<set>" or "file:<name>:<offset>", as the source keeps positions),
+// for resuming after the checkpoint's binlog was purged.
+func (s *Source) Reset(ctx context.Context) (sources.Position, error) {
+	var pos position
+	err := s.withBackfill(ctx, func(conn *client.Conn) error {
+		var err error
+		pos, err = currentPosition(conn, s.info)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return sources.Position(pos.String()), nil
+}
+
+// EstimateRows returns InnoDB's estimate, or the exact count when there is
+// none (a table never analysed, or another engine).
+func (s *Source) EstimateRows(ctx context.Context, table string) (int64, error) {
+	t, err := s.userTable(table)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	err = s.withBackfill(ctx, func(conn *client.Conn) error {
+		r, err := conn.Execute("SELECT IFNULL(TABLE_ROWS, 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?", t.db, t.name)
+		if err != nil {
+			return fmt.Errorf("estimate the rows of %s: %w", t, err)
+		}
+		defer r.Close()
+		if r.RowNumber() == 0 {
+			return fmt.Errorf("table %s does not exist (any more): remove it from source.tables", t)
+		}
+		if n, err = r.GetInt(0, 0); err != nil {
+			return fmt.Errorf("estimate the rows of %s: %w", t, err)
+		}
+		if n > 0 {
+			return nil
+		}
+		c, err := conn.Execute("SELECT COUNT(*) FROM " + t.sql())
+		if err != nil {
+			return fmt.Errorf("count the rows of %s: %w", t, err)
+		}
+		defer c.Close()
+		n, err = c.GetInt(0, 0)
+		return err
+	})
+	return n, err
+}
+
+// ReadChunk reads up to q.Limit rows of a captured table from key q.From
+// on, in the key order of DESIGN.md: integers and decimals numerically,
+// text bytewise in UTF-8, binary strings bytewise. Values are written
+// exactly as the binlog reader writes the same row.
+func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.Chunk, error) {
+	tn, err := s.userTable(q.Table)
+	if err != nil {
+		return sources.Chunk{}, err
+	}
+	if q.Limit <= 0 {
+		return sources.Chunk{}, fmt.Errorf("read a chunk of %s: limit %d, want at least 1", tn, q.Limit)
+	}
+	var chunk sources.Chunk
+	err = s.withBackfill(ctx, func(conn *client.Conn) error {
+		// The shape now, not the stream's: the stream may lag behind an
+		// ALTER TABLE that this SELECT already sees.
+		t, err := loadTable(conn, tn.db, tn.name)
+		if err != nil {
+			return err
+		}
+		if t == nil {
+			return fmt.Errorf("table %s does not exist (any more): remove it from source.tables", tn)
+		}
+		if err := markJSON(conn, t); err != nil {
+			return err
+		}
+		if len(t.key) == 0 {
+			t.key = s.cfg.Keys[q.Table]
+		}
+		if len(t.key) == 0 {
+			return fmt.Errorf("%w: %s: add one, or list its key columns under source.keys", sources.ErrNoPrimaryKey, tn)
+		}
+		sql, args, err := chunkSQL(t, q)
+		if err != nil {
+			return err
+		}
+		// A prepared statement, even without arguments: the binary protocol
+		// carries FLOAT and DOUBLE exactly, where text rounds FLOAT.
+		stmt, err := conn.Prepare(sql)
+		if err != nil {
+			return fmt.Errorf("read a chunk of %s: %w", tn, err)
+		}
+		r, err := stmt.Execute(args...)
+		stmt.Close()
+		if err != nil {
+			return fmt.Errorf("read a chunk of %s: %w", tn, err)
+		}
+		defer r.Close()
+		codecs := make([]chunkCol, len(t.columns))
+		for i, c := range t.columns {
+			codecs[i] = chunkCodec(c)
+		}
+		if r.Resultset == nil || len(r.Fields) != len(codecs) {
+			return fmt.Errorf("read a chunk of %s: the result does not have the table's %d columns", tn, len(codecs))
+		}
+		chunk.Rows = make([][]sources.Value, len(r.Values))
+		for i := range r.Values {
+			if chunk.Rows[i], err = decodeChunkRow(codecs, r.Values[i]); err != nil {
+				return fmt.Errorf("read a chunk of %s: %w", tn, err)
+			}
+		}
+		chunk.Table = s.shape(t, nil)
+		return nil
+	})
+	if err != nil {
+		return sources.Chunk{}, err
+	}
+	return chunk, nil
+}
+
+// chunkSQL builds the chunk's SELECT and its arguments.
+func chunkSQL(t *tableSchema, q sources.ChunkQuery) (string, []any, error) {
+	if q.From != nil && len(q.From) != len(t.key) {
+		return "", nil, fmt.Errorf("read a chunk of %s: the chunk starts at %d key values, the key (%s) has %d",
+			t.qualified(), len(q.From), strings.Join(t.key, ", "), len(t.key))
+	}
+	exprs := make([]string, len(t.key))
+	params := make([]string, len(t.key))
+	var args []any
+	for i, k := range t.key {
+		j := slices.IndexFunc(t.columns, func(c column) bool { return c.name == k })
+		if j < 0 {
+			return "", nil, fmt.Errorf("read a chunk of %s: key column %s is not in the table (source.keys?)", t.qualified(), k)
+		}
+		kc, err := keyOrder(t, t.columns[j])
+		if err != nil {
+			return "", nil, err
+		}
+		exprs[i], params[i] = kc.expr, kc.param
+		if q.From != nil {
+			a, err := kc.arg(q.From[i])
+			if err != nil {
+				return "", nil, fmt.Errorf("read a chunk of %s: start value %s of key column %s: %w", t.qualified(), q.From[i], k, err)
+			}
+			args = append(args, a)
+		}
+	}
+	var b strings.Builder
+	b.WriteString("SELECT ")
+	for i, c := range t.columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(ident(c.name))
+	}
+	b.WriteString(" FROM " + tableName{t.db, t.name}.sql())
+	var conds []string
+	if q.From != nil {
+		if len(exprs) == 1 {
+			conds = append(conds, exprs[0]+" >= "+params[0])
+		} else {
+			conds = append(conds, "("+strings.Join(exprs, ", ")+") >= ("+strings.Join(params, ", ")+")")
+		}
+	}
+	if q.Where != "" {
+		conds = append(conds, "("+q.Where+")")
+	}
+	if len(conds) > 0 {
+		b.WriteString(" WHERE " + strings.Join(conds, " AND "))
+	}
+	b.WriteString(" ORDER BY " + strings.Join(exprs, ", "))
+	b.WriteString(" LIMIT " + strconv.Itoa(q.Limit))
+	return b.String(), args, nil
+}
+
+// keyColumn is how one key column is compared and ordered in a chunk query.
+type keyColumn struct {
+	expr  string                           // the column, as compared and ordered
+	param string                           // the start value's placeholder
+	arg   func(sources.Value) (any, error) // the start value from its JSON form
+}
+
+// keyOrder decides how a key column orders so that consumers, comparing
+// the event's values, see the same order.
+func keyOrder(t *tableSchema, c column) (keyColumn, error) {
+	col := ident(c.name)
+	switch c.dataType {
+	case "tinyint", "smallint", "mediumint", "int", "bigint":
+		return keyColumn{expr: col, param: "?", arg: func(v sources.Value) (any, error) { return intArg(v, c.unsigned) }}, nil
+	case "decimal":
+		// A string compared with a DECIMAL is compared as a double: cast
+		// it to the column's own type to compare exactly.
+		param := fmt.Sprintf("CAST(? AS DECIMAL(%d,%d))", c.precision, c.scale)
+		return keyColumn{expr: col, param: param, arg: decimalArg}, nil
+	case "char", "varchar":
+		// Bytewise order of the UTF-8 text: only a NO PAD binary collation
+		// of a UTF-8 column orders so by itself (PAD SPACE collations, the
+		// _bin ones included, sort "a\t" after "a"). Any other collation is
+		// compared as bytes, and then no index on the column can serve the
+		// ORDER BY: each chunk sorts the rest of the table.
+		expr := col
+		if !utf8Charset(c.charset) {
+			expr = "CAST(CONVERT(" + col + " USING utf8mb4) AS BINARY)"
+		} else if !bytewiseCollation(c.collation) {
+			expr = "CAST(" + col + " AS BINARY)"
+		}
+		param := "CAST(? AS BINARY)"
+		if expr == col {
+			param = "?"
+		}
+		return keyColumn{expr: expr, param: param, arg: textArg}, nil
+	case "binary", "varbinary":
+		return keyColumn{expr: col, param: "CAST(? AS BINARY)", arg: bytesArg}, nil
+	}
+	return keyColumn{}, fmt.Errorf("%w: table %s, key column %s has type %s: backfill reads integer, decimal, char/varchar and binary/varbinary keys; give the table such a key, or list one under source.keys",
+		sources.ErrUnsupportedKey, t.qualified(), c.name, c.dataType)
+}
+
+func utf8Charset(cs string) bool {
+	switch cs {
+	case "utf8mb4", "utf8mb3", "utf8", "ascii":
+		return true
+	}
+	return false
+}
+
+// bytewiseCollation is a collation ordering UTF-8 text as its bytes: by
+// code point, with no padding.
+func bytewiseCollation(coll string) bool {
+	return strings.HasSuffix(coll, "_nopad_bin") || coll == "utf8mb4_0900_bin"
+}
+
+func jsonText(v sources.Value) (string, bool) {
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+func intArg(v sources.Value, unsigned bool) (any, error) {
+	s, ok := jsonText(v)
+	if !ok {
+		s = string(v)
+	}
+	if unsigned {
+		return strconv.ParseUint(s, 10, 64)
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+var decimalText = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
+
+func decimalArg(v sources.Value) (any, error) {
+	s, ok := jsonText(v)
+	if !ok {
+		s = string(v)
+	}
+	if !decimalText.MatchString(s) {
+		return nil, errors.New("not a decimal")
+	}
+	return s, nil
+}
+
+func textArg(v sources.Value) (any, error) {
+	s, ok := jsonText(v)
+	if !ok {
+		return nil, errors.New("not a JSON string")
+	}
+	return s, nil
+}
+
+func bytesArg(v sources.Value) (any, error) {
+	s, ok := jsonText(v)
+	if !ok {
+		return nil, errors.New("not a JSON string")
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %w", err)
+	}
+	return b, nil
+}
+
+// chunkCol writes a column of a chunk's rows as the binlog reader writes
+// the same column.
+type chunkCol struct {
+	colCodec
+	fsp int
+	// padded: BINARY(n) is read back zero-padded, but the binlog carries it
+	// without its trailing zero bytes.
+	padded bool
+}
+
+func chunkCodec(c column) chunkCol {
+	// Enum and set values arrive as their labels, so they are text here.
+	cc := chunkCol{colCodec: colCodec{name: c.name, kind: kindText, bits: 64, unsigned: c.unsigned, charset: c.charset}, fsp: min(max(c.fsp, 0), 6)}
+	switch c.dataType {
+	case "tinyint", "smallint", "mediumint", "int", "bigint":
+		cc.kind = kindInt
+	case "year":
+		cc.kind = kindYear
+	case "bit":
+		cc.kind = kindBit
+	case "float":
+		cc.kind = kindFloat32
+	case "double":
+		cc.kind = kindFloat64
+	case "decimal":
+		cc.kind = kindDecimal
+	case "date":
+		cc.kind = kindDate
+	case "time":
+		cc.kind = kindTime
+	case "datetime", "timestamp":
+		cc.kind = kindDatetime
+	case "json":
+		cc.kind = kindJSON
+	case "geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection", "geomcollection":
+		cc.kind = kindBytes
+	case "binary":
+		cc.kind, cc.padded = kindBytes, true
+	default:
+		if c.charset == "binary" {
+			cc.kind = kindBytes
+		}
+	}
+	return cc
+}
+
+// decodeChunkRow writes a result row as values sharing one buffer.
+func decodeChunkRow(codecs []chunkCol, row []mysql.FieldValue) ([]sources.Value, error) {
+	if len(row) != len(codecs) {
+		return nil, fmt.Errorf("row has %d columns, the table %d", len(row), len(codecs))
+	}
+	ends := make([]int, len(row))
+	var buf []byte
+	for i := range row {
+		var err error
+		if buf, err = codecs[i].appendField(buf, &row[i]); err != nil {
+			return nil, err
+		}
+		ends[i] = len(buf)
+	}
+	vals := make([]sources.Value, len(row))
+	start := 0
+	for i, end := range ends {
+		vals[i] = buf[start:end:end]
+		start = end
+	}
+	return vals, nil
+}
+
+// appendField turns a binary-protocol value into what the binlog decoder
+// gives for the same value, and writes that with the binlog's codec.
+func (c *chunkCol) appendField(dst []byte, fv *mysql.FieldValue) ([]byte, error) {
+	var v any
+	switch fv.Type {
+	case mysql.FieldValueTypeNull:
+	case mysql.FieldValueTypeUnsigned:
+		v = fv.AsUint64()
+	case mysql.FieldValueTypeSigned:
+		v = fv.AsInt64()
+	case mysql.FieldValueTypeFloat:
+		v = fv.AsFloat64()
+		if c.kind == kindFloat32 {
+			v = float32(fv.AsFloat64())
+		}
+	case mysql.FieldValueTypeString:
+		b := fv.AsString()
+		switch c.kind {
+		case kindBit:
+			if len(b) > 8 {
+				return dst, fmt.Errorf("column %s: %d bytes of BIT", c.name, len(b))
+			}
+			var full [8]byte
+			copy(full[8-len(b):], b)
+			v = binary.BigEndian.Uint64(full[:])
+		case kindDecimal, kindDate:
+			v = string(b)
+		case kindDatetime:
+			v = datetimeText(string(b), c.fsp)
+		case kindTime:
+			v = timeText(string(b), c.fsp)
+		case kindBytes:
+			if c.padded {
+				b = trimZeros(b)
+			}
+			v = b
+		default:
+			v = b
+		}
+	default:
+		return dst, fmt.Errorf("column %s: unknown value type %d", c.name, fv.Type)
+	}
+	return c.appendValue(dst, v)
+}
+
+func trimZeros(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// datetimeText writes "YYYY-MM-DD hh:mm:ss[.ffffff]" with exactly fsp
+// fraction digits, as the binlog decoder does.
+func datetimeText(s string, fsp int) string {
+	base, frac, _ := strings.Cut(s, ".")
+	if fsp == 0 {
+		return base
+	}
+	return base + "." + (frac + "000000")[:fsp]
+}
+
+// timeText writes "[-]hh:mm:ss[.ffffff]" as the binlog decoder does: fsp
+// fraction digits, and none at all when the fraction is zero.
+func timeText(s string, fsp int) string {
+	base, frac, _ := strings.Cut(s, ".")
+	if fsp == 0 || strings.Trim(frac, "0") == "" {
+		return base
+	}
+	return base + "." + (frac + "000000")[:fsp]
+}

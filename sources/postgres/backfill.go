@@ -1,0 +1,344 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+// Key types a chunk can be ordered by in a way consumers reproduce:
+// integers and numerics numerically, text and uuid bytewise.
+var chunkKeyTypes = map[uint32]string{
+	21: "int2", 23: "int4", 20: "int8", 1700: "numeric",
+	25: "text", 1043: "varchar", 1042: "bpchar", 2950: "uuid",
+}
+
+// collated key types are compared with COLLATE "C": bytewise, as consumers
+// compare them.
+func collated(oid uint32) bool { return oid == 25 || oid == 1043 || oid == 1042 }
+
+// ensureSignalTable creates the watermark table if it is missing.
+func ensureSignalTable(ctx context.Context, conn *pgx.Conn, qualified string) (tableInfo, error) {
+	schema, name, ok := strings.Cut(qualified, ".")
+	if !ok {
+		return tableInfo{}, fmt.Errorf("backfill.signal_table: %q is not schema.table", qualified)
+	}
+	t := tableInfo{schema: schema, name: name, key: []string{"source"}, identity: 'd'}
+	sql := fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (source text PRIMARY KEY, kind text NOT NULL, id text NOT NULL, at timestamptz NOT NULL DEFAULT now())`,
+		pgx.Identifier{schema, name}.Sanitize())
+	var exists bool
+	err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", pgx.Identifier{schema, name}.Sanitize()).Scan(&exists)
+	if err != nil {
+		return t, fmt.Errorf("look up the signal table %s: %w", qualified, err)
+	}
+	if exists {
+		return t, nil
+	}
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return t, fmt.Errorf("create the backfill signal table %s: %w (create it as its owner instead: %s; then GRANT INSERT, UPDATE ON it to sluice's user)", qualified, err, sql)
+	}
+	return t, nil
+}
+
+// Tables lists the captured tables, without the signal table.
+func (s *Source) Tables() []string {
+	names := make([]string, 0, len(s.tables))
+	for qn := range s.tables {
+		if qn != s.signal.qualified() {
+			names = append(names, qn)
+		}
+	}
+	return names
+}
+
+// ReadSignal decodes a change of the signal table.
+func (s *Source) ReadSignal(c *sources.Change) (sources.Signal, bool) {
+	if c.Table == nil || c.Table.Schema != s.signal.schema || c.Table.Name != s.signal.name {
+		return sources.Signal{}, false
+	}
+	var sig sources.Signal
+	if c.After == nil {
+		return sig, true
+	}
+	for i, col := range c.Table.Columns {
+		var v string
+		if i >= len(c.After) || json.Unmarshal(c.After[i], &v) != nil {
+			continue
+		}
+		switch col {
+		case "source":
+			sig.Source = v
+		case "kind":
+			sig.Kind = v
+		case "id":
+			sig.ID = v
+		}
+	}
+	return sig, true
+}
+
+// backfillConnLocked returns the backfill connection, opening it when
+// needed. s.backfillMu must be held.
+func (s *Source) backfillConnLocked(ctx context.Context) (*pgx.Conn, error) {
+	if s.backfillConn != nil && !s.backfillConn.IsClosed() {
+		return s.backfillConn, nil
+	}
+	login, err := s.login(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := connect(ctx, s.cfg.DSN, false, login)
+	if err != nil {
+		return nil, err
+	}
+	s.backfillConn = conn
+	return conn, nil
+}
+
+// dropBackfillConnLocked forgets a connection that failed, so the next call
+// reconnects (with fresh credentials, if they expired).
+func (s *Source) dropBackfillConnLocked(err error) error {
+	err = classify(err)
+	if errors.Is(err, sources.ErrDisconnected) && s.backfillConn != nil {
+		s.backfillConn.Close(context.Background())
+		s.backfillConn = nil
+	}
+	return err
+}
+
+// WriteSignal upserts this source's watermark row and commits it.
+func (s *Source) WriteSignal(ctx context.Context, kind, id string) error {
+	s.backfillMu.Lock()
+	defer s.backfillMu.Unlock()
+	conn, err := s.backfillConnLocked(ctx)
+	if err != nil {
+		return err
+	}
+	sql := fmt.Sprintf(`INSERT INTO %s (source, kind, id, at) VALUES ($1, $2, $3, now())
+		ON CONFLICT (source) DO UPDATE SET kind = EXCLUDED.kind, id = EXCLUDED.id, at = EXCLUDED.at`,
+		pgx.Identifier{s.signal.schema, s.signal.name}.Sanitize())
+	if _, err := conn.Exec(ctx, sql, s.cfg.Name, kind, id); err != nil {
+		return s.dropBackfillConnLocked(fmt.Errorf("write the %s watermark to %s: %w", kind, s.signal.qualified(), err))
+	}
+	return nil
+}
+
+// EstimateRows reads the planner's row count, or counts when the table was
+// never analyzed.
+func (s *Source) EstimateRows(ctx context.Context, table string) (int64, error) {
+	s.backfillMu.Lock()
+	defer s.backfillMu.Unlock()
+	conn, err := s.backfillConnLocked(ctx)
+	if err != nil {
+		return 0, err
+	}
+	info, ok := s.tables[table]
+	if !ok {
+		return 0, fmt.Errorf("table %s is not captured", table)
+	}
+	ident := pgx.Identifier{info.schema, info.name}.Sanitize()
+	var n int64
+	if err := conn.QueryRow(ctx, "SELECT reltuples::bigint FROM pg_class WHERE oid = $1::regclass", ident).Scan(&n); err != nil {
+		return 0, s.dropBackfillConnLocked(fmt.Errorf("estimate the rows of %s: %w", table, err))
+	}
+	if n < 0 {
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+ident).Scan(&n); err != nil {
+			return 0, s.dropBackfillConnLocked(fmt.Errorf("count the rows of %s: %w", table, err))
+		}
+	}
+	return n, nil
+}
+
+// ReadChunk selects one chunk of a table in key order. Text keys are read
+// in COLLATE "C" order, which consumers reproduce by comparing bytes; an
+// index on a column of another collation cannot serve that order, so such
+// tables sort each chunk.
+func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.Chunk, error) {
+	s.backfillMu.Lock()
+	defer s.backfillMu.Unlock()
+	info, ok := s.tables[q.Table]
+	if !ok || q.Table == s.signal.qualified() {
+		return sources.Chunk{}, fmt.Errorf("table %s is not captured by this source (source.tables)", q.Table)
+	}
+	conn, err := s.backfillConnLocked(ctx)
+	if err != nil {
+		return sources.Chunk{}, err
+	}
+	types, err := s.keyTypesLocked(ctx, conn, info)
+	if err != nil {
+		return sources.Chunk{}, s.dropBackfillConnLocked(err)
+	}
+	cols := make([]string, len(info.key))
+	for i, k := range info.key {
+		cols[i] = pgx.Identifier{k}.Sanitize()
+		if collated(types[i]) {
+			cols[i] += ` COLLATE "C"`
+		}
+	}
+	var sql strings.Builder
+	sql.WriteString("SELECT * FROM " + pgx.Identifier{info.schema, info.name}.Sanitize())
+	var where []string
+	var params [][]byte
+	if q.From != nil {
+		if len(q.From) != len(info.key) {
+			return sources.Chunk{}, fmt.Errorf("chunk cursor of %s has %d values, its key %d columns", q.Table, len(q.From), len(info.key))
+		}
+		ph := make([]string, len(q.From))
+		for i, v := range q.From {
+			p, err := paramText(v)
+			if err != nil {
+				return sources.Chunk{}, fmt.Errorf("chunk cursor of %s: %w", q.Table, err)
+			}
+			params = append(params, p)
+			ph[i] = "$" + strconv.Itoa(i+1) + "::" + chunkKeyTypes[types[i]]
+		}
+		where = append(where, "("+strings.Join(cols, ", ")+") >= ("+strings.Join(ph, ", ")+")")
+	}
+	if q.Where != "" {
+		where = append(where, "("+q.Where+")")
+	}
+	if len(where) > 0 {
+		sql.WriteString(" WHERE " + strings.Join(where, " AND "))
+	}
+	sql.WriteString(" ORDER BY " + strings.Join(cols, ", "))
+	if q.Limit > 0 {
+		sql.WriteString(" LIMIT " + strconv.Itoa(q.Limit))
+	}
+
+	rr := conn.PgConn().ExecParams(ctx, sql.String(), params, nil, nil, nil)
+	fields := rr.FieldDescriptions()
+	shape := &sources.Table{Schema: info.schema, Name: info.name}
+	lookup := s.typeLookup(ctx, conn)
+	// The result is read to the end before decoders may query the catalog
+	// on the same connection.
+	var raw [][][]byte
+	for rr.NextRow() {
+		vals := rr.Values()
+		row := make([][]byte, len(vals))
+		for i, v := range vals {
+			if v != nil {
+				row[i] = append([]byte{}, v...)
+			}
+		}
+		raw = append(raw, row)
+	}
+	if _, err := rr.Close(); err != nil {
+		var pgErr *pgconn.PgError
+		if q.Where != "" && errors.As(err, &pgErr) && pgErr.Code[:2] == "42" {
+			return sources.Chunk{}, fmt.Errorf("backfill of %s: the --where condition is not valid SQL for this table: %w", q.Table, err)
+		}
+		return sources.Chunk{}, s.dropBackfillConnLocked(fmt.Errorf("read a chunk of %s: %w", q.Table, err))
+	}
+	decoders := make([]valueDecoder, len(fields))
+	for i, f := range fields {
+		dec, err := newDecoder(f.DataTypeOID, lookup)
+		if err != nil {
+			return sources.Chunk{}, fmt.Errorf("table %s column %s: %w", q.Table, f.Name, err)
+		}
+		decoders[i] = dec
+		shape.Columns = append(shape.Columns, f.Name)
+		shape.Types = append(shape.Types, s.typeName(f.DataTypeOID, lookup))
+	}
+	table, err := s.register(shape, info.key)
+	if err != nil {
+		return sources.Chunk{}, err
+	}
+	rows := make([][]sources.Value, len(raw))
+	for r, row := range raw {
+		vals := make([]sources.Value, len(row))
+		var buf []byte
+		ends := make([]int, len(row))
+		for i, v := range row {
+			if v == nil {
+				buf = append(buf, "null"...)
+			} else if buf, err = decoders[i](buf, v); err != nil {
+				return sources.Chunk{}, fmt.Errorf("table %s column %s: %w", q.Table, shape.Columns[i], err)
+			}
+			ends[i] = len(buf)
+		}
+		start := 0
+		for i, end := range ends {
+			vals[i] = buf[start:end:end]
+			start = end
+		}
+		rows[r] = vals
+	}
+	return sources.Chunk{Table: table, Rows: rows}, nil
+}
+
+// keyTypesLocked returns the type oids of a table's key columns, checking
+// that chunks can be ordered by them.
+func (s *Source) keyTypesLocked(ctx context.Context, conn *pgx.Conn, info tableInfo) ([]uint32, error) {
+	if t, ok := s.keyTypes[info.qualified()]; ok {
+		return t, nil
+	}
+	types := make([]uint32, len(info.key))
+	for i, k := range info.key {
+		var oid, base uint32
+		var name string
+		err := conn.QueryRow(ctx, `SELECT a.atttypid, t.typbasetype, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+			WHERE a.attrelid = $1::regclass AND a.attname = $2 AND NOT a.attisdropped`,
+			pgx.Identifier{info.schema, info.name}.Sanitize(), k).Scan(&oid, &base, &name)
+		if err != nil {
+			return nil, fmt.Errorf("read the key type of %s.%s: %w", info.qualified(), k, err)
+		}
+		if base != 0 {
+			oid = base // a domain orders as its base type
+		}
+		if _, ok := chunkKeyTypes[oid]; !ok {
+			return nil, fmt.Errorf("%w: table %s key column %s is %s; backfill reads chunks by keys of type smallint, integer, bigint, numeric, text, varchar, char or uuid (capture goes on; backfill another table, or key this one by a supported column)",
+				sources.ErrUnsupportedKey, info.qualified(), k, name)
+		}
+		types[i] = oid
+	}
+	s.keyTypes[info.qualified()] = types
+	return types, nil
+}
+
+// paramText turns a key value in its event JSON form into the text form of
+// a query parameter.
+func paramText(v sources.Value) ([]byte, error) {
+	if len(v) > 0 && v[0] == '"' {
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return nil, err
+		}
+		return []byte(s), nil
+	}
+	if string(v) == "null" {
+		return nil, errors.New("a key value is null")
+	}
+	return v, nil
+}
+
+// Reset gives up a lost position: it recreates the slot when it is gone or
+// invalidated and returns the position streaming resumes from, now.
+func (s *Source) Reset(ctx context.Context) (sources.Position, error) {
+	st, err := readSlot(ctx, s.conn, s.cfg.Slot)
+	if err != nil {
+		return "", classify(err)
+	}
+	if st.exists && st.walStatus == "lost" {
+		s.cfg.Log.Warn("dropping the invalidated replication slot to create it anew", "slot", s.cfg.Slot)
+		if _, err := s.conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", s.cfg.Slot); err != nil {
+			return "", classify(fmt.Errorf("drop invalidated replication slot %s: %w", s.cfg.Slot, err))
+		}
+		st.exists = false
+	}
+	if !st.exists {
+		var lsn string
+		if err := s.conn.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", s.cfg.Slot).Scan(&lsn); err != nil {
+			return "", classify(fmt.Errorf("create replication slot %s: %w (the user needs the REPLICATION attribute, and max_replication_slots must have room)", s.cfg.Slot, err))
+		}
+		return sources.Position(lsn), nil
+	}
+	return sources.Position(st.confirmedFlush.String()), nil
+}
