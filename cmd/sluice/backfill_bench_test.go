@@ -47,4 +47,3 @@ func BenchmarkBackfillVsCopy(b *testing.B) {
 	b.ReportMetric(n/copyDur.Seconds(), "copy_rows/s")
 	b.ReportMetric(copyDur.Seconds()/backfill.Seconds(), "backfill/copy")
 }
-
