@@ -53,10 +53,41 @@ type Manager struct {
 	store Store
 	log   *slog.Logger
 
-	mu   sync.Mutex
-	jobs map[string]*Job // by table: the current job of each
-	win  *window         // the chunk between its watermarks, if any
-	wake chan struct{}
+	mu     sync.Mutex
+	jobs   map[string]*Job // by table: the current job of each
+	win    *window         // the chunk between its watermarks, if any
+	recent recentTxs
+	wake   chan struct{}
+}
+
+// recentTxs remembers the transactions the log brought lately, in order,
+// so that a chunk can tell whether one its snapshot could not see had
+// committed before its low watermark (sources.Chunk.Invisible).
+type recentTxs struct {
+	seq  uint64
+	last uint64            // the latest transaction added
+	seen map[uint64]uint64 // transaction → seq
+	ring []uint64          // the transactions, oldest overwritten first
+}
+
+const recentTxsKept = 1 << 16
+
+func (r *recentTxs) add(tx uint64) {
+	if tx == r.last && r.seq > 0 {
+		return
+	}
+	if r.seen == nil {
+		r.seen = make(map[uint64]uint64)
+		r.ring = make([]uint64, recentTxsKept)
+	}
+	r.seq++
+	r.last = tx
+	slot := r.seq % recentTxsKept
+	if old := r.ring[slot]; r.seen[old] == r.seq-recentTxsKept {
+		delete(r.seen, old)
+	}
+	r.ring[slot] = tx
+	r.seen[tx] = r.seq
 }
 
 // window is one chunk's state between its low and high watermarks.
@@ -65,7 +96,8 @@ type window struct {
 	table  string
 	events bool // publish the chunk event (not for --where backfills)
 
-	open      bool // the low watermark was seen
+	open      bool   // the low watermark was seen
+	lowSeq    uint64 // recentTxs.seq at the low watermark
 	changed   map[string][]sources.Value
 	truncated bool
 
@@ -249,6 +281,7 @@ func (m *Manager) Change(ctx context.Context, c *sources.Change, out sink.Emitte
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.recent.add(c.TxID)
 	w := m.win
 	if w == nil || !w.open || w.emitting || c.Table.QualifiedName() != w.table {
 		return false, nil
@@ -272,7 +305,7 @@ func (m *Manager) watermark(ctx context.Context, sig sources.Signal, c *sources.
 	switch sig.Kind {
 	case "low":
 		// Seen again when the stream replays after a reconnect: start over.
-		w.open, w.truncated = true, false
+		w.open, w.truncated, w.lowSeq = true, false, m.recent.seq
 		w.changed = make(map[string][]sources.Value)
 		m.mu.Unlock()
 		return nil
@@ -285,6 +318,17 @@ func (m *Manager) watermark(ctx context.Context, sig sources.Signal, c *sources.
 		w.finish(result{err: errRetryChunk})
 		m.mu.Unlock()
 		return nil
+	}
+	for _, tx := range w.chunk.Invisible {
+		// Committed before the low watermark, yet not visible to the
+		// chunk's snapshot (PostgreSQL makes a commit visible a moment
+		// after logging it): the chunk may hold rows older than the log.
+		if seq, ok := m.recent.seen[tx]; ok && seq <= w.lowSeq {
+			m.log.Info("reading the chunk again: a transaction logged before its low watermark was not yet visible to it", "chunk", w.id, "txid", tx)
+			w.finish(result{err: errRetryChunk})
+			m.mu.Unlock()
+			return nil
+		}
 	}
 	w.emitting = true
 	m.mu.Unlock()

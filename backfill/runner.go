@@ -151,9 +151,11 @@ func (m *Manager) chunk(ctx context.Context, f Flusher, j Job) (Job, error) {
 		m.mu.Unlock()
 	}()
 
+	t0 := time.Now()
 	if err := m.src.WriteSignal(ctx, "low", id); err != nil {
 		return j, err
 	}
+	t1 := time.Now()
 	ch, err := m.src.ReadChunk(ctx, sources.ChunkQuery{Table: j.Table, From: j.Cursor, Limit: j.ChunkSize, Where: j.Where})
 	if err != nil {
 		return j, err
@@ -165,9 +167,11 @@ func (m *Manager) chunk(ctx context.Context, f Flusher, j Job) (Job, error) {
 	m.mu.Lock()
 	w.chunk, w.from, w.to, w.ready = ch, j.Cursor, to, true
 	m.mu.Unlock()
+	t2 := time.Now()
 	if err := m.src.WriteSignal(ctx, "high", id); err != nil {
 		return j, err
 	}
+	t3 := time.Now()
 
 	// The stream emits the chunk when it reaches the high watermark.
 	var res result
@@ -189,9 +193,11 @@ func (m *Manager) chunk(ctx context.Context, f Flusher, j Job) (Job, error) {
 	if res.err != nil {
 		return j, res.err
 	}
+	t4 := time.Now()
 	if err := f.Flush(ctx); err != nil {
 		return j, err
 	}
+	t5 := time.Now()
 	read := int64(len(ch.Rows))
 	if j.Cursor != nil && read > 0 {
 		read-- // the boundary row, read by the previous chunk too
@@ -202,5 +208,8 @@ func (m *Manager) chunk(ctx context.Context, f Flusher, j Job) (Job, error) {
 	if to == nil {
 		j.State, j.Finished = StateDone, time.Now().UTC()
 	}
-	return j, m.save(ctx, j)
+	err = m.save(ctx, j)
+	m.log.Debug("chunk done", "chunk", id, "rows", len(ch.Rows), "emitted", res.emitted,
+		"low", t1.Sub(t0), "read", t2.Sub(t1), "high", t3.Sub(t2), "to_high", t4.Sub(t3), "flush", t5.Sub(t4), "save", time.Since(t5))
+	return j, err
 }

@@ -3,6 +3,8 @@ package sources
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 )
 
 // ErrUnsupportedKey: a table's key cannot be read in chunks in an order
@@ -28,6 +30,13 @@ type Chunk struct {
 	Table *Table
 	// Rows are aligned with Table.Columns, in key order.
 	Rows [][]Value
+	// Invisible lists the transactions the chunk's snapshot saw as still
+	// running (Postgres: its xip, as the log's TxID values). One of them
+	// whose changes the log carries before the low watermark committed
+	// there without being visible to the chunk: the chunk must be read
+	// again. Nil when the source orders visibility like its log (MySQL
+	// with binlog_order_commits).
+	Invisible []uint64
 }
 
 // Signal is a watermark row of sluice's signal table, as read from the log.
@@ -54,4 +63,31 @@ type Backfiller interface {
 	// ReadSignal tells whether a change of the log is a signal-table row,
 	// and if so returns it (an empty Source when it cannot be read).
 	ReadSignal(c *Change) (Signal, bool)
+}
+
+// ChunkSQL completes "SELECT ... FROM table" into a chunk query: the rows
+// whose key (keys, as compared and ordered) is at or after placeholders,
+// when there are any, that match where, in key order, at most limit (0 is
+// no limit).
+func ChunkSQL(selectFrom string, keys, placeholders []string, where string, limit int) string {
+	var conds []string
+	switch {
+	case len(placeholders) == 1:
+		conds = append(conds, keys[0]+" >= "+placeholders[0])
+	case len(placeholders) > 1:
+		conds = append(conds, "("+strings.Join(keys, ", ")+") >= ("+strings.Join(placeholders, ", ")+")")
+	}
+	if where != "" {
+		conds = append(conds, "("+where+")")
+	}
+	var b strings.Builder
+	b.WriteString(selectFrom)
+	if len(conds) > 0 {
+		b.WriteString(" WHERE " + strings.Join(conds, " AND "))
+	}
+	b.WriteString(" ORDER BY " + strings.Join(keys, ", "))
+	if limit > 0 {
+		b.WriteString(" LIMIT " + strconv.Itoa(limit))
+	}
+	return b.String()
 }

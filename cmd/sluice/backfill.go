@@ -166,7 +166,7 @@ func watchJobs(ctx context.Context, w io.Writer, nc *nats.Conn, source string, i
 					_ = bar.Finish()
 				}
 			} else if time.Since(lastLine) >= 5*time.Second || j.State != backfill.StateRunning {
-				fmt.Fprintf(w, "%s %s: %s, %d/%d rows, %d/%d chunks\n", j.ID, j.Table, j.State, j.Rows, j.Estimate, j.Chunks, j.ChunksEstimated())
+				fmt.Fprintf(w, "%s %s: %s, %d/%d rows, %d/%d chunks%s\n", j.ID, j.Table, j.State, j.Rows, j.Estimate, j.Chunks, j.ChunksEstimated(), rateETA(j))
 			}
 			switch j.State {
 			case backfill.StateRunning:
@@ -193,4 +193,26 @@ func watchJobs(ctx context.Context, w io.Writer, nc *nats.Conn, source string, i
 		case <-tick.C:
 		}
 	}
+}
+
+// rateETA formats a job's rows/s since it started and the time left by
+// its estimate.
+func rateETA(j backfill.Job) string {
+	end := j.Updated
+	if end.IsZero() || j.Rows == 0 {
+		return ""
+	}
+	if !j.Finished.IsZero() {
+		end = j.Finished
+	}
+	secs := end.Sub(j.Started).Seconds()
+	if secs <= 0 {
+		return ""
+	}
+	rate := float64(j.Rows) / secs
+	out := fmt.Sprintf(", %.0f rows/s", rate)
+	if j.State == backfill.StateRunning && j.Estimate > j.Rows {
+		out += fmt.Sprintf(", ETA %s", (time.Duration(float64(j.Estimate-j.Rows)/rate) * time.Second).Round(time.Second))
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +43,11 @@ func BenchmarkBackfillVsCopy(b *testing.B) {
 		copyDur += time.Since(start)
 	}
 	b.StopTimer()
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "chunk done") && strings.Contains(l, "-5") {
+			b.Log(l)
+		}
+	}
 	n := float64(rows * b.N)
 	b.ReportMetric(n/backfill.Seconds(), "backfill_rows/s")
 	b.ReportMetric(n/copyDur.Seconds(), "copy_rows/s")

@@ -35,48 +35,30 @@ func TestBackfillMillionRowsUnderLoad(t *testing.T) {
 	stop, logs := e.startRun()
 
 	var updates, deletes, inserts atomic.Int64
-	done := make(chan struct{})
-	writer := make(chan error, 1)
-	go func() {
-		rng := rand.New(rand.NewPCG(9, 10))
-		for {
-			select {
-			case <-done:
-				writer <- nil
-				return
-			default:
-			}
-			// Hot keys: most changes land on a few thousand ids, so many
-			// hit a chunk while it is between its watermarks.
-			id := 1 + rng.IntN(1000000)
-			if rng.IntN(2) == 0 {
-				id = 1 + rng.IntN(5000)*200
-			}
-			var err error
-			switch r := rng.IntN(10); {
-			case r == 0:
-				_, err = conn.Exec(context.Background(), "DELETE FROM items WHERE id = $1", id)
-				deletes.Add(1)
-			case r == 1:
-				_, err = conn.Exec(context.Background(), "INSERT INTO items VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = items.v + 1", 1000000+rng.IntN(1000))
-				inserts.Add(1)
-			default:
-				_, err = conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", id)
-				updates.Add(1)
-			}
-			if err != nil {
-				writer <- err
-				return
-			}
-			time.Sleep(time.Millisecond)
+	stopWriter := startWriter(t, 9, func(rng *rand.Rand) error {
+		// Hot keys: most changes land on a few thousand ids, so many hit a
+		// chunk while it is between its watermarks.
+		id := 1 + rng.IntN(1000000)
+		if rng.IntN(2) == 0 {
+			id = 1 + rng.IntN(5000)*200
 		}
-	}()
+		var err error
+		switch r := rng.IntN(10); {
+		case r == 0:
+			_, err = conn.Exec(context.Background(), "DELETE FROM items WHERE id = $1", id)
+			deletes.Add(1)
+		case r == 1:
+			_, err = conn.Exec(context.Background(), "INSERT INTO items VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = items.v + 1", 1000000+rng.IntN(1000))
+			inserts.Add(1)
+		default:
+			_, err = conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", id)
+			updates.Add(1)
+		}
+		return err
+	})
 	waitBackfills(t, logs, 1, 15*time.Minute)
 	took := time.Since(start)
-	close(done)
-	if err := <-writer; err != nil {
-		t.Fatal(err)
-	}
+	stopWriter()
 	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))
 	assertNoStaleRead(t, events)
 	reads, dropped := 0, 0

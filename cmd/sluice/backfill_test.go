@@ -70,12 +70,7 @@ func (f *follower) catchUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		for m := range batch.Messages() {
-			var e event
-			if err := json.Unmarshal(m.Data(), &e); err != nil {
-				t.Fatalf("message %s is not an event: %v: %s", m.Subject(), err, m.Data())
-			}
-			md, _ := m.Metadata()
-			e.subject, e.msgID, e.seq, e.raw = m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), md.Sequence.Stream, string(m.Data())
+			e := decodeEvent(t, m)
 			if err := f.view.Apply(e.subject, m.Data()); err != nil {
 				t.Fatal(err)
 			}
@@ -274,39 +269,21 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 
 	stop, logs := e.startRun()
 	// Changes keep coming while the backfill runs.
-	done := make(chan struct{})
-	writer := make(chan error, 1)
-	go func() {
-		rng := rand.New(rand.NewPCG(3, 4))
-		for {
-			select {
-			case <-done:
-				writer <- nil
-				return
-			default:
-			}
-			id := 1 + rng.IntN(3400)
-			var err error
-			switch rng.IntN(4) {
-			case 0:
-				_, err = conn.Exec(context.Background(), "DELETE FROM items WHERE id = $1", id)
-			case 1:
-				_, err = conn.Exec(context.Background(), "INSERT INTO items VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = items.v + 1", id)
-			default:
-				_, err = conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", id)
-			}
-			if err != nil {
-				writer <- err
-				return
-			}
-			time.Sleep(time.Millisecond)
+	stopWriter := startWriter(t, 3, func(rng *rand.Rand) error {
+		id := 1 + rng.IntN(3400)
+		var err error
+		switch rng.IntN(4) {
+		case 0:
+			_, err = conn.Exec(context.Background(), "DELETE FROM items WHERE id = $1", id)
+		case 1:
+			_, err = conn.Exec(context.Background(), "INSERT INTO items VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = items.v + 1", id)
+		default:
+			_, err = conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", id)
 		}
-	}()
+		return err
+	})
 	waitBackfills(t, logs, 1, 2*time.Minute)
-	close(done)
-	if err := <-writer; err != nil {
-		t.Fatal(err)
-	}
+	stopWriter()
 	if !strings.Contains(logs.String(), "log position lost: gap recorded") {
 		t.Errorf("the gap was not logged:\n%s", tailLines(logs.String(), 30))
 	}
@@ -475,25 +452,11 @@ func TestBackfillResumesAfterKill(t *testing.T) {
 	p := startProcWith(t, bin, logPath, "run", "--config", e.cfgYML, "--backfill", "public.items")
 	waitLog(t, logPath, "msg=streaming", 1, time.Minute)
 	var updates atomic.Int64
-	stopWriter := make(chan struct{})
-	writerDone := make(chan error, 1)
-	go func() {
-		rng := rand.New(rand.NewPCG(5, 6))
-		for {
-			select {
-			case <-stopWriter:
-				writerDone <- nil
-				return
-			default:
-			}
-			if _, err := conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", 1+rng.IntN(50000)); err != nil {
-				writerDone <- err
-				return
-			}
-			updates.Add(1)
-			time.Sleep(200 * time.Microsecond)
-		}
-	}()
+	stopWriter := startWriter(t, 5, func(rng *rand.Rand) error {
+		_, err := conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", 1+rng.IntN(50000))
+		updates.Add(1)
+		return err
+	})
 	// Kill once some chunks are stored, long before the end.
 	waitChunks(t, e, 20, time.Minute)
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -503,10 +466,7 @@ func TestBackfillResumesAfterKill(t *testing.T) {
 
 	p = startProcWith(t, bin, logPath, "run", "--config", e.cfgYML, "--backfill", "public.items")
 	waitLog(t, logPath, "msg=\"backfill done\"", 1, 3*time.Minute)
-	close(stopWriter)
-	if err := <-writerDone; err != nil {
-		t.Fatal(err)
-	}
+	stopWriter()
 	b, _ := os.ReadFile(logPath)
 	resumedAt := 0
 	for _, line := range strings.Split(string(b), "\n") {

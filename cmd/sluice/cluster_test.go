@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -74,38 +73,24 @@ func (c *clusterEnv) killSluice() {
 	_ = c.proc.cmd.Wait()
 }
 
-// writer inserts and updates rows until stopped, in small transactions.
-func startWriter(t *testing.T, db crashDB) (stop func()) {
-	var quit atomic.Bool
-	done := make(chan error, 1)
-	go func() {
-		rng := rand.New(rand.NewPCG(3, 4))
-		next := 1
-		for !quit.Load() {
-			n := 1 + rng.IntN(5)
-			vals := make([]string, n)
-			for i := range n {
-				vals[i] = fmt.Sprintf("(%d, 0, 'row')", next+i)
-			}
-			stmts := []string{"INSERT INTO items VALUES " + strings.Join(vals, ",")}
-			next += n
-			for range rng.IntN(3) {
-				stmts = append(stmts, fmt.Sprintf("UPDATE items SET v = v + 1 WHERE id = %d", 1+rng.IntN(next-1)))
-			}
-			if err := db.tx(stmts); err != nil {
-				done <- err
-				return
-			}
-			time.Sleep(time.Duration(2+rng.IntN(4)) * time.Millisecond)
+// startTxWriter inserts and updates rows until stopped, in small
+// transactions.
+func startTxWriter(t *testing.T, db crashDB) (stop func()) {
+	next := 1
+	return startWriter(t, 3, func(rng *rand.Rand) error {
+		n := 1 + rng.IntN(5)
+		vals := make([]string, n)
+		for i := range n {
+			vals[i] = fmt.Sprintf("(%d, 0, 'row')", next+i)
 		}
-		done <- nil
-	}()
-	return func() {
-		quit.Store(true)
-		if err := <-done; err != nil {
-			t.Fatalf("writer: %v", err)
+		stmts := []string{"INSERT INTO items VALUES " + strings.Join(vals, ",")}
+		next += n
+		for range rng.IntN(3) {
+			stmts = append(stmts, fmt.Sprintf("UPDATE items SET v = v + 1 WHERE id = %d", 1+rng.IntN(next-1)))
 		}
-	}
+		time.Sleep(time.Duration(1+rng.IntN(4)) * time.Millisecond)
+		return db.tx(stmts)
+	})
 }
 
 // The stream's leader is lost twice while rows are written: first an
@@ -120,7 +105,7 @@ func TestClusterLeaderLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopWriter := startWriter(t, pgCrashDB{pgConn(t, c.pg())})
+	stopWriter := startTxWriter(t, pgCrashDB{pgConn(t, c.pg())})
 	time.Sleep(time.Second)
 
 	leader := natstest.MoveLeader(t, nc, js, c.cfg.Stream.Name, "n2", "n3")
@@ -156,7 +141,7 @@ func TestClusterFollowerLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopWriter := startWriter(t, pgCrashDB{pgConn(t, c.pg())})
+	stopWriter := startTxWriter(t, pgCrashDB{pgConn(t, c.pg())})
 	time.Sleep(time.Second)
 
 	leader := natstest.MoveLeader(t, nc, js, c.cfg.Stream.Name, "n1", "n2")

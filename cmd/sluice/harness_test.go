@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -270,19 +271,59 @@ func readEvents(t *testing.T, url, stream string, n int, timeout time.Duration) 
 			t.Fatal(err)
 		}
 		for m := range batch.Messages() {
-			var e event
-			if err := json.Unmarshal(m.Data(), &e); err != nil {
-				t.Fatalf("message %s is not an event: %v: %s", m.Subject(), err, m.Data())
-			}
-			md, _ := m.Metadata()
-			e.subject, e.msgID, e.seq, e.raw = m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), md.Sequence.Stream, string(m.Data())
-			events = append(events, e)
+			events = append(events, decodeEvent(t, m))
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("got %d events, want %d, within %s", len(events), n, timeout)
 		}
 	}
 	return events
+}
+
+// decodeEvent reads a message as an event, with its metadata.
+func decodeEvent(t testing.TB, m jetstream.Msg) event {
+	t.Helper()
+	var e event
+	if err := json.Unmarshal(m.Data(), &e); err != nil {
+		t.Fatalf("message %s is not an event: %v: %s", m.Subject(), err, m.Data())
+	}
+	md, _ := m.Metadata()
+	e.subject, e.msgID, e.seq, e.raw = m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), md.Sequence.Stream, string(m.Data())
+	return e
+}
+
+// startWriter runs op in a loop, a millisecond apart, until the returned
+// stop is called; stop fails the test if op failed.
+func startWriter(t testing.TB, seed uint64, op func(rng *rand.Rand) error) (stop func()) {
+	t.Helper()
+	done := make(chan struct{})
+	result := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewPCG(seed, seed+1))
+		for {
+			select {
+			case <-done:
+				result <- nil
+				return
+			default:
+			}
+			if err := op(rng); err != nil {
+				result <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	var once sync.Once
+	return func() {
+		t.Helper()
+		once.Do(func() {
+			close(done)
+			if err := <-result; err != nil {
+				t.Fatalf("writer: %v", err)
+			}
+		})
+	}
 }
 
 // streamCount returns how many messages the stream holds.

@@ -356,39 +356,21 @@ func TestMySQLBackfillAfterPurge(t *testing.T) {
 
 	stop, logs := e.startRun()
 	writerConn := mysqlConn(t, my)
-	done := make(chan struct{})
-	writer := make(chan error, 1)
-	go func() {
-		rng := rand.New(rand.NewPCG(7, 8))
-		for {
-			select {
-			case <-done:
-				writer <- nil
-				return
-			default:
-			}
-			id := 1 + rng.IntN(2300)
-			var err error
-			switch rng.IntN(4) {
-			case 0:
-				_, err = writerConn.Execute("DELETE FROM items WHERE id = ?", id)
-			case 1:
-				_, err = writerConn.Execute("INSERT INTO items VALUES (?, 0) ON DUPLICATE KEY UPDATE v = v + 1", id)
-			default:
-				_, err = writerConn.Execute("UPDATE items SET v = v + 1 WHERE id = ?", id)
-			}
-			if err != nil {
-				writer <- err
-				return
-			}
-			time.Sleep(time.Millisecond)
+	stopWriter := startWriter(t, 7, func(rng *rand.Rand) error {
+		id := 1 + rng.IntN(2300)
+		var err error
+		switch rng.IntN(4) {
+		case 0:
+			_, err = writerConn.Execute("DELETE FROM items WHERE id = ?", id)
+		case 1:
+			_, err = writerConn.Execute("INSERT INTO items VALUES (?, 0) ON DUPLICATE KEY UPDATE v = v + 1", id)
+		default:
+			_, err = writerConn.Execute("UPDATE items SET v = v + 1 WHERE id = ?", id)
 		}
-	}()
+		return err
+	})
 	waitBackfills(t, logs, 1, 2*time.Minute)
-	close(done)
-	if err := <-writer; err != nil {
-		t.Fatal(err)
-	}
+	stopWriter()
 	if !strings.Contains(logs.String(), "log position lost: gap recorded") {
 		t.Errorf("the gap was not logged:\n%s", tailLines(logs.String(), 30))
 	}

@@ -436,23 +436,10 @@ func chunkSQL(t *tableSchema, q sources.ChunkQuery) (string, []any, error) {
 		b.WriteString(ident(c.name))
 	}
 	b.WriteString(" FROM " + tableName{t.db, t.name}.sql())
-	var conds []string
-	if q.From != nil {
-		if len(exprs) == 1 {
-			conds = append(conds, exprs[0]+" >= "+params[0])
-		} else {
-			conds = append(conds, "("+strings.Join(exprs, ", ")+") >= ("+strings.Join(params, ", ")+")")
-		}
+	if q.From == nil {
+		params = nil
 	}
-	if q.Where != "" {
-		conds = append(conds, "("+q.Where+")")
-	}
-	if len(conds) > 0 {
-		b.WriteString(" WHERE " + strings.Join(conds, " AND "))
-	}
-	b.WriteString(" ORDER BY " + strings.Join(exprs, ", "))
-	b.WriteString(" LIMIT " + strconv.Itoa(q.Limit))
-	return b.String(), args, nil
+	return sources.ChunkSQL(b.String(), exprs, params, q.Where, q.Limit), args, nil
 }
 
 // keyColumn is how one key column is compared and ordered in a chunk query.

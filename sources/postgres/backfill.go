@@ -125,7 +125,15 @@ func (s *Source) WriteSignal(ctx context.Context, kind, id string) error {
 	sql := fmt.Sprintf(`INSERT INTO %s (source, kind, id, at) VALUES ($1, $2, $3, now())
 		ON CONFLICT (source) DO UPDATE SET kind = EXCLUDED.kind, id = EXCLUDED.id, at = EXCLUDED.at`,
 		pgx.Identifier{s.signal.schema, s.signal.name}.Sanitize())
-	if _, err := conn.Exec(ctx, sql, s.cfg.Name, kind, id); err != nil {
+	// The commit flushes the WAL at once whatever synchronous_commit says:
+	// the walsender sends only flushed WAL, so a watermark left to the WAL
+	// writer would reach the stream up to wal_writer_delay later.
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue("SET LOCAL synchronous_commit = on")
+	b.Queue(sql, s.cfg.Name, kind, id)
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return s.dropBackfillConnLocked(fmt.Errorf("write the %s watermark to %s: %w", kind, s.signal.qualified(), err))
 	}
 	return nil
@@ -183,37 +191,43 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 			cols[i] += ` COLLATE "C"`
 		}
 	}
-	var sql strings.Builder
-	sql.WriteString("SELECT * FROM " + pgx.Identifier{info.schema, info.name}.Sanitize())
-	var where []string
 	var params [][]byte
+	var ph []string
 	if q.From != nil {
 		if len(q.From) != len(info.key) {
 			return sources.Chunk{}, fmt.Errorf("chunk cursor of %s has %d values, its key %d columns", q.Table, len(q.From), len(info.key))
 		}
-		ph := make([]string, len(q.From))
 		for i, v := range q.From {
 			p, err := paramText(v)
 			if err != nil {
 				return sources.Chunk{}, fmt.Errorf("chunk cursor of %s: %w", q.Table, err)
 			}
 			params = append(params, p)
-			ph[i] = "$" + strconv.Itoa(i+1) + "::" + chunkKeyTypes[types[i]]
+			ph = append(ph, "$"+strconv.Itoa(i+1)+"::"+chunkKeyTypes[types[i]])
 		}
-		where = append(where, "("+strings.Join(cols, ", ")+") >= ("+strings.Join(ph, ", ")+")")
 	}
-	if q.Where != "" {
-		where = append(where, "("+q.Where+")")
-	}
-	if len(where) > 0 {
-		sql.WriteString(" WHERE " + strings.Join(where, " AND "))
-	}
-	sql.WriteString(" ORDER BY " + strings.Join(cols, ", "))
-	if q.Limit > 0 {
-		sql.WriteString(" LIMIT " + strconv.Itoa(q.Limit))
-	}
+	sql := sources.ChunkSQL("SELECT * FROM "+pgx.Identifier{info.schema, info.name}.Sanitize(), cols, ph, q.Where, q.Limit)
 
-	rr := conn.PgConn().ExecParams(ctx, sql.String(), params, nil, nil, nil)
+	// One snapshot for the chunk and for the list of transactions it sees
+	// as running (see sources.Chunk.Invisible).
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return sources.Chunk{}, s.dropBackfillConnLocked(fmt.Errorf("read a chunk of %s: %w", q.Table, err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	xipRows, err := tx.Query(ctx, "SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x")
+	if err != nil {
+		return sources.Chunk{}, s.dropBackfillConnLocked(fmt.Errorf("read a chunk of %s: %w", q.Table, err))
+	}
+	xip, err := pgx.CollectRows(xipRows, pgx.RowTo[int64])
+	if err != nil {
+		return sources.Chunk{}, s.dropBackfillConnLocked(fmt.Errorf("read a chunk of %s: %w", q.Table, err))
+	}
+	invisible := make([]uint64, len(xip))
+	for i, x := range xip {
+		invisible[i] = uint64(uint32(x)) // xid8 → the 32-bit xid pgoutput sends
+	}
+	rr := conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil)
 	fields := rr.FieldDescriptions()
 	shape := &sources.Table{Schema: info.schema, Name: info.name}
 	lookup := s.typeLookup(ctx, conn)
@@ -235,6 +249,9 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 		if q.Where != "" && errors.As(err, &pgErr) && pgErr.Code[:2] == "42" {
 			return sources.Chunk{}, fmt.Errorf("backfill of %s: the --where condition is not valid SQL for this table: %w", q.Table, err)
 		}
+		return sources.Chunk{}, s.dropBackfillConnLocked(fmt.Errorf("read a chunk of %s: %w", q.Table, err))
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return sources.Chunk{}, s.dropBackfillConnLocked(fmt.Errorf("read a chunk of %s: %w", q.Table, err))
 	}
 	decoders := make([]valueDecoder, len(fields))
@@ -271,7 +288,7 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 		}
 		rows[r] = vals
 	}
-	return sources.Chunk{Table: table, Rows: rows}, nil
+	return sources.Chunk{Table: table, Rows: rows, Invisible: invisible}, nil
 }
 
 // keyTypesLocked returns the type oids of a table's key columns, checking
