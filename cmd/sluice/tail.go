@@ -15,9 +15,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/sluice-cdc/sluice/sink/consumer"
 )
 
 func tailCommand() *cobra.Command {
