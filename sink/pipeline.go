@@ -51,7 +51,19 @@ type PipelineConfig struct {
 	// it records the gap, arranges its backfill and returns the position
 	// streaming resumes from. Without it a lost position stops the pipeline.
 	OnGap func(ctx context.Context, lost sources.Position, cause error) (sources.Position, error)
-	Log   *slog.Logger
+	// Transform, when set, rewrites every change (log or backfill) before
+	// it is partitioned and encoded: privacy policies.
+	Transform Transform
+	Log       *slog.Logger
+}
+
+// Transform rewrites changes before anything of them leaves the process.
+type Transform interface {
+	Change(c *sources.Change) (*sources.Change, error)
+	// KeyOrderKept tells whether the rewritten keys of a table still sort
+	// as the table's: chunk events state key ranges, so without it a
+	// table's chunk events are left out.
+	KeyOrderKept(t *sources.Table) bool
 }
 
 // Tap sees each change of the log, in order, before it is published. It
@@ -339,6 +351,9 @@ func (e emitter) Change(ctx context.Context, c *sources.Change) error { return e
 
 func (e emitter) Chunk(ctx context.Context, ch *Chunk, pos sources.Position) error {
 	h := e.h
+	if t := h.p.cfg.Transform; t != nil && !t.KeyOrderKept(ch.Table) {
+		return nil
+	}
 	subjects, err := h.p.subjects(ch.Table)
 	if err != nil {
 		return err
@@ -359,6 +374,12 @@ func (e emitter) Chunk(ctx context.Context, ch *Chunk, pos sources.Position) err
 }
 
 func (h *handler) change(ctx context.Context, c *sources.Change) error {
+	if t := h.p.cfg.Transform; t != nil {
+		var err error
+		if c, err = t.Change(c); err != nil {
+			return err
+		}
+	}
 	subjects, err := h.p.subjects(c.Table)
 	if err != nil {
 		return err

@@ -269,7 +269,7 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 
 	stop, logs := e.startRun()
 	// Changes keep coming while the backfill runs.
-	stopWriter := startWriter(t, 3, func(rng *rand.Rand) error {
+	stopWriter := startWriter(t, 3, time.Millisecond, func(rng *rand.Rand) error {
 		id := 1 + rng.IntN(3400)
 		var err error
 		switch rng.IntN(4) {
@@ -452,7 +452,7 @@ func TestBackfillResumesAfterKill(t *testing.T) {
 	p := startProcWith(t, bin, logPath, "run", "--config", e.cfgYML, "--backfill", "public.items")
 	waitLog(t, logPath, "msg=streaming", 1, time.Minute)
 	var updates atomic.Int64
-	stopWriter := startWriter(t, 5, func(rng *rand.Rand) error {
+	stopWriter := startWriter(t, 5, time.Millisecond, func(rng *rand.Rand) error {
 		_, err := conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", 1+rng.IntN(50000))
 		updates.Add(1)
 		return err

@@ -77,7 +77,7 @@ func (c *clusterEnv) killSluice() {
 // transactions.
 func startTxWriter(t *testing.T, db crashDB) (stop func()) {
 	next := 1
-	return startWriter(t, 3, func(rng *rand.Rand) error {
+	return startWriter(t, 3, 0, func(rng *rand.Rand) error {
 		n := 1 + rng.IntN(5)
 		vals := make([]string, n)
 		for i := range n {

@@ -23,7 +23,25 @@ type Config struct {
 	Stream     StreamConfig     `yaml:"stream"`
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
 	Backfill   BackfillConfig   `yaml:"backfill"`
+	Privacy    PrivacyConfig    `yaml:"privacy"`
 	Log        LogConfig        `yaml:"log"`
+}
+
+// PrivacyConfig hides column values before events leave sluice.
+type PrivacyConfig struct {
+	// Columns maps schema.table.column to mask, hash or drop.
+	Columns map[string]string `yaml:"columns"`
+	// The hash key: the environment variable that holds it, or a KV v2
+	// secret read with source.credentials.vault's login.
+	HashKeyEnv   string       `yaml:"hash_key_env"`
+	HashKeyVault *VaultSecret `yaml:"hash_key_vault"`
+}
+
+// VaultSecret is one field of a KV v2 secret.
+type VaultSecret struct {
+	Mount string `yaml:"mount"` // default "secret"
+	Path  string `yaml:"path"`
+	Field string `yaml:"field"`
 }
 
 // BackfillConfig tunes backfills and what a lost log position does.
@@ -194,7 +212,8 @@ func explainYAML(err error) string {
 	msg := err.Error()
 	sections := map[string]string{"Config": "", "SourceConfig": "source.", "NATSConfig": "nats.", "StreamConfig": "stream.",
 		"CheckpointConfig": "checkpoint.", "LogConfig": "log.", "ClusterConfig": "nats.cluster.", "NATSUser": "nats.users[].",
-		"NATSTLS": "nats.tls.", "CredentialsConfig": "source.credentials.", "BackfillConfig": "backfill."}
+		"NATSTLS": "nats.tls.", "CredentialsConfig": "source.credentials.", "BackfillConfig": "backfill.",
+		"PrivacyConfig": "privacy.", "VaultSecret": "privacy.hash_key_vault."}
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		p := unknownField.FindStringSubmatch(m)
 		return fmt.Sprintf("line %s: unknown key %s%s (misspelled? see README \"Configuration\")", p[1], sections[p[3]], p[2])
@@ -368,6 +387,17 @@ func (c Config) Validate() error {
 	case "backfill", "fail":
 	default:
 		add("backfill.on_gap %q: use backfill (record the gap and backfill the captured tables) or fail (stop)", c.Backfill.OnGap)
+	}
+	if p := c.Privacy; p.HashKeyEnv != "" && p.HashKeyVault != nil {
+		add("privacy: set hash_key_env or hash_key_vault, not both")
+	}
+	if v := c.Privacy.HashKeyVault; v != nil {
+		if v.Path == "" || v.Field == "" {
+			add("privacy.hash_key_vault needs path and field")
+		}
+		if c.Source.Credentials == nil || c.Source.Credentials.Vault == nil {
+			add("privacy.hash_key_vault reads Vault with source.credentials.vault's address and login: configure it, or use privacy.hash_key_env")
+		}
 	}
 	if t := c.Backfill.SignalTable; t != "" && strings.Count(t, ".") != 1 {
 		add("backfill.signal_table %q: write schema.table (MySQL: database.table)", t)

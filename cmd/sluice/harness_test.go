@@ -292,9 +292,9 @@ func decodeEvent(t testing.TB, m jetstream.Msg) event {
 	return e
 }
 
-// startWriter runs op in a loop, a millisecond apart, until the returned
-// stop is called; stop fails the test if op failed.
-func startWriter(t testing.TB, seed uint64, op func(rng *rand.Rand) error) (stop func()) {
+// startWriter runs op in a loop, pause apart, until the returned stop is
+// called; stop fails the test if op failed.
+func startWriter(t testing.TB, seed uint64, pause time.Duration, op func(rng *rand.Rand) error) (stop func()) {
 	t.Helper()
 	done := make(chan struct{})
 	result := make(chan error, 1)
@@ -311,7 +311,7 @@ func startWriter(t testing.TB, seed uint64, op func(rng *rand.Rand) error) (stop
 				result <- err
 				return
 			}
-			time.Sleep(time.Millisecond)
+			time.Sleep(pause)
 		}
 	}()
 	var once sync.Once

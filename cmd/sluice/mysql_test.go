@@ -356,7 +356,7 @@ func TestMySQLBackfillAfterPurge(t *testing.T) {
 
 	stop, logs := e.startRun()
 	writerConn := mysqlConn(t, my)
-	stopWriter := startWriter(t, 7, func(rng *rand.Rand) error {
+	stopWriter := startWriter(t, 7, time.Millisecond, func(rng *rand.Rand) error {
 		id := 1 + rng.IntN(2300)
 		var err error
 		switch rng.IntN(4) {

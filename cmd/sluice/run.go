@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-cdc/sluice/backfill"
 	"github.com/sluice-cdc/sluice/checkpoint"
+	"github.com/sluice-cdc/sluice/schemas"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/credentials"
@@ -50,7 +51,19 @@ func runCommand() *cobra.Command {
 // run is sluice run: it returns nil after a clean shutdown. It backfills
 // the tables given alongside streaming.
 func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...string) error {
-	src, err := newSource(ctx, cfg.Source, cfg.Backfill.SignalTable, log.With("source", cfg.Source.Name))
+	var vault *credentials.Vault
+	if c := cfg.Source.Credentials; c != nil && c.Vault != nil {
+		v, err := credentials.New(ctx, *c.Vault, log.With("credentials", "vault"))
+		if err != nil {
+			return err
+		}
+		vault = v
+	}
+	privacy, err := newPrivacy(ctx, cfg.Privacy, vault)
+	if err != nil {
+		return err
+	}
+	src, err := newSource(ctx, cfg.Source, cfg.Backfill.SignalTable, vault, log.With("source", cfg.Source.Name))
 	if err != nil {
 		return err
 	}
@@ -118,6 +131,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		CheckpointInterval: cfg.Checkpoint.Interval,
 		StartupTimeout:     wait,
 		Tap:                bf,
+		Transform:          transform(privacy),
 		OnGap:              bf.OnGap,
 		Log:                log,
 	}, src, store, js, stream)
@@ -155,14 +169,33 @@ type source interface {
 	Database() string // the event's source.db
 }
 
-func newSource(ctx context.Context, cfg SourceConfig, signalTable string, log *slog.Logger) (source, error) {
-	var creds sources.Credentials
-	if cfg.Credentials != nil && cfg.Credentials.Vault != nil {
-		v, err := credentials.New(ctx, *cfg.Credentials.Vault, log.With("credentials", "vault"))
-		if err != nil {
-			return nil, err
+// newPrivacy builds the column policies, reading the hash key; nil when
+// there are none.
+func newPrivacy(ctx context.Context, cfg PrivacyConfig, vault *credentials.Vault) (*schemas.Privacy, error) {
+	if len(cfg.Columns) == 0 {
+		return nil, nil
+	}
+	var key string
+	switch {
+	case cfg.HashKeyEnv != "":
+		key = os.Getenv(cfg.HashKeyEnv)
+		if key == "" {
+			return nil, fmt.Errorf("privacy.hash_key_env: the environment variable %s is not set: set it to a secret of at least %d bytes", cfg.HashKeyEnv, schemas.MinHashKey)
 		}
-		creds = v
+	case cfg.HashKeyVault != nil:
+		v := cfg.HashKeyVault
+		var err error
+		if key, err = vault.Secret(ctx, v.Mount, v.Path, v.Field); err != nil {
+			return nil, fmt.Errorf("privacy.hash_key_vault: %w", err)
+		}
+	}
+	return schemas.NewPrivacy(cfg.Columns, []byte(key))
+}
+
+func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault *credentials.Vault, log *slog.Logger) (source, error) {
+	var creds sources.Credentials
+	if vault != nil {
+		creds = vault
 	}
 	if cfg.Kind == "mysql" {
 		return mysql.New(ctx, mysql.Config{
@@ -228,4 +261,12 @@ func connectNATS(cfg Config, log *slog.Logger) (*nats.Conn, func(), error) {
 		nc.Close()
 		srv.Shutdown()
 	}, nil
+}
+
+// transform is the pipeline's Transform: none without policies.
+func transform(p *schemas.Privacy) sink.Transform {
+	if p == nil {
+		return nil
+	}
+	return p
 }

@@ -74,6 +74,11 @@ func TestVaultStaticLoginPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.cfg.Source.DSN = fmt.Sprintf("postgres://127.0.0.1:%d/shop?sslmode=disable", pg.Port())
+	// The privacy hash key comes from Vault too, with the same login.
+	if err := v.PutKV(context.Background(), "sluice/hash", map[string]any{"key": testHashKey}); err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.Privacy = PrivacyConfig{Columns: map[string]string{"public.items.v": "hash"}, HashKeyVault: &VaultSecret{Path: "sluice/hash", Field: "key"}}
 	e.useVault(v, sluiceToken(t, v), credentials.Config{KV: &credentials.KV{Path: "sluice/pg1"}})
 
 	stop, logs := e.startRun()
@@ -87,8 +92,12 @@ func TestVaultStaticLoginPostgres(t *testing.T) {
 	var raw strings.Builder
 	for _, ev := range events {
 		raw.WriteString(ev.raw)
+		if string(ev.After["v"]) != hmacOf("0") {
+			t.Fatalf("v is not hashed with the key from Vault: %s", ev.raw)
+		}
 	}
 	assertNoSecret(t, "app-s3cret-pw", map[string]string{"the log": logs.String(), "the events": raw.String()})
+	assertNoSecret(t, testHashKey, map[string]string{"the log": logs.String(), "the events": raw.String()})
 }
 
 // streamRows writes a row every 20ms for d while sluice runs, calls midway

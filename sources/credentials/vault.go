@@ -494,3 +494,20 @@ func (c Config) Validate() []string {
 	}
 	return p
 }
+
+// Secret reads one field of a KV v2 secret with sluice's Vault login: a
+// key sluice needs besides the database login (privacy.hash_key_vault).
+func (v *Vault) Secret(ctx context.Context, mount, path, name string) (string, error) {
+	if mount == "" {
+		mount = "secret"
+	}
+	where := mount + "/" + path
+	secret, err := v.client.KVv2(mount).Get(ctx, path)
+	if errors.Is(err, vault.ErrSecretNotFound) {
+		return "", fmt.Errorf("%w: %s: write it (vault kv put %s %s=...)", ErrNotFound, where, where, name)
+	}
+	if err != nil {
+		return "", v.explain(err, "read "+where)
+	}
+	return field(secret.Data, name, where, "")
+}

@@ -1,0 +1,126 @@
+package schemas
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sluice-cdc/sluice/sources"
+)
+
+var users = &sources.Table{
+	Schema: "public", Name: "users", Version: 3,
+	Columns: []string{"id", "email", "ssn", "notes", "age"},
+	Types:   []string{"int4", "text", "text", "text", "int4"},
+	Key:     []int{0},
+}
+
+func vals(s ...string) []sources.Value {
+	out := make([]sources.Value, len(s))
+	for i, v := range s {
+		if v != "<nil>" {
+			out[i] = sources.Value(v)
+		}
+	}
+	return out
+}
+
+const key = "0123456789abcdef0123456789abcdef"
+
+func hashOf(v string) string {
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte(v))
+	return `"` + hex.EncodeToString(m.Sum(nil)) + `"`
+}
+
+func TestPrivacyRewritesEveryImage(t *testing.T) {
+	p, err := NewPrivacy(map[string]string{"public.users.email": "hash", "public.users.ssn": "mask", "public.users.notes": "drop"}, []byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &sources.Change{Op: sources.OpUpdate, Table: users,
+		Before: vals(`7`, `"a@x.io"`, `"123-45-6789"`, `"secret"`, `40`),
+		After:  vals(`7`, `"b@x.io"`, `null`, `<nil>`, `41`)}
+	got, err := p.Change(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.Table.Columns, ",") != "id,email,ssn,age" || got.Table.Version != 3 || got.Table.Key[0] != 0 {
+		t.Fatalf("shape %+v", got.Table)
+	}
+	want := map[string][]string{
+		"before": {`7`, hashOf(`"a@x.io"`), MaskedValue, `40`},
+		"after":  {`7`, hashOf(`"b@x.io"`), `null`, `41`},
+	}
+	for name, row := range map[string][]sources.Value{"before": got.Before, "after": got.After} {
+		for i, w := range want[name] {
+			if string(row[i]) != w {
+				t.Errorf("%s[%s] = %s, want %s", name, got.Table.Columns[i], row[i], w)
+			}
+		}
+	}
+	if c.Table != users || string(c.After[1]) != `"b@x.io"` {
+		t.Fatal("the input change was modified")
+	}
+	// The same shape is rewritten with the same output table.
+	again, _ := p.Change(c)
+	if again.Table != got.Table {
+		t.Error("a second change of the shape got a new table")
+	}
+	if !p.KeyOrderKept(users) {
+		t.Error("no key column is hashed, yet key order is reported lost")
+	}
+}
+
+func TestPrivacyHashedKey(t *testing.T) {
+	p, err := NewPrivacy(map[string]string{"public.users.id": "hash"}, []byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := p.Change(&sources.Change{Op: sources.OpCreate, Table: users, After: vals(`7`, `"x"`, `null`, `null`, `1`)})
+	b, _ := p.Change(&sources.Change{Op: sources.OpDelete, Table: users, Before: vals(`7`, `<nil>`, `<nil>`, `<nil>`, `<nil>`)})
+	if string(a.KeyValues()[0]) != hashOf("7") || string(b.KeyValues()[0]) != hashOf("7") {
+		t.Fatalf("hashed keys %s, %s: the same key must hash alike in every image", a.KeyValues()[0], b.KeyValues()[0])
+	}
+	if p.KeyOrderKept(users) {
+		t.Error("a hashed key keeps no order, chunk events must be off")
+	}
+	other := &sources.Table{Schema: "public", Name: "orders", Columns: []string{"id"}, Types: []string{"int4"}, Key: []int{0}}
+	c := &sources.Change{Op: sources.OpCreate, Table: other, After: vals(`1`)}
+	if got, _ := p.Change(c); got != c || !p.KeyOrderKept(other) {
+		t.Error("a table without policies must pass as is")
+	}
+}
+
+func TestPrivacyErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cols    map[string]string
+		key     string
+		mention []string
+	}{
+		{map[string]string{"users.email": "hash"}, key, []string{"users.email", "schema.table.column"}},
+		{map[string]string{"public.users.email": "encrypt"}, key, []string{"encrypt", "mask, hash or drop"}},
+		{map[string]string{"public.users.email": "hash"}, "short", []string{"hash_key_env", "16 bytes"}},
+	} {
+		_, err := NewPrivacy(tc.cols, []byte(tc.key))
+		if !errors.Is(err, ErrPolicy) {
+			t.Fatalf("%v: err = %v", tc.cols, err)
+		}
+		for _, m := range tc.mention {
+			if !strings.Contains(err.Error(), m) {
+				t.Errorf("error %q does not mention %q", err, m)
+			}
+		}
+	}
+	p, err := NewPrivacy(map[string]string{"public.users.id": "drop"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Change(&sources.Change{Op: sources.OpCreate, Table: users, After: vals(`1`, `""`, `""`, `""`, `1`)})
+	if !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), "key column") || !strings.Contains(err.Error(), "hash it instead") {
+		t.Fatalf("dropping a key column: %v", err)
+	}
+}
