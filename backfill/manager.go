@@ -25,9 +25,13 @@ type Source interface {
 	Reset(ctx context.Context) (sources.Position, error)
 }
 
-// Flusher waits until everything handed to the publisher is stored.
-type Flusher interface {
+// Pipeline is the stream a backfill publishes through.
+type Pipeline interface {
+	// Flush waits until everything handed to the publisher is stored.
 	Flush(ctx context.Context) error
+	// WaitStreaming waits until the log is open, so that a watermark
+	// written from then on will come through it.
+	WaitStreaming(ctx context.Context) error
 }
 
 // Config configures backfills of one source.

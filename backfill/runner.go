@@ -14,7 +14,7 @@ import (
 // Run runs the queued jobs, oldest first and one chunk at a time, until
 // ctx ends. f must be the pipeline whose Tap m is: a chunk's events are
 // stored before its cursor is.
-func (m *Manager) Run(ctx context.Context, f Flusher) error {
+func (m *Manager) Run(ctx context.Context, f Pipeline) error {
 	for {
 		j, ok := m.next()
 		if !ok {
@@ -75,7 +75,7 @@ func (m *Manager) save(ctx context.Context, j Job) error {
 	return nil
 }
 
-func (m *Manager) runJob(ctx context.Context, f Flusher, j Job) {
+func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 	log := m.log.With("job", j.ID, "table", j.Table)
 	start, startRows := time.Now(), j.Rows
 	lastLog := start
@@ -134,7 +134,7 @@ func retryable(err error) bool {
 
 // chunk backfills one chunk of j and returns the job with its cursor moved
 // past it, stored.
-func (m *Manager) chunk(ctx context.Context, f Flusher, j Job) (Job, error) {
+func (m *Manager) chunk(ctx context.Context, f Pipeline, j Job) (Job, error) {
 	// An attempt's id is its own: after a crash or a gap the watermarks of
 	// an earlier attempt at this chunk may still come through the log, and
 	// must not close this one's window.
@@ -151,6 +151,12 @@ func (m *Manager) chunk(ctx context.Context, f Flusher, j Job) (Job, error) {
 		m.mu.Unlock()
 	}()
 
+	// A watermark written before the log is open (a first start, before
+	// the slot exists; a gap, before the log is reset) would never come
+	// through.
+	if err := f.WaitStreaming(ctx); err != nil {
+		return j, err
+	}
 	t0 := time.Now()
 	if err := m.src.WriteSignal(ctx, "low", id); err != nil {
 		return j, err

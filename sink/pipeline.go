@@ -95,6 +95,10 @@ type Pipeline struct {
 	subj  map[*sources.Table][]string // subjects per partition
 	mu    sync.Mutex
 	acked checkpoint.Checkpoint // latest boundary JetStream has stored
+	// open is closed while a Stream call has the log open; a new channel
+	// replaces it when the call ends.
+	open   chan struct{}
+	isOpen bool
 }
 
 // NewPipeline wires src to stream: it creates the publisher and reads the
@@ -119,6 +123,7 @@ func NewPipeline(ctx context.Context, cfg PipelineConfig, src sources.Source, st
 		enc:   NewEncoder(cfg.SourceName, cfg.SourceKind, cfg.Database),
 		log:   cfg.Log,
 		subj:  make(map[*sources.Table][]string),
+		open:  make(chan struct{}),
 	}
 	var pub *Publisher
 	err := Retry(ctx, cfg.Log, "read the stream state", cfg.StartupTimeout, func(ctx context.Context) (err error) {
@@ -228,6 +233,7 @@ func (p *Pipeline) streamLoop(ctx context.Context) error {
 		}
 		h := &handler{p: p, skip: skip}
 		err = p.src.Stream(ctx, from.Position, h)
+		p.setOpen(false)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -445,3 +451,32 @@ func (h *handler) Commit(ctx context.Context, c sources.Commit) error {
 // Flush waits until every event handed to the publisher so far is stored
 // in JetStream.
 func (p *Pipeline) Flush(ctx context.Context) error { return p.pub.Flush(ctx) }
+
+// Opened is the source telling that its Stream call has the log open.
+func (h *handler) Opened() { h.p.setOpen(true) }
+
+func (p *Pipeline) setOpen(open bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case open && !p.isOpen:
+		close(p.open)
+	case !open && p.isOpen:
+		p.open = make(chan struct{})
+	}
+	p.isOpen = open
+}
+
+// WaitStreaming waits until the source has the log open, so that what is
+// committed from then on will come through it (backfill watermarks).
+func (p *Pipeline) WaitStreaming(ctx context.Context) error {
+	p.mu.Lock()
+	open := p.open
+	p.mu.Unlock()
+	select {
+	case <-open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

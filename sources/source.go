@@ -32,6 +32,21 @@ type Handler interface {
 	Commit(ctx context.Context, c Commit) error
 }
 
+// Opener is implemented by handlers that want to know when a Stream call
+// has opened the log: from then on every later commit reaches the
+// handler, in this Stream call or, after a failure, in the next one. The
+// backfill writes its watermarks only then.
+type Opener interface {
+	Opened()
+}
+
+// Opened tells h, if it wants to know, that the log is open.
+func Opened(h Handler) {
+	if o, ok := h.(Opener); ok {
+		o.Opened()
+	}
+}
+
 // Errors a source returns. Each is wrapped with the details and the fix.
 var (
 	// ErrDisconnected wraps a transient loss of the database connection.

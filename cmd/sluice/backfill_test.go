@@ -520,9 +520,12 @@ func waitChunks(t *testing.T, e *env, n int64, timeout time.Duration) {
 	}
 	defer nc.Close()
 	deadline := time.Now().Add(timeout)
+	var last any
 	for time.Now().Before(deadline) {
 		rep, err := backfill.Ask(context.Background(), nc, backfill.JobsSubject(e.cfg.Source.Name), struct{}{})
+		last = err
 		if err == nil {
+			last = rep.Jobs
 			for _, j := range rep.Jobs {
 				if j.Chunks >= n {
 					if j.State != backfill.StateRunning {
@@ -534,7 +537,8 @@ func waitChunks(t *testing.T, e *env, n int64, timeout time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("backfill did not store %d chunks within %s", n, timeout)
+	b, _ := os.ReadFile(filepath.Join(e.dir, "sluice.log"))
+	t.Fatalf("backfill did not store %d chunks within %s (jobs: %+v); log:\n%s", n, timeout, last, tailLines(string(b), 40))
 }
 
 // startStoreServer starts a stopped sluice's embedded server alone, to

@@ -315,15 +315,18 @@ func startWriter(t testing.TB, seed uint64, pause time.Duration, op func(rng *ra
 		}
 	}()
 	var once sync.Once
-	return func() {
-		t.Helper()
+	stop = func() {
 		once.Do(func() {
 			close(done)
 			if err := <-result; err != nil {
-				t.Fatalf("writer: %v", err)
+				t.Errorf("writer: %v", err)
 			}
 		})
 	}
+	// A test that fails early still stops its writer before the writer's
+	// connection is closed.
+	t.Cleanup(stop)
+	return stop
 }
 
 // streamCount returns how many messages the stream holds.

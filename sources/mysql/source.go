@@ -224,6 +224,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		return sources.RetryRejected(s.cfg.Credentials, login, classify(fmt.Errorf("start binlog dump at %s: %w", start, err)))
 	}
 	s.cfg.Log.Info("streaming", "from", start.String())
+	sources.Opened(h)
 	sctx, expired, stop := login.UntilExpiring(ctx)
 	defer stop()
 	r := &reader{s: s, h: h, pos: start, maps: map[uint64]*tableMap{}}

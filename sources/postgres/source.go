@@ -275,6 +275,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		return classify(fmt.Errorf("start replication on slot %s: %w", s.cfg.Slot, err))
 	}
 	s.cfg.Log.Info("streaming", "slot", s.cfg.Slot, "from", start)
+	sources.Opened(h)
 	sctx, expired, stop := login.UntilExpiring(ctx)
 	defer stop()
 	r := &reader{s: s, h: h, relations: make(map[uint32]*relation)}
