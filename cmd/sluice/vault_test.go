@@ -149,7 +149,9 @@ func dynamicRotation(t *testing.T, e *env, v *vaulttest.Server, role string, db 
 	if rotations < 2 {
 		t.Fatalf("%d rotations in 25s; want at least 2. log:\n%s", rotations, logs)
 	}
-	if n := strings.Count(logs, "database login issued by Vault"); n < rotations+1 {
+	// A fresh login follows every rotation but perhaps the last, which the
+	// end of the test may cut short.
+	if n := strings.Count(logs, "database login issued by Vault"); n < rotations {
 		t.Errorf("%d logins issued for %d rotations", n, rotations)
 	}
 	t.Logf("%d login rotations", rotations)
