@@ -131,6 +131,19 @@ func (p *Privacy) Change(c *sources.Change) (*sources.Change, error) {
 	return &out, nil
 }
 
+// Table returns the shape t's changes are rewritten to (t itself when it
+// has no policy).
+func (p *Privacy) Table(t *sources.Table) (*sources.Table, error) {
+	if p.tables[t.QualifiedName()] == nil {
+		return t, nil
+	}
+	s, err := p.shape(t)
+	if err != nil {
+		return nil, err
+	}
+	return s.out, nil
+}
+
 // KeyOrderKept tells whether the table's keys still sort as the table
 // does after the policies: not when a key column is hashed. Backfill chunk
 // events state key ranges, so such a table cannot have them.

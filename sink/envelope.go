@@ -206,3 +206,25 @@ func appendBound(dst []byte, key []sources.Value) []byte {
 	}
 	return AppendCanonicalKey(dst, key)
 }
+
+// AppendSchemaEvent appends a schema-change event: at c's position, the
+// table's new shape (c.Table, with its new version) replaces the old one;
+// body is the "schema" member (old and new shape, JSON Schema).
+func (e *Encoder) AppendSchemaEvent(dst []byte, c *sources.Change, body []byte, now time.Time) []byte {
+	tc := e.codec(c.Table)
+	dst = append(dst, `{"op":"schema","source":{`...)
+	dst = append(dst, e.sourceJSON...)
+	dst = append(dst, tc.sourceID...)
+	dst = append(dst, `"pos":"`...)
+	dst = append(dst, c.Pos...)
+	dst = append(dst, `","txid":`...)
+	dst = strconv.AppendUint(dst, c.TxID, 10)
+	dst = append(dst, `,"ts_ms":`...)
+	dst = strconv.AppendInt(dst, c.CommitTime.UnixMilli(), 10)
+	dst = append(dst, `,"snapshot":false},"schema":`...)
+	dst = append(dst, body...)
+	dst = append(dst, tc.version...)
+	dst = append(dst, `,"ts_ms":`...)
+	dst = strconv.AppendInt(dst, now.UnixMilli(), 10)
+	return append(dst, '}')
+}

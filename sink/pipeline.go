@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluice-cdc/sluice/checkpoint"
+	"github.com/sluice-cdc/sluice/schemas"
 	"github.com/sluice-cdc/sluice/sources"
 )
 
@@ -54,12 +55,18 @@ type PipelineConfig struct {
 	// Transform, when set, rewrites every change (log or backfill) before
 	// it is partitioned and encoded: privacy policies.
 	Transform Transform
-	Log       *slog.Logger
+	// Schemas, when set, versions every table shape published and
+	// publishes a schema-change event before the first change of a new
+	// shape.
+	Schemas *schemas.Registry
+	Log     *slog.Logger
 }
 
 // Transform rewrites changes before anything of them leaves the process.
 type Transform interface {
 	Change(c *sources.Change) (*sources.Change, error)
+	// Table returns the shape t's changes are rewritten to.
+	Table(t *sources.Table) (*sources.Table, error)
 	// KeyOrderKept tells whether the rewritten keys of a table still sort
 	// as the table's: chunk events state key ranges, so without it a
 	// table's chunk events are left out.
@@ -357,8 +364,26 @@ func (e emitter) Change(ctx context.Context, c *sources.Change) error { return e
 
 func (e emitter) Chunk(ctx context.Context, ch *Chunk, pos sources.Position) error {
 	h := e.h
-	if t := h.p.cfg.Transform; t != nil && !t.KeyOrderKept(ch.Table) {
-		return nil
+	if t := h.p.cfg.Transform; t != nil {
+		if !t.KeyOrderKept(ch.Table) {
+			return nil
+		}
+		table, err := t.Table(ch.Table)
+		if err != nil {
+			return err
+		}
+		c := *ch
+		c.Table = table
+		ch = &c
+	}
+	if r := h.p.cfg.Schemas; r != nil {
+		table, err := h.versioned(ctx, &sources.Change{Table: ch.Table, Pos: pos})
+		if err != nil {
+			return err
+		}
+		c := *ch
+		c.Table = table
+		ch = &c
 	}
 	subjects, err := h.p.subjects(ch.Table)
 	if err != nil {
@@ -384,6 +409,17 @@ func (h *handler) change(ctx context.Context, c *sources.Change) error {
 		var err error
 		if c, err = t.Change(c); err != nil {
 			return err
+		}
+	}
+	if h.p.cfg.Schemas != nil {
+		table, err := h.versioned(ctx, c)
+		if err != nil {
+			return err
+		}
+		if table != c.Table {
+			v := *c
+			v.Table = table
+			c = &v
 		}
 	}
 	subjects, err := h.p.subjects(c.Table)
@@ -479,4 +515,41 @@ func (p *Pipeline) WaitStreaming(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// versioned returns the registered version of c's table shape. A shape
+// new to a table that had others is announced first: its schema-change
+// event is stored before the shape is registered and before any change of
+// it is published, so a crash in between announces it again under the
+// same message id.
+func (h *handler) versioned(ctx context.Context, c *sources.Change) (*sources.Table, error) {
+	r := h.p.cfg.Schemas
+	table, ch, err := r.Observe(ctx, c.Table)
+	if err != nil || ch == nil {
+		return table, err
+	}
+	body, err := ch.EventBody()
+	if err != nil {
+		return nil, err
+	}
+	at := *c
+	at.Table = table
+	subject := h.p.cfg.Prefix + "." + h.p.cfg.SourceName + "." + table.Schema + "." + table.Name + "._schema"
+	// Not numbered in its transaction: a replay after the shape is
+	// registered publishes no event, and must number the changes alike.
+	id := h.p.cfg.SourceName + ":schema:" + table.QualifiedName() + ":" + strconv.Itoa(ch.New.Version)
+	if _, ok := h.skip[id]; ok {
+		delete(h.skip, id)
+	} else if err := h.p.pub.Publish(ctx, subject, id, h.p.enc.AppendSchemaEvent(nil, &at, body, time.Now())); err != nil {
+		return nil, err
+	}
+	if err := h.p.pub.Flush(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.Register(ctx, ch); err != nil {
+		return nil, err
+	}
+	h.p.log.Info("table shape changed: schema-change event published", "table", table.QualifiedName(),
+		"from_version", ch.Old.Version, "to_version", ch.New.Version, "subject", subject)
+	return table, nil
 }

@@ -54,11 +54,17 @@ func backfillCommand() *cobra.Command {
 	cmd.Flags().StringVarP(&configPath, "config", "c", "sluice.yaml", "config file of the running sluice")
 	cmd.Flags().StringVar(&where, "where", "", "backfill only the rows matching this SQL condition (no chunk events: deletes are not repaired)")
 	cmd.Flags().BoolVar(&detach, "detach", false, "return once the jobs are queued, without showing progress")
+	controlFlags(cmd, &conn)
+	return cmd
+}
+
+// controlFlags are the NATS login flags of the commands that reach a
+// running sluice through its config (see controlClient).
+func controlFlags(cmd *cobra.Command, conn *natsClient) {
 	cmd.Flags().StringVar(&conn.URL, "nats", "", "NATS URL (default: nats.url, or the embedded server's nats.listen)")
 	cmd.Flags().StringVar(&conn.User, "user", os.Getenv("NATS_USER"), "NATS user (default $NATS_USER, else the first admin user of nats.users)")
 	cmd.Flags().StringVar(&conn.Password, "password", "", "NATS password (default $NATS_PASSWORD)")
 	cmd.Flags().StringVar(&conn.CA, "tls-ca", "", "CA of the server's TLS certificate (default nats.tls.ca)")
-	return cmd
 }
 
 func splitTables(args []string) []string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -170,18 +171,17 @@ func TestMySQLSchemaChangeMidStream(t *testing.T) {
 	e.exec(`UPDATE t SET a = 11 WHERE id = 1`)
 	e.exec(`ALTER TABLE t DROP COLUMN a`)
 	e.exec(`INSERT INTO t VALUES (3, 'z')`)
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 4, 60*time.Second)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 6, 60*time.Second)
 	want := []struct {
 		op      string
 		cols    string
 		version int
 	}{
 		{"c", "a,id", 1},
+		{"schema", "", 2},
 		{"c", "a,b,id", 2},
 		{"u", "a,b,id", 2},
+		{"schema", "", 3},
 		{"c", "b,id", 3},
 	}
 	for i, w := range want {
@@ -195,8 +195,68 @@ func TestMySQLSchemaChangeMidStream(t *testing.T) {
 			t.Errorf("event %d = %s %v v%d, want %s [%s] v%d: %s", i, ev.Op, cols, ev.SchemaVersion, w.op, w.cols, w.version, ev.raw)
 		}
 	}
-	if string(events[1].After["b"]) != `"y"` || string(events[2].After["b"]) != `"x"` || string(events[3].After["b"]) != `"z"` {
-		t.Errorf("values of b: %s %s %s", events[1].After["b"], events[2].After["b"], events[3].After["b"])
+	if string(events[2].After["b"]) != `"y"` || string(events[3].After["b"]) != `"x"` || string(events[5].After["b"]) != `"z"` {
+		t.Errorf("values of b: %s %s %s", events[2].After["b"], events[3].After["b"], events[5].After["b"])
+	}
+	assertSchemaEvent(t, events[1], "cdc.my1.shop.t._schema", 1, "id,a", 2, "id,a,b")
+	assertSchemaEvent(t, events[4], "cdc.my1.shop.t._schema", 2, "id,a,b", 3, "id,b")
+
+	// The versions last across a restart: the same shape keeps version 3
+	// and announces nothing.
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	stop, _ = e.startRun()
+	e.exec(`INSERT INTO t VALUES (4, 'w')`)
+	events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, 7, 60*time.Second)
+	if last := events[6]; last.Op != "c" || last.SchemaVersion != 3 {
+		t.Errorf("after a restart: %s", last.raw)
+	}
+	var out strings.Builder
+	if err := printSchema(context.Background(), &out, e.cfg, natsClient{}, "shop.t", 2, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"title": "shop.t version 2"`, `"a": {`, `"b": {`, `"required": [`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("sluice schema --version 2 has no %s:\n%s", want, out.String())
+		}
+	}
+	err := printSchema(context.Background(), &out, e.cfg, natsClient{}, "shop.t", 9, false)
+	mentions(t, err, "versions 1 to 3")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertSchemaEvent checks a schema-change event: its subject, and the
+// old and new shapes' versions and columns.
+func assertSchemaEvent(t *testing.T, ev event, subject string, oldV int, oldCols string, newV int, newCols string) {
+	t.Helper()
+	var body struct {
+		Schema struct {
+			Old, New struct {
+				Version int
+				Columns []struct{ Name string }
+			}
+			JSONSchema struct {
+				Properties map[string]any `json:"properties"`
+			} `json:"json_schema"`
+		} `json:"schema"`
+	}
+	if err := json.Unmarshal([]byte(ev.raw), &body); err != nil {
+		t.Fatal(err)
+	}
+	names := func(cols []struct{ Name string }) string {
+		var n []string
+		for _, c := range cols {
+			n = append(n, c.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	s := body.Schema
+	if ev.subject != subject || s.Old.Version != oldV || s.New.Version != newV || names(s.Old.Columns) != oldCols ||
+		names(s.New.Columns) != newCols || len(s.JSONSchema.Properties) != strings.Count(newCols, ",")+1 {
+		t.Errorf("schema event on %s: %s; want %s, v%d [%s] → v%d [%s]", ev.subject, ev.raw, subject, oldV, oldCols, newV, newCols)
 	}
 }
 

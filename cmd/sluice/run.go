@@ -132,6 +132,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		StartupTimeout:     wait,
 		Tap:                bf,
 		Transform:          transform(privacy),
+		Schemas:            schemas.NewRegistry(cfg.Source.Name, store),
 		OnGap:              bf.OnGap,
 		Log:                log,
 	}, src, store, js, stream)
