@@ -16,7 +16,7 @@ var version = "dev"
 func main() {
 	root := &cobra.Command{
 		Use:           "sluice",
-		Short:         "Change data capture from PostgreSQL to NATS JetStream",
+		Short:         "Change data capture from PostgreSQL and MySQL/MariaDB to NATS JetStream",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
