@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,7 +60,13 @@ type PipelineConfig struct {
 	// publishes a schema-change event before the first change of a new
 	// shape.
 	Schemas *schemas.Registry
-	Log     *slog.Logger
+	// Contracts, when set, checks every row against its table's contract
+	// and sends breaking events to <prefix>.<source>._dlq (warn, dlq) or
+	// stops the pipeline before publishing them (halt).
+	Contracts *schemas.Contracts
+	// OnBreach, when set, counts contract breaches.
+	OnBreach func(table, policy string)
+	Log      *slog.Logger
 }
 
 // Transform rewrites changes before anything of them leaves the process.
@@ -426,6 +433,11 @@ func (h *handler) change(ctx context.Context, c *sources.Change) error {
 	if err != nil {
 		return err
 	}
+	if k := h.p.cfg.Contracts; k != nil {
+		if policy, reasons := k.Check(c); policy != "" {
+			return h.breach(ctx, c, subjects, policy, reasons)
+		}
+	}
 	if c.Op == sources.OpTruncate {
 		// A truncate removes keys of every partition.
 		for _, s := range subjects {
@@ -538,10 +550,18 @@ func (h *handler) versioned(ctx context.Context, c *sources.Change) (*sources.Ta
 	// Not numbered in its transaction: a replay after the shape is
 	// registered publishes no event, and must number the changes alike.
 	id := h.p.cfg.SourceName + ":schema:" + table.QualifiedName() + ":" + strconv.Itoa(ch.New.Version)
+	event := h.p.enc.AppendSchemaEvent(nil, &at, body, time.Now())
 	if _, ok := h.skip[id]; ok {
 		delete(h.skip, id)
-	} else if err := h.p.pub.Publish(ctx, subject, id, h.p.enc.AppendSchemaEvent(nil, &at, body, time.Now())); err != nil {
+	} else if err := h.p.pub.Publish(ctx, subject, id, event); err != nil {
 		return nil, err
+	}
+	if k := h.p.cfg.Contracts; k != nil {
+		if policy, reasons := k.CheckShape(ch.Old, ch.New); len(reasons) > 0 {
+			if err := h.breakingShape(ctx, table, policy, reasons, subject, id, event); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := h.p.pub.Flush(ctx); err != nil {
 		return nil, err
@@ -552,4 +572,80 @@ func (h *handler) versioned(ctx context.Context, c *sources.Change) (*sources.Ta
 	h.p.log.Info("table shape changed: schema-change event published", "table", table.QualifiedName(),
 		"from_version", ch.Old.Version, "to_version", ch.New.Version, "subject", subject)
 	return table, nil
+}
+
+// breach handles an event that breaks its contract. The dead-letter
+// message takes the event's place in its transaction's numbering (dlq),
+// or follows it under the event's id with ":dlq" (warn), so replays
+// number everything alike; halt stops before the event, so the checkpoint
+// stays before its transaction.
+func (h *handler) breach(ctx context.Context, c *sources.Change, subjects []string, policy string, reasons []string) error {
+	table := c.Table.QualifiedName()
+	key := string(AppendCanonicalKey(nil, c.KeyValues()))
+	if f := h.p.cfg.OnBreach; f != nil {
+		f(table, policy)
+	}
+	if policy == schemas.Halt {
+		return fmt.Errorf("%w: %s key %s at %s: %s. sluice stops before publishing it (contracts.%s.policy is halt); the checkpoint stays before this transaction: fix the row or the contract, then start sluice again",
+			schemas.ErrContract, table, key, c.Pos, strings.Join(reasons, "; "), table)
+	}
+	subject := subjects[Partition(AppendCanonicalKey(h.key[:0], c.KeyValues()), len(subjects))]
+	event := h.p.enc.AppendEvent(nil, c, time.Now())
+	h.p.log.Warn("event breaks its data contract", "table", table, "key", key, "policy", policy, "reasons", strings.Join(reasons, "; "))
+	var id string
+	if policy == schemas.Warn {
+		if err := h.publish(ctx, subject, c); err != nil {
+			return err
+		}
+		id = h.p.cfg.SourceName + ":" + string(c.Pos) + ":" + strconv.Itoa(h.index-1) + ":dlq"
+	} else {
+		id = h.nextID(c.Pos)
+	}
+	if _, ok := h.skip[id]; ok {
+		delete(h.skip, id)
+		return nil
+	}
+	msg, err := json.Marshal(struct {
+		Contract string          `json:"contract"`
+		Policy   string          `json:"policy"`
+		Reasons  []string        `json:"reasons"`
+		Subject  string          `json:"subject"`
+		Event    json.RawMessage `json:"event"`
+	}{table, policy, reasons, subject, event})
+	if err != nil {
+		return err
+	}
+	return h.p.pub.Publish(ctx, h.p.cfg.Prefix+"."+h.p.cfg.SourceName+"._dlq", id, msg)
+}
+
+// breakingShape reports a new shape that breaks its table's contract,
+// before any change of that shape is published: in the log, on the
+// dead-letter subject, and, under halt, by stopping.
+func (h *handler) breakingShape(ctx context.Context, table *sources.Table, policy string, reasons []string, subject, id string, event []byte) error {
+	qn := table.QualifiedName()
+	if f := h.p.cfg.OnBreach; f != nil {
+		f(qn, policy)
+	}
+	h.p.log.Error("breaking schema change: the new shape breaks the table's data contract", "table", qn,
+		"version", table.Version, "policy", policy, "reasons", strings.Join(reasons, "; "))
+	if policy == schemas.Halt {
+		return fmt.Errorf("%w: %s version %d: %s. sluice stops before publishing a change of this shape (contracts.%s.policy is halt): change the contract to the new shape, then start sluice again",
+			schemas.ErrContract, qn, table.Version, strings.Join(reasons, "; "), qn)
+	}
+	id += ":dlq"
+	if _, ok := h.skip[id]; ok {
+		delete(h.skip, id)
+		return nil
+	}
+	msg, err := json.Marshal(struct {
+		Contract string          `json:"contract"`
+		Policy   string          `json:"policy"`
+		Reasons  []string        `json:"reasons"`
+		Subject  string          `json:"subject"`
+		Event    json.RawMessage `json:"event"`
+	}{qn, policy, reasons, subject, event})
+	if err != nil {
+		return err
+	}
+	return h.p.pub.Publish(ctx, h.p.cfg.Prefix+"."+h.p.cfg.SourceName+"._dlq", id, msg)
 }

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluice-cdc/sluice/schemas"
 	"github.com/sluice-cdc/sluice/sources/credentials"
 )
 
@@ -24,7 +25,9 @@ type Config struct {
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
 	Backfill   BackfillConfig   `yaml:"backfill"`
 	Privacy    PrivacyConfig    `yaml:"privacy"`
-	Log        LogConfig        `yaml:"log"`
+	// Contracts are per-table data contracts, keyed by schema.table.
+	Contracts map[string]schemas.Contract `yaml:"contracts"`
+	Log       LogConfig                   `yaml:"log"`
 }
 
 // PrivacyConfig hides column values before events leave sluice.
@@ -213,7 +216,8 @@ func explainYAML(err error) string {
 	sections := map[string]string{"Config": "", "SourceConfig": "source.", "NATSConfig": "nats.", "StreamConfig": "stream.",
 		"CheckpointConfig": "checkpoint.", "LogConfig": "log.", "ClusterConfig": "nats.cluster.", "NATSUser": "nats.users[].",
 		"NATSTLS": "nats.tls.", "CredentialsConfig": "source.credentials.", "BackfillConfig": "backfill.",
-		"PrivacyConfig": "privacy.", "VaultSecret": "privacy.hash_key_vault."}
+		"PrivacyConfig": "privacy.", "VaultSecret": "privacy.hash_key_vault.", "Contract": "contracts.<table>.",
+		"ColumnPolicy": "contracts.<table>.columns.<column>."}
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		p := unknownField.FindStringSubmatch(m)
 		return fmt.Sprintf("line %s: unknown key %s%s (misspelled? see README \"Configuration\")", p[1], sections[p[3]], p[2])
@@ -387,6 +391,9 @@ func (c Config) Validate() error {
 	case "backfill", "fail":
 	default:
 		add("backfill.on_gap %q: use backfill (record the gap and backfill the captured tables) or fail (stop)", c.Backfill.OnGap)
+	}
+	if _, err := schemas.NewContracts(c.Contracts); err != nil {
+		add("%v", err)
 	}
 	if p := c.Privacy; p.HashKeyEnv != "" && p.HashKeyVault != nil {
 		add("privacy: set hash_key_env or hash_key_vault, not both")

@@ -112,10 +112,21 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	if !ok {
 		return fmt.Errorf("source kind %s cannot backfill", cfg.Source.Kind)
 	}
+	// The metrics are served by the HTTP port to come (issue 8).
+	metrics := prometheus.NewRegistry()
 	bf := backfill.New(backfill.Config{
 		Source: cfg.Source.Name, ChunkSize: cfg.Backfill.ChunkSize, OnGap: cfg.Backfill.OnGap,
-		Metrics: backfill.NewMetrics(prometheus.NewRegistry(), cfg.Source.Name), Log: log,
+		Metrics: backfill.NewMetrics(metrics, cfg.Source.Name), Log: log,
 	}, bsrc, store)
+	var contracts *schemas.Contracts
+	if len(cfg.Contracts) > 0 {
+		if contracts, err = schemas.NewContracts(cfg.Contracts); err != nil {
+			return err
+		}
+	}
+	breaches := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_contract_breaches_total",
+		Help: "Events and shapes that broke their table's data contract, by policy."}, []string{"source", "table", "policy"})
+	metrics.MustRegister(breaches)
 	err = sink.Retry(ctx, log, "read the backfill jobs", wait, func(ctx context.Context) error { return bf.Load(ctx) })
 	if err != nil {
 		return err
@@ -133,8 +144,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		Tap:                bf,
 		Transform:          transform(privacy),
 		Schemas:            schemas.NewRegistry(cfg.Source.Name, store),
-		OnGap:              bf.OnGap,
-		Log:                log,
+		Contracts:          contracts,
+		OnBreach: func(table, policy string) {
+			breaches.WithLabelValues(cfg.Source.Name, table, policy).Inc()
+		},
+		OnGap: bf.OnGap,
+		Log:   log,
 	}, src, store, js, stream)
 	if err != nil {
 		return err
