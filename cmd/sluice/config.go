@@ -208,7 +208,7 @@ func expandEnv(b []byte) ([]byte, error) {
 	return out, nil
 }
 
-var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type main\.(\w+)`)
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type (?:main|schemas)\.(\w+)`)
 
 // explainYAML rewrites yaml's Go-flavoured errors into config terms.
 func explainYAML(err error) string {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,10 @@ log: {level: loud}
 				"nats.users[0]: user and password are required", "nats.users[1]: give nkey, or user and password, not both", `nats.users[1].permissions "write"`}},
 		{"misspelled cluster key", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, cluster: {routs: []}}", 1), []string{"unknown key nats.cluster.routs"}},
 		{"unset variable", strings.Replace(good, "u@", "${SLUICE_TEST_UNSET_VAR}@", 1), []string{"SLUICE_TEST_UNSET_VAR is not set"}},
+		{"backfill and privacy problems", good + "backfill: {chunk_size: 1, on_gap: ignore}\nprivacy: {hash_key_env: X, hash_key_vault: {path: p}}\n",
+			[]string{"backfill.chunk_size must be at least 2", `backfill.on_gap "ignore"`, "not both", "hash_key_vault needs path and field", "source.credentials.vault"}},
+		{"contract problems", good + "contracts: {orders: {policy: maybe}}\n", []string{"schema.table", "warn, dlq or halt"}},
+		{"misspelled contract key", good + "contracts: {public.orders: {columns: {a: {typ: string}}}}\n", []string{"unknown key contracts.<table>.columns.<column>.typ"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,5 +73,25 @@ nats: {server_name: "${SLUICE_TEST_POD}", users: [{user: r, password: "${SLUICE_
 	}
 	if cfg.Stream.Name != "SLUICE_PG_7" {
 		t.Errorf("stream name %q from an expanded source name", cfg.Stream.Name)
+	}
+}
+
+// The configuration in README.md is a valid one.
+func TestREADMEConfig(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	i := strings.Index(doc, "## Configuration")
+	start := strings.Index(doc[i:], "```yaml\n") + i + len("```yaml\n")
+	end := strings.Index(doc[start:], "```") + start
+	t.Setenv("ANALYTICS_PASSWORD", "x")
+	cfg, err := ParseConfig("README.md", []byte(doc[start:end]))
+	if err != nil {
+		t.Fatalf("README's configuration: %v", err)
+	}
+	if cfg.Backfill.ChunkSize != 2048 || cfg.Privacy.Columns["public.users.ssn"] != "mask" {
+		t.Errorf("README's configuration read as %+v %+v", cfg.Backfill, cfg.Privacy)
 	}
 }
