@@ -1,19 +1,23 @@
 package schemas
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 )
 
 // JSONSchema describes the row objects ("before", "after") of the shape's
 // events, as JSON Schema 2020-12. Values follow DESIGN.md: numerics are
-// exact decimal strings, timestamps RFC 3339, bytes base64. Nullability
-// is not tracked yet, so every column admits null; only key columns are
-// required (an unchanged TOASTed value may be absent).
+// exact decimal strings, timestamps RFC 3339, bytes base64. A NOT NULL
+// column admits no null; only key columns are required (an unchanged
+// TOASTed value may be absent).
 func (s Shape) JSONSchema() map[string]any {
 	props := make(map[string]any, len(s.Columns))
 	for _, c := range s.Columns {
 		t := columnSchema(c.Type)
+		if types, ok := t["type"].([]string); ok && c.NotNull {
+			t["type"] = slices.DeleteFunc(slices.Clone(types), func(s string) bool { return s == "null" })
+		}
 		t["x-sluice-type"] = c.Type
 		props[c.Name] = t
 	}

@@ -208,6 +208,9 @@ func (p *Privacy) shape(t *sources.Table) (*privateShape, error) {
 		}
 		out.Columns = append(out.Columns, col)
 		out.Types = append(out.Types, typ)
+		if t.NotNull != nil {
+			out.NotNull = append(out.NotNull, t.NotNull[i])
+		}
 		s.from = append(s.from, i)
 		s.policies = append(s.policies, pol)
 		if isKey && pol == Hash {

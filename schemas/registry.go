@@ -19,6 +19,8 @@ type Column struct {
 	Name string `json:"name"`
 	Type string `json:"type"` // the database's type name
 	Key  bool   `json:"key,omitempty"`
+	// NotNull: declared NOT NULL (false also when the source cannot tell).
+	NotNull bool `json:"not_null,omitempty"`
 }
 
 // Shape is a table shape as consumers see it (after privacy policies),
@@ -37,7 +39,8 @@ type Shape struct {
 func ShapeOf(source string, t *sources.Table) Shape {
 	s := Shape{Source: source, Schema: t.Schema, Table: t.Name}
 	for i, c := range t.Columns {
-		s.Columns = append(s.Columns, Column{Name: c, Type: t.Types[i], Key: slices.Contains(t.Key, i)})
+		s.Columns = append(s.Columns, Column{Name: c, Type: t.Types[i], Key: slices.Contains(t.Key, i),
+			NotNull: i < len(t.NotNull) && t.NotNull[i]})
 	}
 	for _, k := range t.Key {
 		s.Key = append(s.Key, t.Columns[k])

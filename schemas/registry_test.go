@@ -79,7 +79,7 @@ func TestRegistryVersions(t *testing.T) {
 
 func TestJSONSchemaTypes(t *testing.T) {
 	s := Shape{Schema: "public", Table: "t", Version: 4, Key: []string{"id"}, Columns: []Column{
-		{Name: "id", Type: "int8", Key: true}, {Name: "amount", Type: "numeric"}, {Name: "at", Type: "timestamptz"},
+		{Name: "id", Type: "int8", Key: true, NotNull: true}, {Name: "amount", Type: "numeric"}, {Name: "at", Type: "timestamptz"},
 		{Name: "doc", Type: "jsonb"}, {Name: "tags", Type: "_text"}, {Name: "raw", Type: "bytea"},
 		{Name: "d", Type: "decimal(10,2)"}, {Name: "n", Type: "bigint unsigned"}, {Name: "mood", Type: "mood"},
 	}}
@@ -90,7 +90,7 @@ func TestJSONSchemaTypes(t *testing.T) {
 		return string(b)
 	}
 	for col, want := range map[string]string{
-		"id":     `"type":["integer","null"]`,
+		"id":     `"type":["integer"]`,
 		"amount": `"pattern"`,
 		"at":     `"format":"date-time"`,
 		"tags":   `"type":["array","null"]`,

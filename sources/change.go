@@ -34,6 +34,9 @@ type Table struct {
 	Name    string
 	Columns []string // in table order
 	Types   []string // database type names, aligned with Columns
+	// NotNull tells, aligned with Columns, which columns are declared NOT
+	// NULL; nil when the source does not know.
+	NotNull []bool
 	// Key holds the indexes into Columns of the primary-key columns, in key order.
 	Key     []int
 	Version int // schema version, increases with every shape change

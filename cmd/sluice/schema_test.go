@@ -55,6 +55,16 @@ func TestSchemaChangePostgres(t *testing.T) {
 	if strings.Contains(out.String(), `"v": {`) {
 		t.Errorf("version 3 still has the dropped column v:\n%s", out.String())
 	}
+	out.Reset()
+	if err := printSchema(context.Background(), &out, e.cfg, natsClient{}, "public.items", 3, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"name": "id",
+      "type": "int4",
+      "key": true,
+      "not_null": true`) || strings.Count(out.String(), "not_null") != 1 {
+		t.Errorf("the shape must show id NOT NULL and note nullable:\n%s", out.String())
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,7 @@ type column struct {
 	// fsp is the fractional-second digits of temporal columns, which the
 	// binlog writes and a chunk read must write alike.
 	precision, scale, fsp int
+	notNull               bool
 }
 
 // tableSchema is a captured table as information_schema describes it.
@@ -213,7 +214,7 @@ func discoverTables(conn *client.Conn, cfg Config, db string) ([]*tableSchema, e
 // loadTable reads a table's columns and primary key; nil if it does not exist.
 func loadTable(conn *client.Conn, db, name string) (*tableSchema, error) {
 	r, err := conn.Execute(`SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IFNULL(CHARACTER_SET_NAME, ''),
-		IFNULL(NUMERIC_PRECISION, 0), IFNULL(NUMERIC_SCALE, 0), IFNULL(DATETIME_PRECISION, 0), IFNULL(COLLATION_NAME, '')
+		IFNULL(NUMERIC_PRECISION, 0), IFNULL(NUMERIC_SCALE, 0), IFNULL(DATETIME_PRECISION, 0), IFNULL(COLLATION_NAME, ''), IS_NULLABLE
 		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`, db, name)
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s.%s: %w", db, name, err)
@@ -233,6 +234,8 @@ func loadTable(conn *client.Conn, db, name string) (*tableSchema, error) {
 		fsp, _ := r.GetInt(i, 6)
 		c.precision, c.scale, c.fsp = int(prec), int(scale), int(fsp)
 		c.collation, _ = r.GetString(i, 7)
+		nullable, _ := r.GetString(i, 8)
+		c.notNull = nullable == "NO"
 		c.dataType = strings.ToLower(c.dataType)
 		c.unsigned = strings.Contains(strings.ToLower(colType), "unsigned")
 		if c.dataType == "enum" || c.dataType == "set" {

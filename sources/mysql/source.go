@@ -471,15 +471,17 @@ func (s *Source) shape(t *tableSchema, codecs []colCodec) *sources.Table {
 		for _, c := range t.columns {
 			next.Columns = append(next.Columns, c.name)
 			next.Types = append(next.Types, c.dataType)
+			next.NotNull = append(next.NotNull, c.notNull)
 		}
 	} else {
-		byName := map[string]string{}
+		byName := map[string]column{}
 		for _, c := range t.columns {
-			byName[c.name] = c.dataType
+			byName[c.name] = c
 		}
 		for _, c := range codecs {
 			next.Columns = append(next.Columns, c.name)
-			next.Types = append(next.Types, byName[c.name])
+			next.Types = append(next.Types, byName[c.name].dataType)
+			next.NotNull = append(next.NotNull, byName[c.name].notNull)
 		}
 	}
 	for _, k := range t.key {
@@ -488,7 +490,8 @@ func (s *Source) shape(t *tableSchema, codecs []colCodec) *sources.Table {
 	s.shapesMu.Lock()
 	defer s.shapesMu.Unlock()
 	prev := s.shapes[t.qualified()]
-	if prev != nil && slices.Equal(prev.Columns, next.Columns) && slices.Equal(prev.Types, next.Types) && slices.Equal(prev.Key, next.Key) {
+	if prev != nil && slices.Equal(prev.Columns, next.Columns) && slices.Equal(prev.Types, next.Types) &&
+		slices.Equal(prev.Key, next.Key) && slices.Equal(prev.NotNull, next.NotNull) {
 		return prev
 	}
 	next.Version = 1

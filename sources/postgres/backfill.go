@@ -264,6 +264,11 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 		shape.Columns = append(shape.Columns, f.Name)
 		shape.Types = append(shape.Types, s.typeName(f.DataTypeOID, lookup))
 	}
+	var oid uint32
+	if err := conn.QueryRow(ctx, "SELECT $1::regclass::oid", pgx.Identifier{info.schema, info.name}.Sanitize()).Scan(&oid); err != nil {
+		return sources.Chunk{}, s.dropBackfillConnLocked(fmt.Errorf("read a chunk of %s: %w", q.Table, err))
+	}
+	shape.NotNull = notNull(ctx, conn, oid, shape.Columns)
 	table, err := s.register(shape, info.key)
 	if err != nil {
 		return sources.Chunk{}, err

@@ -44,6 +44,7 @@ func (s *Source) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*r
 		shape.Columns = append(shape.Columns, c.Name)
 		shape.Types = append(shape.Types, s.typeName(c.DataType, lookup))
 	}
+	shape.NotNull = notNull(ctx, s.conn, m.RelationID, shape.Columns)
 	table, err := s.register(shape, info.key)
 	if err != nil {
 		return nil, err
@@ -69,7 +70,8 @@ func (s *Source) register(shape *sources.Table, key []string) (*sources.Table, e
 	s.shapeMu.Lock()
 	defer s.shapeMu.Unlock()
 	prev := s.shapes[qn]
-	if prev != nil && slices.Equal(prev.Columns, shape.Columns) && slices.Equal(prev.Types, shape.Types) && slices.Equal(prev.Key, shape.Key) {
+	if prev != nil && slices.Equal(prev.Columns, shape.Columns) && slices.Equal(prev.Types, shape.Types) &&
+		slices.Equal(prev.Key, shape.Key) && slices.Equal(prev.NotNull, shape.NotNull) {
 		return prev, nil
 	}
 	shape.Version = 1
@@ -155,4 +157,31 @@ func (rel *relation) decode(t *pglogrepl.TupleData, before []sources.Value, keyO
 		startAt = end
 	}
 	return vals, nil
+}
+
+// notNull reads which columns are declared NOT NULL now; a column the
+// catalog no longer has (the log is behind it) counts as nullable.
+func notNull(ctx context.Context, conn *pgx.Conn, relation uint32, columns []string) []bool {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rows, err := conn.Query(qctx, `SELECT attname, attnotnull FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`, relation)
+	if err != nil {
+		return nil
+	}
+	declared := map[string]bool{}
+	for rows.Next() {
+		var name string
+		var nn bool
+		if rows.Scan(&name, &nn) == nil {
+			declared[name] = nn
+		}
+	}
+	if rows.Err() != nil {
+		return nil
+	}
+	out := make([]bool, len(columns))
+	for i, c := range columns {
+		out[i] = declared[c]
+	}
+	return out
 }
