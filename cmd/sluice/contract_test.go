@@ -106,4 +106,24 @@ func TestContractMySQL(t *testing.T) {
 		!strings.Contains(events[1].raw, `not one of [new paid]`) || !strings.Contains(events[1].raw, `"subject":"cdc.my1.shop.orders.`) {
 		t.Fatalf("messages %s: %s; %s: %s", events[0].subject, events[0].raw, events[1].subject, events[1].raw)
 	}
+	// halt stops at the row, and the saved position is before it: under
+	// warn the row comes through.
+	e.setYAML("policy: dlq", "policy: halt")
+	stop, logs := e.startRun()
+	e.exec(`INSERT INTO orders VALUES (3, 'gone', 1)`)
+	select {
+	case <-e.finished:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("sluice did not stop at a row breaking a halt contract:\n%s", logs)
+	}
+	mentions(t, stop(), "data contract broken", "shop.orders", `"gone"`)
+	e.setYAML("policy: halt", "policy: warn")
+	stop, _ = e.startRun()
+	events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, 4, time.Minute)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(events[2].raw, `"id":3`) || events[3].subject != "cdc.my1._dlq" || !strings.Contains(events[3].raw, `"policy":"warn"`) {
+		t.Fatalf("after halt, under warn: %s / %s", events[2].raw, events[3].raw)
+	}
 }
