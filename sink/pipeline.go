@@ -66,6 +66,8 @@ type PipelineConfig struct {
 	Contracts *schemas.Contracts
 	// OnBreach, when set, counts contract breaches.
 	OnBreach func(table, policy string)
+	// Metrics, when set, are kept up to date.
+	Metrics *Metrics
 	Log      *slog.Logger
 }
 
@@ -156,6 +158,7 @@ func (p *Pipeline) onAcked(a Acked) {
 	p.mu.Lock()
 	p.acked.Position, p.acked.StreamSeq, p.acked.LastEvent = a.Pos, a.Seq, a.Time
 	p.mu.Unlock()
+	p.cfg.Metrics.ackedTx(string(a.Pos), a.Time)
 }
 
 func (p *Pipeline) latest() checkpoint.Checkpoint {
@@ -275,6 +278,7 @@ func (p *Pipeline) streamLoop(ctx context.Context) error {
 		}
 		wait := backoff(attempt + 1)
 		p.log.Warn("source connection lost; reconnecting", "in", wait, "attempt", attempt+1, "error", err)
+		p.cfg.Metrics.reconnect()
 		// Everything handed over must be stored before the replay starts, so
 		// the replay can tell what to skip.
 		if err := p.pub.Flush(ctx); err != nil {
@@ -313,7 +317,9 @@ func (p *Pipeline) saveCheckpoint(ctx context.Context, saved *checkpoint.Checkpo
 	if cp.Position == "" || (cp.Position == saved.Position && cp.StreamSeq == saved.StreamSeq) {
 		return nil
 	}
-	if err := p.store.Save(ctx, cp); err != nil {
+	err := p.store.Save(ctx, cp)
+	p.cfg.Metrics.checkpointSaved(err)
+	if err != nil {
 		return err
 	}
 	*saved = cp
@@ -463,7 +469,14 @@ func (h *handler) publish(ctx context.Context, subject string, c *sources.Change
 		return fmt.Errorf("%w: %s.%s key %s at %s is %d bytes, the limit is %d: raise nats.max_payload (embedded server) or max_payload on your NATS servers; nothing was skipped, sluice resumes from this event",
 			ErrTooLarge, c.Table.Schema, c.Table.Name, h.key, c.Pos, len(data), max)
 	}
+	h.p.cfg.Metrics.event(c.Table.QualifiedName(), string(c.Op), partitionOf(subject))
 	return h.p.pub.Publish(ctx, subject, id, data)
+}
+
+// partitionOf reads the partition from a subject's last token.
+func partitionOf(subject string) int {
+	n, _ := strconv.Atoi(subject[strings.LastIndexByte(subject, '.')+1:])
+	return n
 }
 
 // publishData publishes an event that is not a row change (a chunk event).
@@ -493,6 +506,7 @@ func (h *handler) nextID(pos sources.Position) string {
 func (h *handler) Commit(ctx context.Context, c sources.Commit) error {
 	h.progressed = true
 	h.txPos, h.index = "", 0
+	h.p.cfg.Metrics.handedTx(string(c.Pos), c.Time)
 	return h.p.pub.Commit(ctx, Acked{Pos: c.Pos, Time: c.Time})
 }
 
@@ -513,6 +527,7 @@ func (p *Pipeline) setOpen(open bool) {
 		p.open = make(chan struct{})
 	}
 	p.isOpen = open
+	p.cfg.Metrics.setOpen(open)
 }
 
 // WaitStreaming waits until the source has the log open, so that what is

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
@@ -27,7 +28,13 @@ type Config struct {
 	Privacy    PrivacyConfig    `yaml:"privacy"`
 	// Contracts are per-table data contracts, keyed by schema.table.
 	Contracts map[string]schemas.Contract `yaml:"contracts"`
+	HTTP      HTTPConfig                  `yaml:"http"`
 	Log       LogConfig                   `yaml:"log"`
+}
+
+// HTTPConfig is the port of /metrics, /healthz and /readyz.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"` // host:port; empty = no HTTP port
 }
 
 // PrivacyConfig hides column values before events leave sluice.
@@ -217,7 +224,7 @@ func explainYAML(err error) string {
 		"CheckpointConfig": "checkpoint.", "LogConfig": "log.", "ClusterConfig": "nats.cluster.", "NATSUser": "nats.users[].",
 		"NATSTLS": "nats.tls.", "CredentialsConfig": "source.credentials.", "BackfillConfig": "backfill.",
 		"PrivacyConfig": "privacy.", "VaultSecret": "privacy.hash_key_vault.", "Contract": "contracts.<table>.",
-		"ColumnPolicy": "contracts.<table>.columns.<column>."}
+		"ColumnPolicy": "contracts.<table>.columns.<column>.", "HTTPConfig": "http."}
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		p := unknownField.FindStringSubmatch(m)
 		return fmt.Sprintf("line %s: unknown key %s%s (misspelled? see README \"Configuration\")", p[1], sections[p[3]], p[2])
@@ -391,6 +398,11 @@ func (c Config) Validate() error {
 	case "backfill", "fail":
 	default:
 		add("backfill.on_gap %q: use backfill (record the gap and backfill the captured tables) or fail (stop)", c.Backfill.OnGap)
+	}
+	if l := c.HTTP.Listen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			add("http.listen %q: want host:port, e.g. 127.0.0.1:9090", l)
+		}
 	}
 	if _, err := schemas.NewContracts(c.Contracts); err != nil {
 		add("%v", err)

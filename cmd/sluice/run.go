@@ -112,7 +112,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	if !ok {
 		return fmt.Errorf("source kind %s cannot backfill", cfg.Source.Kind)
 	}
-	// The metrics are served by the HTTP port to come (issue 8).
+	// Served on http.listen, when set.
 	metrics := prometheus.NewRegistry()
 	bf := backfill.New(backfill.Config{
 		Source: cfg.Source.Name, ChunkSize: cfg.Backfill.ChunkSize, OnGap: cfg.Backfill.OnGap,
@@ -127,6 +127,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	breaches := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_contract_breaches_total",
 		Help: "Events and shapes that broke their table's data contract, by policy."}, []string{"source", "table", "policy"})
 	metrics.MustRegister(breaches)
+	pipelineMetrics := sink.NewMetrics(metrics, cfg.Source.Name)
 	err = sink.Retry(ctx, log, "read the backfill jobs", wait, func(ctx context.Context) error { return bf.Load(ctx) })
 	if err != nil {
 		return err
@@ -148,8 +149,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		OnBreach: func(table, policy string) {
 			breaches.WithLabelValues(cfg.Source.Name, table, policy).Inc()
 		},
-		OnGap: bf.OnGap,
-		Log:   log,
+		Metrics: pipelineMetrics,
+		OnGap:   bf.OnGap,
+		Log:     log,
 	}, src, store, js, stream)
 	if err != nil {
 		return err
@@ -167,6 +169,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	defer stopBackfill()
 	if err := bf.Serve(bctx, nc); err != nil {
 		return err
+	}
+	if cfg.HTTP.Listen != "" {
+		if err := serveHTTP(bctx, cfg.HTTP.Listen, metrics, pipelineMetrics, nc, js, log); err != nil {
+			return err
+		}
 	}
 	runnerDone := make(chan struct{})
 	go func() {

@@ -1,0 +1,166 @@
+package sink
+
+import (
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the pipeline's Prometheus metrics (README "Operating").
+// A nil *Metrics records nothing.
+type Metrics struct {
+	events     *prometheus.CounterVec
+	partitions *prometheus.CounterVec
+	latency    prometheus.Histogram
+	reconnects prometheus.Counter
+
+	mu sync.Mutex
+	// handed is the commit time of the latest transaction handed to the
+	// publisher, acked the latest stored; saved when the checkpoint was
+	// last written.
+	handed, acked sourcePoint
+	saved         time.Time
+	saveErr       error
+	open          bool
+}
+
+type sourcePoint struct {
+	pos  string
+	time time.Time
+}
+
+// NewMetrics registers the pipeline's metrics of one source.
+func NewMetrics(reg prometheus.Registerer, source string) *Metrics {
+	labels := prometheus.Labels{"source": source}
+	m := &Metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_events_total", ConstLabels: labels,
+			Help: "Events published, by table and op."}, []string{"table", "op"}),
+		partitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_partition_events_total", ConstLabels: labels,
+			Help: "Events published, by partition."}, []string{"partition"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_end_to_end_seconds", ConstLabels: labels,
+			Help:    "From a transaction's commit in the database to JetStream's ack of its last event.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_source_reconnects_total", ConstLabels: labels,
+			Help: "Times the source connection was lost and opened again."}),
+	}
+	reg.MustRegister(m.events, m.partitions, m.latency, m.reconnects,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_lag_seconds", ConstLabels: labels,
+			Help: "Age of the oldest transaction read but not yet stored in JetStream; 0 when everything read is stored."},
+			m.lagSeconds),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_checkpoint_age_seconds", ConstLabels: labels,
+			Help: "Seconds since the checkpoint was last written."},
+			m.checkpointAge),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_last_event_timestamp_seconds", ConstLabels: labels,
+			Help: "Commit time of the latest transaction stored in JetStream."},
+			func() float64 {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				if m.acked.time.IsZero() {
+					return 0
+				}
+				return float64(m.acked.time.UnixNano()) / 1e9
+			}),
+	)
+	return m
+}
+
+func (m *Metrics) event(table, op string, partition int) {
+	if m == nil {
+		return
+	}
+	m.events.WithLabelValues(table, op).Inc()
+	m.partitions.WithLabelValues(strconv.Itoa(partition)).Inc()
+}
+
+func (m *Metrics) handedTx(pos string, commit time.Time) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.handed = sourcePoint{pos, commit}
+	m.mu.Unlock()
+}
+
+func (m *Metrics) ackedTx(pos string, commit time.Time) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.acked = sourcePoint{pos, commit}
+	m.mu.Unlock()
+	if !commit.IsZero() {
+		m.latency.Observe(time.Since(commit).Seconds())
+	}
+}
+
+func (m *Metrics) checkpointSaved(err error) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.saveErr = err
+	if err == nil {
+		m.saved = time.Now()
+	}
+}
+
+func (m *Metrics) reconnect() {
+	if m == nil {
+		return
+	}
+	m.reconnects.Inc()
+}
+
+func (m *Metrics) setOpen(open bool) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.open = open
+	m.mu.Unlock()
+}
+
+func (m *Metrics) lagSeconds() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.handed.pos == "" || m.handed.pos == m.acked.pos {
+		return 0
+	}
+	// The oldest transaction not stored is the one after the last stored:
+	// at least as old as that one's commit.
+	since := m.acked.time
+	if since.IsZero() {
+		since = m.handed.time
+	}
+	return time.Since(since).Seconds()
+}
+
+func (m *Metrics) checkpointAge() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.saved.IsZero() {
+		return 0
+	}
+	return time.Since(m.saved).Seconds()
+}
+
+// Ready tells whether the pipeline is doing its job: the source has its
+// log open, and the last checkpoint write succeeded.
+func (m *Metrics) Ready() error {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.open {
+		return errors.New("the source's log is not open (database down or unreachable?)")
+	}
+	if m.saveErr != nil {
+		return errors.New("the last checkpoint write failed: " + m.saveErr.Error())
+	}
+	return nil
+}
