@@ -68,7 +68,7 @@ type PipelineConfig struct {
 	OnBreach func(table, policy string)
 	// Metrics, when set, are kept up to date.
 	Metrics *Metrics
-	Log      *slog.Logger
+	Log     *slog.Logger
 }
 
 // Transform rewrites changes before anything of them leaves the process.
