@@ -9,6 +9,8 @@ package backfill
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -100,4 +102,49 @@ func putJSON(ctx context.Context, st Store, key string, v any) error {
 		return err
 	}
 	return st.Put(ctx, key, b)
+}
+
+// LoadJobs reads the backfill jobs of a source from the store.
+func LoadJobs(ctx context.Context, st Store, source string) ([]Job, error) {
+	var jobs []Job
+	err := loadJSON(ctx, st, jobPrefix(source), "backfill job", func(b []byte) error {
+		var j Job
+		err := json.Unmarshal(b, &j)
+		jobs = append(jobs, j)
+		return err
+	})
+	return jobs, err
+}
+
+// LoadGaps reads the gaps recorded for a source, oldest first.
+func LoadGaps(ctx context.Context, st Store, source string) ([]Gap, error) {
+	var gaps []Gap
+	err := loadJSON(ctx, st, "gap."+source+".", "gap record", func(b []byte) error {
+		var g Gap
+		err := json.Unmarshal(b, &g)
+		gaps = append(gaps, g)
+		return err
+	})
+	return gaps, err
+}
+
+func loadJSON(ctx context.Context, st Store, prefix, what string, each func([]byte) error) error {
+	keys, err := st.Keys(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b, ok, err := st.Get(ctx, k)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if err := each(b); err != nil {
+			return fmt.Errorf("%s %s in the checkpoint bucket is corrupt: %w", what, k, err)
+		}
+	}
+	return nil
 }

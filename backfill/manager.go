@@ -141,24 +141,13 @@ func New(cfg Config, src Source, store Store) *Manager {
 // Load reads the jobs of this source from the store; unfinished ones
 // resume at their last chunk when Run starts.
 func (m *Manager) Load(ctx context.Context) error {
-	keys, err := m.store.Keys(ctx, jobPrefix(m.cfg.Source))
+	jobs, err := LoadJobs(ctx, m.store, m.cfg.Source)
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, k := range keys {
-		b, ok, err := m.store.Get(ctx, k)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			continue
-		}
-		var j Job
-		if err := json.Unmarshal(b, &j); err != nil {
-			return fmt.Errorf("backfill job %s in the checkpoint bucket is corrupt: %w", k, err)
-		}
+	for _, j := range jobs {
 		m.jobs[j.Table] = &j
 		if j.State == StateRunning {
 			m.log.Info("resuming backfill", "job", j.ID, "table", j.Table, "chunks_done", j.Chunks, "rows_done", j.Rows)

@@ -298,6 +298,28 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 	if chunks == 0 {
 		t.Error("no chunk events were published")
 	}
+	// sluice status shows the gap, the finished backfill and the partitions.
+	st, err := readStatus(context.Background(), e.cfg, natsClient{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum uint64
+	for _, n := range st.Partitions {
+		sum += n
+	}
+	if len(st.Gaps) != 1 || len(st.Backfills) != 1 || st.Backfills[0].State != backfill.StateDone || st.Checkpoint == nil ||
+		sum != st.Messages || st.Messages != uint64(len(events)) {
+		t.Errorf("status: %+v (partitions add up to %d, %d events)", st, sum, len(events))
+	}
+	var out strings.Builder
+	if err := printStatus(&out, st, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"checkpoint  0/", "gap  ", "public.items: done", "partitions  0:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("sluice status has no %q:\n%s", want, out.String())
+		}
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
