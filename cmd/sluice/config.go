@@ -135,6 +135,10 @@ type StreamConfig struct {
 	MaxAge          time.Duration `yaml:"max_age"`
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
 	Window          int           `yaml:"max_in_flight"`
+	// A partition whose events over HotPartitionWindow exceed
+	// HotPartitionFactor times the mean is logged and counted as hot.
+	HotPartitionFactor float64       `yaml:"hot_partition_factor"`
+	HotPartitionWindow time.Duration `yaml:"hot_partition_window"`
 }
 
 // CheckpointConfig is where and how often positions are saved.
@@ -157,6 +161,7 @@ func defaults() Config {
 		Stream: StreamConfig{
 			SubjectPrefix: "cdc", Partitions: 8, Replicas: 1,
 			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: 2 * time.Minute, Window: 4096,
+			HotPartitionFactor: 3, HotPartitionWindow: time.Minute,
 		},
 		Checkpoint: CheckpointConfig{Bucket: "sluice_checkpoints", Interval: 250 * time.Millisecond},
 		Backfill:   BackfillConfig{ChunkSize: 2048, OnGap: "backfill"},

@@ -170,6 +170,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	if err := bf.Serve(bctx, nc); err != nil {
 		return err
 	}
+	go pipelineMetrics.WatchSkew(bctx, metrics, cfg.Stream.Partitions,
+		sink.SkewConfig{Factor: cfg.Stream.HotPartitionFactor, Window: cfg.Stream.HotPartitionWindow}, log)
 	if cfg.HTTP.Listen != "" {
 		if err := serveHTTP(bctx, cfg.HTTP.Listen, metrics, pipelineMetrics, nc, js, log); err != nil {
 			return err
