@@ -67,10 +67,22 @@ type serverInfo struct {
 
 // checkServer reports every missing binlog prerequisite at once.
 func checkServer(conn *client.Conn, user, positions string) (serverInfo, error) {
+	info, problems, err := serverProblems(conn, user, positions)
+	if err != nil {
+		return info, err
+	}
+	if len(problems) > 0 {
+		return info, fmt.Errorf("%w: %s", sources.ErrPrerequisite, strings.Join(problems, "; "))
+	}
+	return info, nil
+}
+
+// serverProblems lists the missing binlog prerequisites, each with its fix.
+func serverProblems(conn *client.Conn, user, positions string) (serverInfo, []string, error) {
 	var info serverInfo
 	r, err := conn.Execute("SELECT @@version, @@log_bin, @@binlog_format, @@binlog_row_image")
 	if err != nil {
-		return info, fmt.Errorf("read server settings: %w", err)
+		return info, nil, fmt.Errorf("read server settings: %w", err)
 	}
 	version, _ := r.GetString(0, 0)
 	logBin, _ := r.GetInt(0, 1)
@@ -109,10 +121,7 @@ func checkServer(conn *client.Conn, user, positions string) (serverInfo, error) 
 		problems = append(problems, fmt.Sprintf("user %q lacks %s: GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO the sluice user",
 			user, strings.Join(missing, " and ")))
 	}
-	if len(problems) > 0 {
-		return info, fmt.Errorf("%w: %s", sources.ErrPrerequisite, strings.Join(problems, "; "))
-	}
-	return info, nil
+	return info, problems, nil
 }
 
 // missingPrivileges reads SHOW GRANTS for the replication privileges.

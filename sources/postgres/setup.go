@@ -93,8 +93,8 @@ func discoverTables(ctx context.Context, conn *pgx.Conn, cfg Config) ([]tableInf
 		infos = append(infos, tableInfo{schema: schema, name: name, key: key, identity: identity})
 	}
 	if len(noKey) > 0 {
-		problems = append(problems, fmt.Sprintf("%v: %s: add one (ALTER TABLE %s ADD PRIMARY KEY (...)), or set REPLICA IDENTITY FULL (ALTER TABLE %s REPLICA IDENTITY FULL) and list its key columns under source.keys",
-			sources.ErrNoPrimaryKey, strings.Join(noKey, ", "), noKey[0], noKey[0]))
+		problems = append(problems, fmt.Sprintf("%s: add one (ALTER TABLE %s ADD PRIMARY KEY (...)), or set REPLICA IDENTITY FULL (ALTER TABLE %s REPLICA IDENTITY FULL) and list its key columns under source.keys",
+			strings.Join(noKey, ", "), noKey[0], noKey[0]))
 	}
 	if len(problems) > 0 {
 		err := errors.New(strings.Join(problems, "; "))

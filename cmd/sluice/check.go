@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/credentials"
+	"github.com/sluice-cdc/sluice/sources/mysql"
+	"github.com/sluice-cdc/sluice/sources/postgres"
+)
+
+// errBlocked is sluice check finding something that stops sluice run.
+var errBlocked = errors.New("prerequisites missing")
+
+func checkCommand() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "check --config FILE",
+		Short: "Preflight: report every missing prerequisite at once, each with its fix",
+		Long: "Check the configuration, Vault, the database (log settings, slots, privileges, keys, replica identity,\n" +
+			"publication, signal table) and the NATS store without changing anything. Exits non-zero when\n" +
+			"anything would stop sluice run.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer cancel()
+			return check(ctx, cmd.OutOrStdout(), configPath)
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "sluice.yaml", "config file")
+	return cmd
+}
+
+// check prints one line per check, "ok" or "FAIL" with the fix, and
+// returns errBlocked when any failed.
+func check(ctx context.Context, w io.Writer, configPath string) error {
+	failed := 0
+	report := func(what string, problems ...string) {
+		if len(problems) == 0 {
+			fmt.Fprintf(w, "ok    %s\n", what)
+			return
+		}
+		for _, p := range problems {
+			failed++
+			fmt.Fprintf(w, "FAIL  %s: %s\n", what, p)
+		}
+	}
+	cfg, err := LoadConfig(configPath)
+	if err != nil {
+		report("config "+configPath, err.Error())
+		return fmt.Errorf("%w: 1 problem", errBlocked)
+	}
+	report("config " + configPath)
+
+	var vault *credentials.Vault
+	if c := cfg.Source.Credentials; c != nil && c.Vault != nil {
+		vc := *c.Vault
+		vc.StartupTimeout = 10 * time.Second // a preflight does not wait out a sealed Vault
+		v, err := credentials.New(ctx, vc, slog.New(slog.DiscardHandler))
+		if err == nil {
+			_, err = v.Login(ctx)
+		}
+		if err != nil {
+			report("Vault login", err.Error())
+		} else {
+			report("Vault login")
+			vault = v
+		}
+	}
+	if vault != nil || cfg.Source.Credentials == nil {
+		var problems []string
+		if cfg.Source.Kind == "mysql" {
+			problems = mysql.Check(ctx, mysql.Config{
+				Name: cfg.Source.Name, DSN: cfg.Source.DSN, Tables: cfg.Source.Tables, Keys: cfg.Source.Keys,
+				ServerID: cfg.Source.ServerID, Positions: cfg.Source.Positions, SignalTable: cfg.Backfill.SignalTable,
+				Credentials: credsOf(vault),
+			})
+		} else {
+			problems = postgres.Check(ctx, postgres.Config{
+				Name: cfg.Source.Name, DSN: cfg.Source.DSN, Tables: cfg.Source.Tables, Keys: cfg.Source.Keys,
+				Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, SignalTable: cfg.Backfill.SignalTable,
+				Credentials: credsOf(vault), Log: slog.New(slog.DiscardHandler),
+			})
+		}
+		report(cfg.Source.Kind+" source "+cfg.Source.Name, problems...)
+	}
+	if _, err := newPrivacy(ctx, cfg.Privacy, vault); err != nil {
+		report("privacy", err.Error())
+	}
+	if cfg.NATS.URL != "" {
+		report("NATS at nats.url", checkNATS(ctx, cfg)...)
+	} else {
+		report("NATS store "+cfg.NATS.StoreDir, checkStoreDir(cfg.NATS.StoreDir)...)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%w: %d problems", errBlocked, failed)
+	}
+	fmt.Fprintln(w, "sluice run can start")
+	return nil
+}
+
+func credsOf(v *credentials.Vault) sources.Credentials {
+	if v == nil {
+		return nil
+	}
+	return v
+}
+
+// checkStoreDir tells whether the embedded server can keep its store.
+func checkStoreDir(dir string) []string {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return []string{fmt.Sprintf("cannot create it: %v (set nats.store_dir to a writable directory)", err)}
+	}
+	f, err := os.CreateTemp(dir, ".sluice-check-*")
+	if err != nil {
+		return []string{fmt.Sprintf("not writable: %v (give sluice's user write access, or set nats.store_dir)", err)}
+	}
+	f.Close()
+	os.Remove(filepath.Clean(f.Name()))
+	return nil
+}
+
+// checkNATS connects to the external NATS and asks JetStream.
+func checkNATS(ctx context.Context, cfg Config) []string {
+	nc, shutdown, err := connectNATS(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer shutdown()
+	js, err := jetstream.New(nc)
+	if err == nil {
+		_, err = js.AccountInfo(ctx)
+	}
+	if err != nil {
+		return []string{fmt.Sprintf("JetStream does not answer: %v (is JetStream enabled for this account?)", err)}
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
+	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+)
+
+func runCheck(t *testing.T, e *env) (string, error) {
+	t.Helper()
+	var out strings.Builder
+	err := check(context.Background(), &out, e.cfgYML)
+	return out.String(), err
+}
+
+func assertLists(t *testing.T, out string, fragments ...string) {
+	t.Helper()
+	for _, f := range fragments {
+		if !strings.Contains(out, f) {
+			t.Errorf("sluice check does not report %q:\n%s", f, out)
+		}
+	}
+}
+
+// sluice check lists every problem of a misconfigured PostgreSQL in one
+// run, changes nothing, and passes a good one.
+func TestCheckPostgres(t *testing.T) {
+	pg := pgtest.New(t, pgtest.Options{Settings: map[string]string{"wal_level": "replica"}})
+	e := newEnv(t, pg, "public.items", "public.nokey")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY)`)
+	e.exec(`CREATE TABLE nokey (v int)`)
+	out, err := runCheck(t, e)
+	if !errors.Is(err, errBlocked) {
+		t.Fatalf("check = %v, want errBlocked:\n%s", err, out)
+	}
+	assertLists(t, out, "ok    config", `FAIL  postgres source pg1: wal_level is "replica"`, "ALTER SYSTEM SET wal_level = logical",
+		"public.nokey", "ADD PRIMARY KEY", "ok    NATS store")
+	if n := strings.Count(out, "FAIL"); n != 2 {
+		t.Errorf("%d problems reported, want 2:\n%s", n, out)
+	}
+	e.exec(`SELECT 1 FROM pg_publication WHERE pubname = 'sluice_pg1'`)
+	var pubs int
+	if err := pgConn(t, pg).QueryRow(context.Background(), `SELECT count(*) FROM pg_publication`).Scan(&pubs); err != nil || pubs != 0 {
+		t.Errorf("check created %d publications (%v): it must change nothing", pubs, err)
+	}
+
+	good := pgtest.New(t)
+	e = newEnv(t, good, "public.items")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY)`)
+	if out, err := runCheck(t, e); err != nil || !strings.Contains(out, "sluice run can start") {
+		t.Fatalf("a good PostgreSQL: %v\n%s", err, out)
+	}
+}
+
+// The same for MariaDB: binlog_format=STATEMENT and a table without key,
+// in one run.
+func TestCheckMySQL(t *testing.T) {
+	my := mysqltest.New(t, mysqltest.Options{Settings: map[string]string{"binlog_format": "STATEMENT"}})
+	e := newMySQLEnv(t, my, "shop.items", "shop.nokey")
+	e.exec(`CREATE TABLE items (id INT PRIMARY KEY)`)
+	e.exec(`CREATE TABLE nokey (v INT)`)
+	out, err := runCheck(t, e)
+	if !errors.Is(err, errBlocked) {
+		t.Fatalf("check = %v, want errBlocked:\n%s", err, out)
+	}
+	assertLists(t, out, "binlog_format is STATEMENT", "binlog_format = ROW", "shop.nokey")
+	if n := strings.Count(out, "FAIL"); n != 2 {
+		t.Errorf("%d problems reported, want 2:\n%s", n, out)
+	}
+}
