@@ -76,6 +76,9 @@ type SourceConfig struct {
 	ServerID    uint32              `yaml:"server_id"`
 	Positions   string              `yaml:"positions"`
 	Heartbeat   time.Duration       `yaml:"heartbeat"`
+	// MaxRetainedWAL (postgres): past this many bytes of WAL held by the
+	// slot, sluice warns.
+	MaxRetainedWAL int64 `yaml:"max_retained_wal"`
 	Credentials *CredentialsConfig  `yaml:"credentials"`
 }
 
@@ -281,8 +284,14 @@ func (c Config) Validate() error {
 		if c.Source.DSN == "" {
 			add(`source.dsn is required, e.g. "postgres://user@127.0.0.1:5432/shop"`)
 		}
-		if c.Source.ServerID != 0 || c.Source.Positions != "" || c.Source.Heartbeat != 0 {
-			add("source.server_id, source.positions and source.heartbeat are for mysql sources only")
+		if c.Source.ServerID != 0 || c.Source.Positions != "" {
+			add("source.server_id and source.positions are for mysql sources only")
+		}
+		if c.Source.Heartbeat < 0 || c.Source.Heartbeat > 0 && c.Source.Heartbeat < time.Second {
+			add("source.heartbeat %s: use at least 1s (default 1m)", c.Source.Heartbeat)
+		}
+		if c.Source.MaxRetainedWAL < 0 {
+			add("source.max_retained_wal must not be negative (bytes; default 1GiB)")
 		}
 	case "mysql":
 		if c.Source.DSN == "" {

@@ -139,3 +139,50 @@ func TestHTTPMetricsAndReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An idle captured table must not make the slot hold the WAL that other
+// tables write: heartbeats move the slot along.
+func TestPostgresHeartbeat(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.items")
+	e.setYAML("kind: postgres,", "kind: postgres, heartbeat: 1s,")
+	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t))
+	e.setYAML("replicas: 1}", "replicas: 1}\nhttp: {listen: \""+addr+"\"}")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY)`)
+	e.exec(`CREATE TABLE busy (id serial PRIMARY KEY, pad text)`)
+	stop, _ := e.startRun()
+	conn := pgConn(t, pg)
+	for range 20 {
+		e.exec(`INSERT INTO busy (pad) SELECT repeat('x', 500) FROM generate_series(1, 1000)`)
+	}
+	var target string
+	if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&target); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		var past bool
+		err := conn.QueryRow(context.Background(),
+			`SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'sluice_pg1'`, target).Scan(&past)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if past {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot did not move past %s while only an uncaptured table changed", target)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	scrape := waitHTTP(t, "http://"+addr+"/metrics", 10*time.Second, "scrape", func(code int, _ string) bool { return code == 200 })
+	if v := metricValue(scrape, "sluice_source_lag_bytes"); v < 0 {
+		t.Errorf("no sluice_source_lag_bytes in the scrape")
+	}
+	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != 0 {
+		t.Errorf("heartbeats published %d messages; they must publish none", n)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -128,6 +128,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		Help: "Events and shapes that broke their table's data contract, by policy."}, []string{"source", "table", "policy"})
 	metrics.MustRegister(breaches)
 	pipelineMetrics := sink.NewMetrics(metrics, cfg.Source.Name)
+	if r, ok := src.(interface{ RetainedBytes() int64 }); ok {
+		metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_lag_bytes",
+			ConstLabels: prometheus.Labels{"source": cfg.Source.Name},
+			Help:        "WAL the replication slot holds: how far the slot's position is behind the server's (postgres)."},
+			func() float64 { return float64(r.RetainedBytes()) }))
+	}
 	err = sink.Retry(ctx, log, "read the backfill jobs", wait, func(ctx context.Context) error { return bf.Load(ctx) })
 	if err != nil {
 		return err
@@ -231,6 +237,7 @@ func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault 
 	return postgres.New(ctx, postgres.Config{
 		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys,
 		Slot: cfg.Slot, Publication: cfg.Publication, SignalTable: signalTable, Credentials: creds, Log: log,
+		Heartbeat: cfg.Heartbeat, MaxRetainedWAL: cfg.MaxRetainedWAL,
 	})
 }
 

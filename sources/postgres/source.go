@@ -38,6 +38,13 @@ type Config struct {
 	// SignalTable is schema.table of the backfill watermarks; sluice
 	// creates it and adds it to the publication. Default public.sluice_signal.
 	SignalTable string
+	// Heartbeat: while no captured table changes for this long, sluice
+	// writes a heartbeat row to the signal table, so the slot's position
+	// moves on and an idle database does not keep its WAL. Default 1m.
+	Heartbeat time.Duration
+	// MaxRetainedWAL: a slot holding more WAL than this (bytes) is logged
+	// as a warning. Default 1 GiB.
+	MaxRetainedWAL int64
 	// StatusInterval is how often the acknowledged position is reported to
 	// the server (and the longest it waits to learn of a dead peer).
 	StatusInterval time.Duration
@@ -64,6 +71,10 @@ type Source struct {
 	tables map[string]tableInfo
 	db     string
 	acked  atomic.Uint64 // LSN every change before which is stored
+	// lastCommit is when the stream last saw a commit (unix nanos), and
+	// retained the WAL bytes the slot holds, as the heartbeat last read.
+	lastCommit atomic.Int64
+	retained   atomic.Int64
 	// signal is the watermark table; it is captured but not a user table.
 	signal tableInfo
 
@@ -104,6 +115,12 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	if cfg.SignalTable == "" {
 		cfg.SignalTable = "public.sluice_signal"
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = time.Minute
+	}
+	if cfg.MaxRetainedWAL <= 0 {
+		cfg.MaxRetainedWAL = 1 << 30
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
@@ -278,6 +295,9 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	sources.Opened(h)
 	sctx, expired, stop := login.UntilExpiring(ctx)
 	defer stop()
+	hctx, stopHeartbeat := context.WithCancel(sctx)
+	defer stopHeartbeat()
+	go s.heartbeat(hctx)
 	r := &reader{s: s, h: h, relations: make(map[uint32]*relation)}
 	err = r.loop(sctx, pc)
 	switch {
@@ -408,6 +428,7 @@ func (r *reader) message(ctx context.Context, data []byte) error {
 	case *pglogrepl.BeginMessage:
 		r.tx.pos, r.tx.xid, r.tx.time = sources.Position(m.FinalLSN.String()), m.Xid, m.CommitTime
 	case *pglogrepl.CommitMessage:
+		r.s.lastCommit.Store(time.Now().UnixNano())
 		return r.h.Commit(ctx, sources.Commit{Pos: sources.Position(m.TransactionEndLSN.String()), Time: m.CommitTime})
 	case *pglogrepl.InsertMessage:
 		rel, err := r.rel(m.RelationID)
@@ -508,3 +529,55 @@ func (r *reader) emit(ctx context.Context, rel *relation, op sources.Op, before,
 		CommitTime: r.tx.time,
 	})
 }
+
+// heartbeat keeps an idle slot moving: PostgreSQL sends nothing for
+// transactions that touch no captured table, so without a commit of its
+// own the slot's position would stay put while the WAL grows. It also
+// watches how much WAL the slot holds.
+func (s *Source) heartbeat(ctx context.Context) {
+	s.lastCommit.Store(time.Now().UnixNano())
+	t := time.NewTicker(s.cfg.Heartbeat)
+	defer t.Stop()
+	warned := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, s.lastCommit.Load())) >= s.cfg.Heartbeat {
+			if err := s.WriteSignal(ctx, "heartbeat", ""); err != nil && ctx.Err() == nil {
+				s.cfg.Log.Warn("heartbeat not written; the slot may hold WAL until a captured table changes", "error", err)
+			}
+		}
+		n, err := s.retainedWAL(ctx)
+		if err != nil {
+			continue
+		}
+		s.retained.Store(n)
+		if n > s.cfg.MaxRetainedWAL && !warned {
+			s.cfg.Log.Warn("the replication slot holds a lot of WAL: sluice is behind, or stopped consumers of the slot's position; check sluice status and the database's disk",
+				"slot", s.cfg.Slot, "retained_bytes", n, "threshold", s.cfg.MaxRetainedWAL)
+		}
+		warned = n > s.cfg.MaxRetainedWAL
+	}
+}
+
+func (s *Source) retainedWAL(ctx context.Context) (int64, error) {
+	s.backfillMu.Lock()
+	defer s.backfillMu.Unlock()
+	conn, err := s.backfillConnLocked(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	err = conn.QueryRow(ctx, `SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint FROM pg_replication_slots WHERE slot_name = $1`, s.cfg.Slot).Scan(&n)
+	if err != nil {
+		return 0, s.dropBackfillConnLocked(err)
+	}
+	return n, nil
+}
+
+// RetainedBytes is the WAL the slot holds, as last measured: how far the
+// slot's position is behind the server's.
+func (s *Source) RetainedBytes() int64 { return s.retained.Load() }
