@@ -78,8 +78,8 @@ type SourceConfig struct {
 	Heartbeat   time.Duration       `yaml:"heartbeat"`
 	// MaxRetainedWAL (postgres): past this many bytes of WAL held by the
 	// slot, sluice warns.
-	MaxRetainedWAL int64 `yaml:"max_retained_wal"`
-	Credentials *CredentialsConfig  `yaml:"credentials"`
+	MaxRetainedWAL int64              `yaml:"max_retained_wal"`
+	Credentials    *CredentialsConfig `yaml:"credentials"`
 }
 
 // CredentialsConfig says where the source's login comes from instead of
