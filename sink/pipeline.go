@@ -616,21 +616,7 @@ func (h *handler) breach(ctx context.Context, c *sources.Change, subjects []stri
 	} else {
 		id = h.nextID(c.Pos)
 	}
-	if _, ok := h.skip[id]; ok {
-		delete(h.skip, id)
-		return nil
-	}
-	msg, err := json.Marshal(struct {
-		Contract string          `json:"contract"`
-		Policy   string          `json:"policy"`
-		Reasons  []string        `json:"reasons"`
-		Subject  string          `json:"subject"`
-		Event    json.RawMessage `json:"event"`
-	}{table, policy, reasons, subject, event})
-	if err != nil {
-		return err
-	}
-	return h.p.pub.Publish(ctx, h.p.cfg.Prefix+"."+h.p.cfg.SourceName+"._dlq", id, msg)
+	return h.publishDLQ(ctx, id, table, policy, reasons, subject, event)
 }
 
 // breakingShape reports a new shape that breaks its table's contract,
@@ -647,7 +633,12 @@ func (h *handler) breakingShape(ctx context.Context, table *sources.Table, polic
 		return fmt.Errorf("%w: %s version %d: %s. sluice stops before publishing a change of this shape (contracts.%s.policy is halt): change the contract to the new shape, then start sluice again",
 			schemas.ErrContract, qn, table.Version, strings.Join(reasons, "; "), qn)
 	}
-	id += ":dlq"
+	return h.publishDLQ(ctx, id+":dlq", qn, policy, reasons, subject, event)
+}
+
+// publishDLQ publishes a dead-letter message: the contract, the policy,
+// the reasons, the subject the event was for and the event itself.
+func (h *handler) publishDLQ(ctx context.Context, id, table, policy string, reasons []string, subject string, event []byte) error {
 	if _, ok := h.skip[id]; ok {
 		delete(h.skip, id)
 		return nil
@@ -658,7 +649,7 @@ func (h *handler) breakingShape(ctx context.Context, table *sources.Table, polic
 		Reasons  []string        `json:"reasons"`
 		Subject  string          `json:"subject"`
 		Event    json.RawMessage `json:"event"`
-	}{qn, policy, reasons, subject, event})
+	}{table, policy, reasons, subject, event})
 	if err != nil {
 		return err
 	}
