@@ -11,9 +11,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
+	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/sources"
 )
 
@@ -79,21 +79,10 @@ type Store interface {
 func jobPrefix(source string) string { return "backfill." + source + "." }
 
 // jobKey is one key per table: a table has at most one job at a time.
-func jobKey(source, table string) string { return jobPrefix(source) + keyToken(table) }
+func jobKey(source, table string) string { return jobPrefix(source) + checkpoint.KeyToken(table) }
 
 func gapKey(source string, t time.Time) string {
 	return "gap." + source + "." + t.UTC().Format("20060102T150405.000000000Z")
-}
-
-// keyToken maps a table name to the characters a KV key allows.
-func keyToken(s string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
-			return r
-		}
-		return '_'
-	}, s)
 }
 
 func putJSON(ctx context.Context, st Store, key string, v any) error {

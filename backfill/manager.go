@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/sluice-cdc/sluice/sources"
@@ -201,7 +202,7 @@ func (m *Manager) Start(ctx context.Context, tables []string, where, reason stri
 		}
 		now := time.Now().UTC()
 		j := &Job{
-			ID:     strconv.FormatInt(now.UnixMilli(), 36) + "-" + keyToken(t),
+			ID:     strconv.FormatInt(now.UnixMilli(), 36) + "-" + checkpoint.KeyToken(t),
 			Source: m.cfg.Source, Table: t, Where: where, ChunkSize: m.cfg.ChunkSize, Reason: reason,
 			Estimate: est, State: StateRunning, Started: now, Updated: now,
 		}

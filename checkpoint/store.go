@@ -171,3 +171,15 @@ func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
 	}
 	return keys, nil
 }
+
+// KeyToken maps a name (a table's schema.table) to the characters a key of
+// the bucket allows, for the keys of backfill jobs and table shapes.
+func KeyToken(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			return r
+		}
+		return '_'
+	}, s)
+}

@@ -7,10 +7,10 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/sources"
 )
 
@@ -62,13 +62,7 @@ type Store interface {
 // ShapePrefix is where a table's shapes are kept in the store; the
 // version follows.
 func ShapePrefix(source, qualified string) string {
-	return "schema." + source + "." + strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
-			return r
-		}
-		return '_'
-	}, qualified) + "."
+	return "schema." + source + "." + checkpoint.KeyToken(qualified) + "."
 }
 
 // Change is a new shape of a table that had another before.
