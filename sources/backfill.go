@@ -2,6 +2,7 @@ package sources
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -90,4 +91,25 @@ func ChunkSQL(selectFrom string, keys, placeholders []string, where string, limi
 		b.WriteString(" LIMIT " + strconv.Itoa(limit))
 	}
 	return b.String()
+}
+
+// SignalRow decodes the columns source, kind and id of a signal-table
+// change's row, by name; a column it cannot read stays empty.
+func SignalRow(c *Change) Signal {
+	var sig Signal
+	for i, col := range c.Table.Columns {
+		var v string
+		if i >= len(c.After) || json.Unmarshal(c.After[i], &v) != nil {
+			continue
+		}
+		switch col {
+		case "source":
+			sig.Source = v
+		case "kind":
+			sig.Kind = v
+		case "id":
+			sig.ID = v
+		}
+	}
+	return sig
 }

@@ -256,24 +256,7 @@ func (s *Source) ReadSignal(c *sources.Change) (sources.Signal, bool) {
 	if c == nil || c.Table == nil || c.Table.Schema != s.signal.db || c.Table.Name != s.signal.name {
 		return sources.Signal{}, false
 	}
-	var sig sources.Signal
-	for i, col := range c.Table.Columns {
-		if i >= len(c.After) {
-			break
-		}
-		var v string
-		if json.Unmarshal(c.After[i], &v) != nil {
-			continue
-		}
-		switch col {
-		case "source":
-			sig.Source = v
-		case "kind":
-			sig.Kind = v
-		case "id":
-			sig.ID = v
-		}
-	}
+	sig := sources.SignalRow(c)
 	if sig.Source == "" || sig.Kind == "" || sig.ID == "" {
 		return sources.Signal{}, true
 	}

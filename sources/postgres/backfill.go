@@ -64,25 +64,7 @@ func (s *Source) ReadSignal(c *sources.Change) (sources.Signal, bool) {
 	if c.Table == nil || c.Table.Schema != s.signal.schema || c.Table.Name != s.signal.name {
 		return sources.Signal{}, false
 	}
-	var sig sources.Signal
-	if c.After == nil {
-		return sig, true
-	}
-	for i, col := range c.Table.Columns {
-		var v string
-		if i >= len(c.After) || json.Unmarshal(c.After[i], &v) != nil {
-			continue
-		}
-		switch col {
-		case "source":
-			sig.Source = v
-		case "kind":
-			sig.Kind = v
-		case "id":
-			sig.ID = v
-		}
-	}
-	return sig, true
+	return sources.SignalRow(c), true
 }
 
 // backfillConnLocked returns the backfill connection, opening it when

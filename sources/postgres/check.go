@@ -14,15 +14,7 @@ import (
 // fix, without changing anything: no publication, slot or table is
 // created. An empty list means sluice run can start.
 func Check(ctx context.Context, cfg Config) []string {
-	if cfg.Slot == "" {
-		cfg.Slot = SlotName(cfg.Name)
-	}
-	if cfg.Publication == "" {
-		cfg.Publication = SlotName(cfg.Name)
-	}
-	if cfg.SignalTable == "" {
-		cfg.SignalTable = "public.sluice_signal"
-	}
+	cfg = cfg.withNames()
 	s := &Source{cfg: cfg}
 	login, err := s.login(ctx)
 	if err != nil {

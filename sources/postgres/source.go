@@ -104,9 +104,8 @@ func SlotName(source string) string {
 	return b.String()
 }
 
-// New connects, checks the prerequisites and prepares the publication and
-// the replication slot.
-func New(ctx context.Context, cfg Config) (*Source, error) {
+// withNames fills in the default slot, publication and signal table.
+func (cfg Config) withNames() Config {
 	if cfg.Slot == "" {
 		cfg.Slot = SlotName(cfg.Name)
 	}
@@ -116,6 +115,13 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.SignalTable == "" {
 		cfg.SignalTable = "public.sluice_signal"
 	}
+	return cfg
+}
+
+// New connects, checks the prerequisites and prepares the publication and
+// the replication slot.
+func New(ctx context.Context, cfg Config) (*Source, error) {
+	cfg = cfg.withNames()
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = time.Minute
 	}
