@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/sluice-cdc/sluice/backfill"
+	"github.com/sluice-cdc/sluice/checkpoint"
 )
 
 func backfillCommand() *cobra.Command {
@@ -221,4 +223,24 @@ func rateETA(j backfill.Job) string {
 		out += fmt.Sprintf(", ETA %s", (time.Duration(float64(j.Estimate-j.Rows)/rate) * time.Second).Round(time.Second))
 	}
 	return out
+}
+
+// openControlStore connects as controlClient does and opens the
+// checkpoint bucket, for the commands that read what sluice run keeps.
+func openControlStore(ctx context.Context, cfg Config, conn natsClient, name string) (*nats.Conn, jetstream.JetStream, *checkpoint.Store, error) {
+	nc, err := controlClient(cfg, conn).connect(name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	store, err := checkpoint.Open(ctx, js, cfg.Checkpoint.Bucket, cfg.Stream.Replicas)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	return nc, js, store, nil
 }

@@ -7,10 +7,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/schemas"
 )
 
@@ -44,19 +42,11 @@ func schemaCommand() *cobra.Command {
 }
 
 func printSchema(ctx context.Context, w io.Writer, cfg Config, conn natsClient, table string, version int, shape bool) error {
-	nc, err := controlClient(cfg, conn).connect("sluice-schema")
+	nc, _, store, err := openControlStore(ctx, cfg, conn, "sluice-schema")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	store, err := checkpoint.Open(ctx, js, cfg.Checkpoint.Bucket, cfg.Stream.Replicas)
-	if err != nil {
-		return err
-	}
 	shapes, err := schemas.LoadShapes(ctx, store, cfg.Source.Name, table)
 	if err != nil {
 		return err

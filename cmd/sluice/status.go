@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-cdc/sluice/backfill"
-	"github.com/sluice-cdc/sluice/checkpoint"
 )
 
 // Status is what sluice status reports (its --json form).
@@ -77,17 +76,13 @@ func statusCommand() *cobra.Command {
 
 func readStatus(ctx context.Context, cfg Config, conn natsClient) (Status, error) {
 	st := Status{Source: cfg.Source.Name, Stream: cfg.Stream.Name, Partitions: make([]uint64, cfg.Stream.Partitions)}
-	nc, err := controlClient(cfg, conn).connect("sluice-status")
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	nc, js, store, err := openControlStore(ctx, cfg, conn, "sluice-status")
 	if err != nil {
 		return st, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return st, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	stream, err := js.Stream(ctx, cfg.Stream.Name)
 	if err != nil {
 		return st, fmt.Errorf("stream %s: %w (has sluice run started with this config?)", cfg.Stream.Name, err)
@@ -107,10 +102,6 @@ func readStatus(ctx context.Context, cfg Config, conn natsClient) (Status, error
 			st.Other = map[string]int64{}
 		}
 		st.Other[last] += int64(n)
-	}
-	store, err := checkpoint.Open(ctx, js, cfg.Checkpoint.Bucket, cfg.Stream.Replicas)
-	if err != nil {
-		return st, err
 	}
 	cp, ok, err := store.Load(ctx, cfg.Source.Name)
 	if err != nil {
