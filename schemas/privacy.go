@@ -104,16 +104,6 @@ func NewPrivacy(columns map[string]string, hashKey []byte) (*Privacy, error) {
 	return p, nil
 }
 
-// Tables lists the tables that have a policy, as schema.table.
-func (p *Privacy) Tables() []string {
-	out := make([]string, 0, len(p.tables))
-	for t := range p.tables {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // Change returns c with its values rewritten, or c itself when its table
 // has no policy. Unchanged (TOASTed) values stay unknown, NULL stays NULL.
 func (p *Privacy) Change(c *sources.Change) (*sources.Change, error) {
