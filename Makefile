@@ -8,7 +8,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VAULT_VERSION := 1.13.0
 VAULT_BIN     ?= $(HOME)/.cache/sluice/vault-$(VAULT_VERSION)/vault
 
-.PHONY: build demo demo-mysql test deps vet vault
+.PHONY: build demo demo-mysql bench test deps vet vault
 
 # One static binary: no cgo.
 build:
@@ -22,6 +22,13 @@ demo: deps build
 # The same demo on a private MariaDB (binlog, GTIDs).
 demo-mysql: deps build
 	$(GO) run ./cmd/sluice-demo --sluice bin/sluice --mysql
+
+# Measures sluice against pg_recvlogical, a bare binlog reader and JetStream
+# alone, on this machine (README "Performance"); BENCH_ARGS="--rows 200000 --json".
+bench: deps build
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/sluice-bench ./cmd/sluice-bench
+	bin/sluice-bench pg $(BENCH_ARGS)
+	bin/sluice-bench mysql $(BENCH_ARGS)
 
 # Everything CI runs.
 test: deps vault vet

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,17 +34,27 @@ type Acked struct {
 // failed publish is repaired by reading the stream's last sequence and
 // republishing everything after it. Nothing is skipped and per-key order
 // survives retries, leader elections and reconnects.
+//
+// The same chain lets acks be batched: only the last message of each burst
+// (and every ackEvery-th) asks for an ack. A stored message proves that its
+// predecessor was stored, so one ack vouches for every message before it,
+// and a message lost or refused without an ack breaks the chain, which the
+// next ack reports as an error.
 type Publisher struct {
-	js      jetstream.JetStream
-	stream  jetstream.Stream
-	window  int
-	in      chan *entry
-	onAcked func(Acked)
-	log     *slog.Logger
+	js       jetstream.JetStream
+	nc       *nats.Conn
+	stream   jetstream.Stream
+	window   int
+	ackEvery int
+	in       chan *entry
+	onAcked  func(Acked)
+	log      *slog.Logger
 	// Owned by Run once it starts.
-	storedSeq uint64 // last sequence the stream is known to hold
-	nextSeq   uint64 // sequence the next published message must get
-	failures  int    // consecutive failed publishes
+	storedSeq uint64   // last sequence the stream is known to hold
+	nextSeq   uint64   // sequence the next published message must get
+	failures  int      // consecutive failed publishes
+	waiting   []*entry // messages that asked for an ack not yet received, in order
+	sinceAck  int      // messages published since the last one that asked for an ack
 }
 
 // entry is a message to publish, or a marker that resolves once every
@@ -51,10 +62,10 @@ type Publisher struct {
 type entry struct {
 	msg   *nats.Msg
 	id    string
-	seq   uint64 // stream sequence the message must get
-	fut   jetstream.PubAckFuture
-	acked *Acked        // commit marker
-	done  chan struct{} // flush marker
+	seq   uint64                 // stream sequence the message must get
+	fut   jetstream.PubAckFuture // set while an ack asked for is outstanding
+	acked *Acked                 // commit marker
+	done  chan struct{}          // flush marker
 }
 
 // PublisherConfig configures a Publisher.
@@ -79,8 +90,10 @@ func NewPublisher(ctx context.Context, js jetstream.JetStream, stream jetstream.
 	}
 	return &Publisher{
 		js:        js,
+		nc:        js.Conn(),
 		stream:    stream,
 		window:    cfg.Window,
+		ackEvery:  max(cfg.Window/16, 1),
 		in:        make(chan *entry, 1024),
 		onAcked:   cfg.OnAcked,
 		log:       cfg.Log,
@@ -141,48 +154,45 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		var okc <-chan *jetstream.PubAck
 		var errc <-chan error
-		if len(q) > 0 {
-			okc, errc = q[0].fut.Ok(), q[0].fut.Err()
+		if len(p.waiting) > 0 {
+			okc, errc = p.waiting[0].fut.Ok(), p.waiting[0].fut.Err()
 		}
 		var err error
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case e := <-in:
-			if e.msg != nil {
-				p.publish(e)
-				inflight++
-			}
-			q = append(q, e)
+			n := 0
+			q, n = p.take(e, q, inflight)
+			inflight += n
 			continue
 		case ack := <-okc:
-			q[0].fut = nil
-			if !ack.Duplicate && ack.Sequence == q[0].seq {
-				p.storedSeq = ack.Sequence
+			e := p.pop()
+			if !ack.Duplicate && ack.Sequence == e.seq {
 				p.failures = 0
-				q[0] = nil
-				q = q[1:]
-				inflight--
+				var n int
+				q, n = p.stored(q, e.seq)
+				inflight -= n
 				continue
 			}
-			if ack.Duplicate {
+			if ack.Duplicate && len(q) > 0 && q[0] == e {
 				// Stored long ago under this id (a replay that no checkpoint
 				// covered): it is in the stream, so it counts as delivered,
 				// but the messages behind it were sent expecting its sequence.
 				p.log.Warn("message already in the stream; dropped as duplicate",
-					"msg_id", q[0].id, "seq", ack.Sequence)
+					"msg_id", e.id, "seq", ack.Sequence)
 				q[0] = nil
 				q = q[1:]
-			} else {
+			} else if !ack.Duplicate {
 				p.log.Warn("stream sequence differs from prediction; resynchronising",
-					"msg_id", q[0].id, "want_seq", q[0].seq, "got_seq", ack.Sequence)
+					"msg_id", e.id, "want_seq", e.seq, "got_seq", ack.Sequence)
 			}
 			q, err = p.repair(ctx, q)
 		case perr := <-errc:
-			q[0].fut = nil
+			e := p.pop()
 			p.failures++
 			p.log.Warn("publish failed; republishing from the stream's last stored message",
-				"msg_id", q[0].id, "subject", q[0].msg.Subject, "attempt", p.failures, "error", perr)
+				"msg_id", e.id, "subject", e.msg.Subject, "attempt", p.failures, "error", perr)
 			if err = sleep(ctx, backoff(p.failures)); err == nil {
 				q, err = p.repair(ctx, q)
 			}
@@ -194,23 +204,81 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 }
 
+// take queues e and whatever else is already waiting, as far as the window
+// allows, and publishes their messages: the burst's last message asks for an
+// ack, so a marker at its end resolves without waiting for more. It returns
+// the queue and how many messages it published.
+func (p *Publisher) take(e *entry, q []*entry, inflight int) ([]*entry, int) {
+	from := len(q)
+	q = append(q, e)
+	n := 0
+	if e.msg != nil {
+		n++
+	}
+drain:
+	for inflight+n < p.window {
+		select {
+		case e := <-p.in:
+			q = append(q, e)
+			if e.msg != nil {
+				n++
+			}
+		default:
+			break drain
+		}
+	}
+	left := n
+	for _, e := range q[from:] {
+		if e.msg == nil {
+			continue
+		}
+		left--
+		p.publish(e, left == 0 || p.sinceAck+1 >= p.ackEvery)
+	}
+	return q, n
+}
+
+// pop takes the oldest outstanding ack request, whose future has settled.
+func (p *Publisher) pop() *entry {
+	e := p.waiting[0]
+	p.waiting[0] = nil
+	p.waiting = p.waiting[1:]
+	e.fut = nil
+	return e
+}
+
+// stored drops the queued messages up to sequence seq, which the stream
+// holds, resolving the markers between them in order. It returns the queue
+// and how many messages it dropped.
+func (p *Publisher) stored(q []*entry, seq uint64) ([]*entry, int) {
+	n := 0
+	for len(q) > 0 && (q[0].msg == nil || q[0].seq <= seq) {
+		if q[0].msg == nil {
+			p.resolveMarker(q[0])
+		} else {
+			p.storedSeq = q[0].seq
+			n++
+		}
+		q[0] = nil
+		q = q[1:]
+	}
+	return q, n
+}
+
 // repair brings the queue in line with what the stream holds after a failed
 // or surprising publish: it lets every publish in flight settle, reads the
 // stream's last sequence, drops the queued messages the stream already has
 // (a prefix, thanks to the sequence guard) and republishes the rest in order.
 func (p *Publisher) repair(ctx context.Context, q []*entry) ([]*entry, error) {
-	for _, e := range q {
-		if e.fut == nil {
-			continue
-		}
+	for len(p.waiting) > 0 {
 		// Each future settles within the async-publish ack timeout.
 		select {
-		case <-e.fut.Ok():
-		case <-e.fut.Err():
+		case <-p.waiting[0].fut.Ok():
+		case <-p.waiting[0].fut.Err():
 		case <-ctx.Done():
 			return q, ctx.Err()
 		}
-		e.fut = nil
+		p.pop()
 	}
 	var last uint64
 	for attempt := 1; ; attempt++ {
@@ -253,38 +321,44 @@ func (p *Publisher) repair(ctx context.Context, q []*entry) ([]*entry, error) {
 				ErrForeignWriter, last, got, want)
 		}
 	}
-	// Resolve what is stored, in order, then republish the rest.
-	for len(q) > 0 && (q[0].msg == nil || q[0].seq <= last) {
-		if q[0].msg == nil {
-			p.resolveMarker(q[0])
-		} else {
-			p.storedSeq = q[0].seq
-		}
-		q[0] = nil
-		q = q[1:]
-	}
+	// Resolve what is stored, in order, then republish the rest, each
+	// asking for its ack: repairs are rare, and a duplicate among them
+	// must show as such rather than as a broken chain.
+	q, _ = p.stored(q, last)
 	p.storedSeq = last
 	p.nextSeq = last + 1
 	for _, e := range q {
 		if e.msg != nil {
-			p.publish(e)
+			p.publish(e, true)
 		}
 	}
 	return q, nil
 }
 
 // publish sends e with the stream sequence it must land on, so JetStream
-// refuses it unless every earlier message is stored.
-func (p *Publisher) publish(e *entry) {
+// refuses it unless every earlier message is stored. Without ack, it is
+// sent without a reply subject and JetStream answers nothing.
+func (p *Publisher) publish(e *entry, ack bool) {
 	e.seq = p.nextSeq
 	p.nextSeq++
-	fut, err := p.js.PublishMsgAsync(e.msg, jetstream.WithExpectLastSequence(e.seq-1))
+	var err error
+	if !ack {
+		e.msg.Reply = ""
+		e.msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(e.seq-1, 10))
+		if err = p.nc.PublishMsg(e.msg); err == nil {
+			p.sinceAck++
+			return
+		}
+	} else {
+		e.fut, err = p.js.PublishMsgAsync(e.msg, jetstream.WithExpectLastSequence(e.seq-1))
+	}
 	if err != nil {
 		// Not even sent (connection closed, too many pending): a future that
 		// fails at once sends it through repair like any other failure.
-		fut = newFailedFuture(e.msg, err)
+		e.fut = newFailedFuture(e.msg, err)
 	}
-	e.fut = fut
+	p.waiting = append(p.waiting, e)
+	p.sinceAck = 0
 }
 
 func (p *Publisher) resolveMarker(e *entry) {

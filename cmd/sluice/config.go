@@ -35,6 +35,9 @@ type Config struct {
 // HTTPConfig is the port of /metrics, /healthz and /readyz.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"` // host:port; empty = no HTTP port
+	// PProf serves Go's profiles on /debug/pprof/ too: for diagnosing a
+	// slow or growing sluice, on a port only operators can reach.
+	PProf bool `yaml:"pprof"`
 }
 
 // PrivacyConfig hides column values before events leave sluice.
@@ -163,7 +166,7 @@ func defaults() Config {
 		NATS:   NATSConfig{Listen: "127.0.0.1:4222", StoreDir: "./data", MaxPayload: 8 << 20, StartupTimeout: time.Minute},
 		Stream: StreamConfig{
 			SubjectPrefix: "cdc", Partitions: 8, Replicas: 1,
-			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: 2 * time.Minute, Window: 4096,
+			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: time.Second, Window: 4096,
 			HotPartitionFactor: 3, HotPartitionWindow: time.Minute,
 		},
 		Checkpoint: CheckpointConfig{Bucket: "sluice_checkpoints", Interval: 250 * time.Millisecond},
@@ -396,8 +399,8 @@ func (c Config) Validate() error {
 	if c.Stream.Window < 1 {
 		add("stream.max_in_flight must be at least 1")
 	}
-	if c.Stream.DuplicateWindow <= 0 {
-		add("stream.duplicate_window must be positive, e.g. 2m")
+	if c.Stream.DuplicateWindow < 100*time.Millisecond {
+		add("stream.duplicate_window %s: use at least 100ms, JetStream's minimum (default 1s)", c.Stream.DuplicateWindow)
 	}
 	if c.Checkpoint.Interval <= 0 {
 		add("checkpoint.interval must be positive, e.g. 250ms")

@@ -16,7 +16,7 @@ stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Stream.Name != "SLUICE_PG1" || cfg.Stream.DuplicateWindow != 2*time.Minute || cfg.Checkpoint.Bucket != "sluice_checkpoints" {
+	if cfg.Stream.Name != "SLUICE_PG1" || cfg.Stream.DuplicateWindow != time.Second || cfg.Checkpoint.Bucket != "sluice_checkpoints" {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,10 +19,10 @@ import (
 	"github.com/sluice-cdc/sluice/sink"
 )
 
-// serveHTTP serves /metrics, /healthz and /readyz on cfg.Listen until ctx
-// ends. Ready means the source has its log open, the last checkpoint write
-// succeeded and JetStream answers.
-func serveHTTP(ctx context.Context, listen string, reg *prometheus.Registry, m *sink.Metrics, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) error {
+// serveHTTP serves /metrics, /healthz and /readyz (and, when asked,
+// /debug/pprof/) on cfg.Listen until ctx ends. Ready means the source has
+// its log open, the last checkpoint write succeeded and JetStream answers.
+func serveHTTP(ctx context.Context, cfg HTTPConfig, reg *prometheus.Registry, m *sink.Metrics, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -46,9 +47,18 @@ func serveHTTP(ctx context.Context, listen string, reg *prometheus.Registry, m *
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	ln, err := net.Listen("tcp", listen)
+	paths := "/metrics /healthz /readyz"
+	if cfg.PProf {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		paths += " /debug/pprof/"
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("http.listen %s: %w (is another process using the port? choose another)", listen, err)
+		return fmt.Errorf("http.listen %s: %w (is another process using the port? choose another)", cfg.Listen, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -62,6 +72,6 @@ func serveHTTP(ctx context.Context, listen string, reg *prometheus.Registry, m *
 			log.Error("http server stopped", "error", err)
 		}
 	}()
-	log.Info("http listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	log.Info("http listening", "addr", ln.Addr().String(), "paths", paths)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -28,6 +29,7 @@ func runCommand() *cobra.Command {
 	var (
 		configPath string
 		tables     []string
+		cpuProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
@@ -38,6 +40,13 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cpuProfile != "" {
+				stopProfile, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stopProfile()
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return run(ctx, cfg, newLogger(cfg.Log), tables...)
@@ -45,7 +54,21 @@ func runCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", "sluice.yaml", "config file")
 	cmd.Flags().StringSliceVar(&tables, "backfill", nil, "backfill these tables (schema.table, comma-separated) alongside streaming; an unfinished backfill of a table resumes instead of starting over")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) of the whole run to this file when sluice stops")
 	return cmd
+}
+
+// startCPUProfile profiles until the returned func is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // run is sluice run: it returns nil after a clean shutdown. It backfills
@@ -179,7 +202,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	go pipelineMetrics.WatchSkew(bctx, metrics, cfg.Stream.Partitions,
 		sink.SkewConfig{Factor: cfg.Stream.HotPartitionFactor, Window: cfg.Stream.HotPartitionWindow}, log)
 	if cfg.HTTP.Listen != "" {
-		if err := serveHTTP(bctx, cfg.HTTP.Listen, metrics, pipelineMetrics, nc, js, log); err != nil {
+		if err := serveHTTP(bctx, cfg.HTTP, metrics, pipelineMetrics, nc, js, log); err != nil {
 			return err
 		}
 	}

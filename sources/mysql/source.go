@@ -211,7 +211,12 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		// Reconnects go through the pipeline, which resumes from what is
 		// stored; the syncer's own retry would resume from what was read.
 		DisableRetrySync: true,
-		Logger:           slog.New(warnOnly{s.cfg.Log.Handler()}),
+		// go-mysql reads ahead up to this many decoded events (10,240 by
+		// default: hundreds of MB of rows when a big transaction streams
+		// faster than JetStream takes it). The publish window is the
+		// buffer that matters; this one only has to keep the reader busy.
+		EventCacheCount: 256,
+		Logger:          slog.New(warnOnly{s.cfg.Log.Handler()}),
 	})
 	defer syncer.Close()
 	var streamer *replication.BinlogStreamer

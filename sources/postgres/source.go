@@ -363,6 +363,8 @@ type reader struct {
 
 func (r *reader) loop(ctx context.Context, pc *pgconn.PgConn) error {
 	nextStatus := time.Now()
+	var dl deadlineCtx
+	defer dl.stop()
 	for {
 		if time.Now().After(nextStatus) {
 			if err := r.s.sendStatus(ctx, pc); err != nil {
@@ -370,9 +372,7 @@ func (r *reader) loop(ctx context.Context, pc *pgconn.PgConn) error {
 			}
 			nextStatus = time.Now().Add(r.s.cfg.StatusInterval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
-		msg, err := pc.ReceiveMessage(rctx)
-		cancel()
+		msg, err := pc.ReceiveMessage(dl.until(ctx, nextStatus))
 		if err != nil {
 			if pgconn.Timeout(err) && ctx.Err() == nil {
 				continue
@@ -393,6 +393,29 @@ func (r *reader) loop(ctx context.Context, pc *pgconn.PgConn) error {
 		default:
 			return fmt.Errorf("unexpected replication message %T", msg)
 		}
+	}
+}
+
+// deadlineCtx is one deadline context per status interval rather than per
+// message: at 100k messages/s a context and a timer each is measurable.
+type deadlineCtx struct {
+	ctx      context.Context
+	deadline time.Time
+	cancel   context.CancelFunc
+}
+
+func (d *deadlineCtx) until(parent context.Context, t time.Time) context.Context {
+	if d.ctx == nil || !d.deadline.Equal(t) {
+		d.stop()
+		d.deadline = t
+		d.ctx, d.cancel = context.WithDeadline(parent, t)
+	}
+	return d.ctx
+}
+
+func (d *deadlineCtx) stop() {
+	if d.cancel != nil {
+		d.cancel()
 	}
 }
 

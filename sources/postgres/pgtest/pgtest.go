@@ -134,6 +134,9 @@ func New(t testing.TB, opts ...Options) *Server {
 func (s *Server) Port() int   { return s.port }
 func (s *Server) Dir() string { return s.dir }
 
+// BinDir is where the server's binaries are (pg_recvlogical among them).
+func (s *Server) BinDir() string { return s.bin }
+
 // DSN returns a URL for database db as the superuser over loopback TCP,
 // with the password if the server has one.
 func (s *Server) DSN(db string) string {

@@ -1,0 +1,367 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+)
+
+// database is what the bench needs of the database under sluice.
+type database interface {
+	sourceYAML() string
+	// prepareBaseline readies the baseline reader at the current end of
+	// the log, before the backlog is written.
+	prepareBaseline(ctx context.Context) (baseline, error)
+	// load commits rows [from, from+n), txSize rows a transaction.
+	load(ctx context.Context, from, n, txSize, rowBytes int, progress func(int)) error
+	// bigTx commits rows [from, from+n) in one transaction.
+	bigTx(ctx context.Context, from, n, rowBytes int) error
+	// insertOne commits one row in its own transaction.
+	insertOne(ctx context.Context, id int, payload string) error
+	close()
+}
+
+// baseline reads the backlog the way the database's own tools do.
+type baseline interface {
+	name() string
+	// read reads the n events written since prepareBaseline.
+	read(ctx context.Context, n int) (time.Duration, error)
+}
+
+const streamName = "SLUICE_BENCH"
+
+// run is one bench run's shared state.
+type run struct {
+	o       options
+	dir     string
+	db      database
+	config  string
+	natsURL string
+	http    string
+	cluster *clusterNodes
+	warmSeq uint64 // the stream's last sequence before the backlog
+}
+
+func bench(ctx context.Context, o options) (*result, error) {
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("--profile: %w", err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	r := &run{o: o, dir: dir}
+	res := &result{Kind: o.kind, Rows: o.rows, RowBytes: o.rowBytes, TxSize: o.txSize,
+		Partitions: o.partitions, Replicas: o.replicas, Sluice: o.sluiceBin}
+
+	step("starting a private %s", map[string]string{"pg": "PostgreSQL", "mysql": "MariaDB"}[o.kind])
+	switch o.kind {
+	case "pg":
+		r.db, err = startPostgres(ctx, dir, o.rowBytes)
+	default:
+		r.db, err = startMySQL(ctx, dir, o.rowBytes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer r.db.close()
+	if err := r.writeConfig(); err != nil {
+		return nil, err
+	}
+	defer r.cluster.stop()
+
+	// A first run creates the slot, publication and stream, and leaves a
+	// checkpoint, so the backlog written next is read from the log.
+	step("first start of sluice: slot, stream and checkpoint")
+	if err := r.warmUp(ctx); err != nil {
+		return nil, err
+	}
+	base, err := r.db.prepareBaseline(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	step("writing the backlog: %d rows of %d bytes, %d rows a transaction, sluice stopped", o.rows, o.rowBytes, o.txSize)
+	start := time.Now()
+	bar := newBar(o.rows, "rows")
+	if err := r.db.load(ctx, 1, o.rows, o.txSize, o.rowBytes, func(n int) { _ = bar.Add(n) }); err != nil {
+		return nil, err
+	}
+	_ = bar.Finish()
+	res.LoadSeconds = time.Since(start).Seconds()
+
+	step("%s reads the backlog", base.name())
+	took, err := base.read(ctx, o.rows)
+	if err != nil {
+		return nil, err
+	}
+	res.Baseline = base.name()
+	res.BaselineRate = float64(o.rows) / took.Seconds()
+
+	step("sluice reads the backlog and publishes it")
+	size, err := r.catchUp(ctx, res)
+	if err != nil {
+		return nil, err
+	}
+
+	step("embedded JetStream alone takes %d messages of %d bytes (async publish, Nats-Msg-Id)", o.rows, size.data)
+	if res.JetStreamRate, err = jetStreamLimit(ctx, filepath.Join(dir, "limit"), o, size, true); err != nil {
+		return nil, err
+	}
+	if res.JetStreamNoIDRate, err = jetStreamLimit(ctx, filepath.Join(dir, "limit-noid"), o, size, false); err != nil {
+		return nil, err
+	}
+
+	step("latency: %d rows/s, one per transaction, for %s", o.latencyRate, o.latencyFor)
+	next := o.rows + 1
+	if res.Latency, err = r.latency(ctx, next); err != nil {
+		return nil, err
+	}
+	next += res.Latency.Rows
+
+	if o.bigTxRows > 0 {
+		step("one transaction of %d rows", o.bigTxRows)
+		if res.BigTx, err = r.bigTx(ctx, next); err != nil {
+			return nil, err
+		}
+	}
+	res.finish()
+	return res, nil
+}
+
+// writeConfig writes sluice's config: the database, the embedded NATS (in a
+// cluster with two in-process nodes for --replicas 3) and an HTTP port.
+func (r *run) writeConfig() error {
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if r.http, err = freeAddr(); err != nil {
+		return err
+	}
+	r.natsURL = "nats://" + natsAddr
+	clusterYAML := ""
+	if r.o.replicas > 1 {
+		if r.cluster, err = startClusterNodes(filepath.Join(r.dir, "nats-peers"), r.o.replicas); err != nil {
+			return err
+		}
+		clusterYAML = fmt.Sprintf(", server_name: n1, cluster: {name: %s, listen: %q, routes: [%s]}",
+			clusterName, r.cluster.ownRoute, strings.Join(r.cluster.routes, ", "))
+	}
+	cfg := fmt.Sprintf(`source: %s
+nats: {listen: %q, store_dir: %q%s}
+stream: {partitions: %d, replicas: %d}
+http: {listen: %q, pprof: true}
+`, r.db.sourceYAML(), natsAddr, filepath.Join(r.dir, "nats"), clusterYAML, r.o.partitions, r.o.replicas, r.http)
+	r.config = filepath.Join(r.dir, "sluice.yaml")
+	return os.WriteFile(r.config, []byte(cfg), 0o600)
+}
+
+// profile is where a profile goes, or "" without --profile.
+func (r *run) profile(name string) string {
+	if r.o.profileDir == "" {
+		return ""
+	}
+	return filepath.Join(r.o.profileDir, name+".pprof")
+}
+
+func (r *run) logPath() string { return filepath.Join(r.dir, "sluice.log") }
+
+func (r *run) start(ctx context.Context, cpuProfile string) (*sluiceProc, *nats.Conn, jetstream.Stream, error) {
+	p, err := startSluice(r.o.sluiceBin, r.config, r.logPath(), r.http, cpuProfile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := p.waitReady(ctx); err != nil {
+		_ = p.stop()
+		return nil, nil, nil, err
+	}
+	nc, err := nats.Connect(r.natsURL)
+	if err != nil {
+		_ = p.stop()
+		return nil, nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		_ = p.stop()
+		return nil, nil, nil, err
+	}
+	s, err := js.Stream(ctx, streamName)
+	if err != nil {
+		nc.Close()
+		_ = p.stop()
+		return nil, nil, nil, fmt.Errorf("sluice's stream: %w", err)
+	}
+	return p, nc, s, nil
+}
+
+// warmUp runs sluice once until it has published one row, then stops it.
+func (r *run) warmUp(ctx context.Context) error {
+	p, nc, s, err := r.start(ctx, "")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := r.db.insertOne(ctx, 0, payload(0, r.o.rowBytes-8)); err != nil {
+		_ = p.stop()
+		return err
+	}
+	if _, err := waitLastSeq(ctx, s, 1, p); err != nil {
+		_ = p.stop()
+		return err
+	}
+	// The warm-up row is all there is to publish: the backlog starts
+	// after it.
+	info, err := s.Info(ctx)
+	if err != nil {
+		_ = p.stop()
+		return err
+	}
+	r.warmSeq = info.State.LastSeq
+	return p.stop()
+}
+
+// msgSize is the size of sluice's messages, which the JetStream limit
+// publishes alike.
+type msgSize struct{ data, id int }
+
+// catchUp starts sluice on the backlog and times it from its first stored
+// event to its last, by the stream's own store times.
+func (r *run) catchUp(ctx context.Context, res *result) (msgSize, error) {
+	p, nc, s, err := r.start(ctx, r.profile("catch-up.cpu"))
+	if err != nil {
+		return msgSize{}, err
+	}
+	defer nc.Close()
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = p.stop()
+		}
+	}()
+	first := r.warmSeq + 1
+	want := first + uint64(r.o.rows) - 1
+	if _, err := waitLastSeq(ctx, s, want, p); err != nil {
+		return msgSize{}, err
+	}
+	a, err := s.GetMsg(ctx, first)
+	if err != nil {
+		return msgSize{}, err
+	}
+	z, err := s.GetMsg(ctx, want)
+	if err != nil {
+		return msgSize{}, err
+	}
+	res.SluiceSeconds = z.Time.Sub(a.Time).Seconds()
+	res.SluiceRate = float64(r.o.rows-1) / res.SluiceSeconds
+	if res.CatchUpPeakRSS, err = p.peakRSS(); err != nil {
+		return msgSize{}, err
+	}
+	if err := p.heapProfile(r.profile("catch-up.heap")); err != nil {
+		return msgSize{}, err
+	}
+	// Nothing more than the backlog: no event twice.
+	time.Sleep(500 * time.Millisecond)
+	info, err := s.Info(ctx)
+	if err != nil {
+		return msgSize{}, err
+	}
+	if info.State.LastSeq != want {
+		return msgSize{}, fmt.Errorf("sluice stored %d messages for a backlog of %d rows", info.State.LastSeq-first+1, r.o.rows)
+	}
+	stopped = true
+	if err := p.stop(); err != nil {
+		return msgSize{}, err
+	}
+	return msgSize{data: len(z.Data), id: len(z.Header.Get(jetstream.MsgIDHeader))}, nil
+}
+
+// waitLastSeq waits until the stream's last sequence reaches seq.
+func waitLastSeq(ctx context.Context, s jetstream.Stream, seq uint64, p *sluiceProc) (time.Time, error) {
+	deadline := time.Now().Add(30 * time.Minute)
+	for {
+		info, err := s.Info(ctx)
+		if err == nil && info.State.LastSeq >= seq {
+			return time.Now(), nil
+		}
+		select {
+		case <-p.done:
+			return time.Time{}, fmt.Errorf("sluice exited (%v); its log:\n%s", p.err, tail(p.logPath, 20))
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, errors.New("sluice did not publish everything within 30m")
+		}
+	}
+}
+
+// bigTx commits one transaction of BigTxRows rows while sluice runs, and
+// reads sluice's peak RSS once all of it is stored.
+func (r *run) bigTx(ctx context.Context, from int) (*bigTxResult, error) {
+	p, nc, s, err := r.start(ctx, r.profile("big-tx.cpu"))
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	defer p.stop()
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	idle, err := p.peakRSS()
+	if err != nil {
+		return nil, err
+	}
+	n := r.o.bigTxRows
+	if err := r.db.bigTx(ctx, from, n, r.o.rowBytes); err != nil {
+		return nil, fmt.Errorf("write the big transaction: %w", err)
+	}
+	committed := time.Now()
+	done, err := waitLastSeq(ctx, s, info.State.LastSeq+uint64(n), p)
+	if err != nil {
+		return nil, err
+	}
+	peak, err := p.peakRSS()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.heapProfile(r.profile("big-tx.heap")); err != nil {
+		return nil, err
+	}
+	return &bigTxResult{Rows: n, IdleRSS: idle, PeakRSS: peak,
+		CommitToLastAck: done.Sub(committed).Seconds()}, nil
+}
+
+func step(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
+}
+
+// newBar is a progress bar on a terminal, and silent otherwise.
+func newBar(n int, unit string) *progressbar.ProgressBar {
+	if !term.IsTerminal(int(os.Stderr.Fd())) {
+		return progressbar.DefaultSilent(int64(n))
+	}
+	return progressbar.NewOptions64(int64(n),
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString(unit),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionFullWidth(),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(os.Stderr) }))
+}

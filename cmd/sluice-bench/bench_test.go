@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// buildSluice builds the sluice binary the bench runs.
+func buildSluice(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sluice")
+	out, err := exec.Command("go", "build", "-o", bin, "../sluice").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build sluice: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestBench runs the whole bench, small, on both databases, and checks
+// that every figure is there and consistent, and that --json carries a
+// numeric ratio.
+func TestBench(t *testing.T) {
+	bin := buildSluice(t)
+	for _, kind := range []string{"pg", "mysql"} {
+		t.Run(kind, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			profiles := t.TempDir()
+			o := options{kind: kind, rows: 5000, rowBytes: 100, txSize: 50, partitions: 4, replicas: 1,
+				latencyRate: 400, latencyFor: time.Second, bigTxRows: 20000, sluiceBin: bin, profileDir: profiles}
+			if err := o.validate(); err != nil {
+				t.Fatal(err)
+			}
+			r, err := bench(ctx, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, v := range map[string]float64{"sluice": r.SluiceRate, "baseline": r.BaselineRate,
+				"jetstream": r.JetStreamRate, "jetstream without ids": r.JetStreamNoIDRate} {
+				if v <= 0 {
+					t.Errorf("%s rate = %v, want > 0", name, v)
+				}
+			}
+			if want := r.SluiceRate / min(r.BaselineRate, r.JetStreamRate); r.Ratio != want {
+				t.Errorf("ratio = %v, want sluice over the slower limit = %v", r.Ratio, want)
+			}
+			if l := r.Latency; l == nil || l.Measured != 400 || l.P50ms > l.P99ms || l.P99ms > l.MaxMs || l.PeakRSS <= 0 {
+				t.Errorf("latency = %+v, want 400 measured rows with p50 <= p99 <= max", l)
+			}
+			if b := r.BigTx; b == nil || b.Rows != 20000 || b.PeakRSS < b.IdleRSS || b.IdleRSS <= 0 || b.CommitToLastAck <= 0 {
+				t.Errorf("big transaction = %+v", b)
+			}
+			if r.CatchUpPeakRSS <= 0 {
+				t.Errorf("catch-up peak RSS = %d", r.CatchUpPeakRSS)
+			}
+			for _, p := range []string{"catch-up.cpu", "catch-up.heap", "big-tx.cpu", "big-tx.heap"} {
+				if st, err := os.Stat(filepath.Join(profiles, p+".pprof")); err != nil || st.Size() == 0 {
+					t.Errorf("profile %s: %v", p, err)
+				}
+			}
+
+			var buf bytes.Buffer
+			if err := r.writeJSON(&buf); err != nil {
+				t.Fatal(err)
+			}
+			var got map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+				t.Fatal(err)
+			}
+			if ratio, ok := got["ratio"].(float64); !ok || ratio != r.Ratio {
+				t.Errorf("JSON ratio = %v (%T), want the number %v", got["ratio"], got["ratio"], r.Ratio)
+			}
+			buf.Reset()
+			r.writeText(&buf)
+			for _, want := range []string{"ratio (over the slower limit)", "p99", "peak RSS"} {
+				if !strings.Contains(buf.String(), want) {
+					t.Errorf("text report lacks %q:\n%s", want, buf.String())
+				}
+			}
+		})
+	}
+}
+
+func TestOptionsErrorsNameTheFix(t *testing.T) {
+	base := options{kind: "pg", rows: 1, rowBytes: 100, txSize: 1, partitions: 1, replicas: 1,
+		latencyRate: 1, latencyFor: time.Second, sluiceBin: os.Args[0]}
+	for _, c := range []struct {
+		change func(*options)
+		want   string
+	}{
+		{func(o *options) { o.kind = "oracle" }, "use pg or mysql"},
+		{func(o *options) { o.rowBytes = 4 }, "--row-bytes 4: use at least 9"},
+		{func(o *options) { o.replicas = 2 }, "--replicas 2: use 1 or 3"},
+		{func(o *options) { o.sluiceBin = "/nonexistent/sluice" }, "--sluice /nonexistent/sluice"},
+	} {
+		o := base
+		c.change(&o)
+		if err := o.validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("validate() = %v, want it to say %q", err, c.want)
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-cdc/sluice/sink"
+)
+
+const clusterName = "bench"
+
+// clusterNodes are in-process NATS servers that, with sluice's embedded
+// one, make a cluster whose streams can have replicas.
+type clusterNodes struct {
+	servers  []*sink.Server
+	routes   []string // nats://host:port of every member's route port
+	ownRoute string   // host:port of sluice's route port
+}
+
+// startClusterNodes starts members 2..n of an n-member cluster; member 1
+// is left for sluice (or the caller) to take.
+func startClusterNodes(dir string, n int) (*clusterNodes, error) {
+	c := &clusterNodes{}
+	for range n {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		c.routes = append(c.routes, "nats://"+a)
+	}
+	c.ownRoute = strings.TrimPrefix(c.routes[0], "nats://")
+	for i := 1; i < n; i++ {
+		listen, err := freeAddr()
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		srv, err := sink.StartServer(sink.ServerConfig{
+			Name:       "n" + strconv.Itoa(i+1),
+			Listen:     listen,
+			StoreDir:   filepath.Join(dir, "n"+strconv.Itoa(i+1)),
+			MaxPayload: 8 << 20,
+			Cluster: &sink.ClusterConfig{Name: clusterName,
+				Listen: strings.TrimPrefix(c.routes[i], "nats://"), Routes: c.routes},
+		})
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		c.servers = append(c.servers, srv)
+	}
+	return c, nil
+}
+
+func (c *clusterNodes) stop() {
+	if c == nil {
+		return
+	}
+	for _, s := range c.servers {
+		s.Shutdown()
+	}
+}
+
+// jetStreamLimit is the sink's own limit: an embedded JetStream server (a
+// cluster for replicas > 1) taking n messages of sluice's size, on as many
+// partition subjects, by async publish with sluice's window, with or
+// without Nats-Msg-Id. It returns messages per second, first publish to
+// last ack.
+func jetStreamLimit(ctx context.Context, dir string, o options, size msgSize, withID bool) (float64, error) {
+	url, stop, err := startLimitServers(dir, o.replicas)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	var failed atomic.Int64
+	const window = 4096 // sluice's default stream.max_in_flight
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(window),
+		jetstream.WithPublishAsyncTimeout(30*time.Second),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { failed.Add(1) }))
+	if err != nil {
+		return 0, err
+	}
+	// A cluster answers once it has elected its leaders.
+	err = sink.Retry(ctx, discardLogger(), "create the limit stream", time.Minute, func(ctx context.Context) error {
+		_, err := sink.EnsureStream(ctx, js, sink.StreamConfig{Name: "LIMIT", Prefix: "cdc", Source: "bench",
+			Partitions: o.partitions, Replicas: o.replicas, MaxAge: 7 * 24 * time.Hour, DuplicateWindow: time.Second})
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	subjects := make([]string, o.partitions)
+	for i := range subjects {
+		subjects[i] = "cdc.bench.public.bench." + strconv.Itoa(i)
+	}
+	data := []byte(strings.Repeat("x", size.data))
+	idPrefix := "bench:0/" + strings.Repeat("0", max(size.id-20, 1)) + ":"
+	start := time.Now()
+	for i := range o.rows {
+		m := &nats.Msg{Subject: subjects[i%len(subjects)], Data: data}
+		if withID {
+			m.Header = nats.Header{jetstream.MsgIDHeader: []string{idPrefix + strconv.Itoa(i)}}
+		}
+		for {
+			_, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute))
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				return 0, fmt.Errorf("publish to the JetStream limit stream: %w", err)
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	took := time.Since(start)
+	if n := failed.Load(); n > 0 {
+		return 0, fmt.Errorf("%d of %d publishes to the JetStream limit stream failed", n, o.rows)
+	}
+	return float64(o.rows) / took.Seconds(), nil
+}
+
+// startLimitServers starts one embedded server, or a cluster of n.
+func startLimitServers(dir string, n int) (string, func(), error) {
+	listen, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	cfg := sink.ServerConfig{Name: "n1", Listen: listen, StoreDir: filepath.Join(dir, "n1"), MaxPayload: 8 << 20}
+	var peers *clusterNodes
+	if n > 1 {
+		if peers, err = startClusterNodes(dir, n); err != nil {
+			return "", nil, err
+		}
+		cfg.Cluster = &sink.ClusterConfig{Name: clusterName, Listen: peers.ownRoute, Routes: peers.routes}
+	}
+	srv, err := sink.StartServer(cfg)
+	if err != nil {
+		peers.stop()
+		return "", nil, err
+	}
+	return srv.ClientURL(), func() { srv.Shutdown(); peers.stop() }, nil
+}

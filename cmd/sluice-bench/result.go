@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// The bars the project holds sluice to (issue 9), on the default workload.
+const (
+	barRatio     = 0.70
+	barP99ms     = 50.0
+	barPeakRSSMB = 200.0
+)
+
+// result is one run's figures; its JSON form is for tracking over time.
+type result struct {
+	Kind       string `json:"kind"`
+	Rows       int    `json:"rows"`
+	RowBytes   int    `json:"row_bytes"`
+	TxSize     int    `json:"tx_size"`
+	Partitions int    `json:"partitions"`
+	Replicas   int    `json:"replicas"`
+	Sluice     string `json:"sluice_binary"`
+
+	LoadSeconds float64 `json:"load_seconds"`
+	// Catch-up of the backlog.
+	SluiceRate     float64 `json:"sluice_events_per_sec"`
+	SluiceSeconds  float64 `json:"sluice_seconds"`
+	CatchUpPeakRSS int64   `json:"catch_up_peak_rss_bytes"`
+	Baseline       string  `json:"baseline"`
+	BaselineRate   float64 `json:"baseline_events_per_sec"`
+	// The sink's limit, with and without Nats-Msg-Id.
+	JetStreamRate     float64 `json:"jetstream_msgs_per_sec"`
+	JetStreamNoIDRate float64 `json:"jetstream_no_msg_id_msgs_per_sec"`
+	// Ratio is sluice over the slower limit; the others over each.
+	Ratio          float64 `json:"ratio"`
+	RatioBaseline  float64 `json:"ratio_baseline"`
+	RatioJetStream float64 `json:"ratio_jetstream"`
+
+	Latency *latencyResult `json:"latency"`
+	BigTx   *bigTxResult   `json:"big_tx,omitempty"`
+	// Bars says which of the project's bars this run meets.
+	Bars map[string]bool `json:"bars"`
+}
+
+type latencyResult struct {
+	Rows         int     `json:"rows"`     // written, warm-up included
+	Measured     int     `json:"measured"` // rows the percentiles are of
+	Rate         int     `json:"rate"`
+	AchievedRate float64 `json:"achieved_rate"`
+	P50ms        float64 `json:"p50_ms"`
+	P99ms        float64 `json:"p99_ms"`
+	MaxMs        float64 `json:"max_ms"`
+	PeakRSS      int64   `json:"peak_rss_bytes"`
+}
+
+type bigTxResult struct {
+	Rows            int     `json:"rows"`
+	IdleRSS         int64   `json:"idle_rss_bytes"`
+	PeakRSS         int64   `json:"peak_rss_bytes"`
+	CommitToLastAck float64 `json:"commit_to_last_ack_seconds"`
+}
+
+func (r *result) finish() {
+	limit := min(r.BaselineRate, r.JetStreamRate)
+	r.Ratio = r.SluiceRate / limit
+	r.RatioBaseline = r.SluiceRate / r.BaselineRate
+	r.RatioJetStream = r.SluiceRate / r.JetStreamRate
+	r.Bars = map[string]bool{"ratio": r.Ratio >= barRatio}
+	if r.Latency != nil {
+		r.Bars["p99_latency"] = r.Latency.P99ms <= barP99ms
+	}
+	if r.BigTx != nil {
+		r.Bars["big_tx_peak_rss"] = mb(r.BigTx.PeakRSS) <= barPeakRSSMB
+	}
+}
+
+func (r *result) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func (r *result) writeText(w io.Writer) {
+	fmt.Fprintf(w, "\nsluice-bench %s: %d rows of %d bytes, %d rows a transaction, %d partitions, %d replica(s)\n\n",
+		r.Kind, r.Rows, r.RowBytes, r.TxSize, r.Partitions, r.Replicas)
+	t := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(t, "catch-up of the backlog\tevents/s\tsluice over it\n")
+	fmt.Fprintf(t, "  sluice\t%.0f\t\n", r.SluiceRate)
+	fmt.Fprintf(t, "  %s (same log)\t%.0f\t%.2f\n", r.Baseline, r.BaselineRate, r.RatioBaseline)
+	fmt.Fprintf(t, "  JetStream alone, Nats-Msg-Id\t%.0f\t%.2f\n", r.JetStreamRate, r.RatioJetStream)
+	fmt.Fprintf(t, "  JetStream alone, no Msg-Id\t%.0f\t%.2f\n", r.JetStreamNoIDRate, r.SluiceRate/r.JetStreamNoIDRate)
+	fmt.Fprintf(t, "  ratio (over the slower limit)\t\t%.2f\t%s\n", r.Ratio, bar(r.Bars["ratio"], fmt.Sprintf(">= %.2f", barRatio)))
+	t.Flush()
+	fmt.Fprintf(w, "  sluice's peak RSS during the catch-up: %.0f MB\n", mb(r.CatchUpPeakRSS))
+	if l := r.Latency; l != nil {
+		fmt.Fprintf(w, "\ncommit-to-delivery latency at %d rows/s (achieved %.0f), one row a transaction, %d rows after a warm-up\n", l.Rate, l.AchievedRate, l.Measured)
+		fmt.Fprintf(w, "  p50 %.1f ms   p99 %.1f ms %s   max %.1f ms   peak RSS %.0f MB\n",
+			l.P50ms, l.P99ms, bar(r.Bars["p99_latency"], fmt.Sprintf("<= %.0f ms", barP99ms)), l.MaxMs, mb(l.PeakRSS))
+	}
+	if b := r.BigTx; b != nil {
+		fmt.Fprintf(w, "\none transaction of %d rows\n", b.Rows)
+		fmt.Fprintf(w, "  sluice's peak RSS %.0f MB %s (%.0f MB before it), last event stored %.1f s after the commit returned (%.0f events/s)\n",
+			mb(b.PeakRSS), bar(r.Bars["big_tx_peak_rss"], fmt.Sprintf("<= %.0f MB", barPeakRSSMB)), mb(b.IdleRSS),
+			b.CommitToLastAck, float64(b.Rows)/b.CommitToLastAck)
+	}
+	fmt.Fprintf(w, "\nload: %.1f s to write the backlog\n", r.LoadSeconds)
+}
+
+func bar(ok bool, want string) string {
+	if ok {
+		return "(bar " + want + ": met)"
+	}
+	return "(bar " + want + ": NOT met)"
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
