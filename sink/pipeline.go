@@ -235,7 +235,7 @@ func (p *Pipeline) streamLoop(ctx context.Context) error {
 		from := p.latest()
 		// Mid-run, JetStream being between leaders is waited out for good:
 		// the publisher does the same, and nothing is lost by waiting.
-		var skip map[string]struct{}
+		var skip *StoredIDs
 		err := Retry(ctx, p.log, "read the message ids stored after the checkpoint", time.Duration(math.MaxInt64),
 			func(ctx context.Context) (err error) {
 				skip, err = p.pub.IDsAfter(ctx, from.StreamSeq)
@@ -244,9 +244,9 @@ func (p *Pipeline) streamLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if len(skip) > 0 {
+		if skip.Len() > 0 {
 			p.log.Info("replaying from the checkpoint; messages already stored after it are not published again",
-				"position", from.Position, "stored_after_checkpoint", len(skip))
+				"position", from.Position, "stored_after_checkpoint", skip.Len())
 		}
 		h := &handler{p: p, skip: skip}
 		err = p.src.Stream(ctx, from.Position, h)
@@ -351,7 +351,7 @@ type handler struct {
 	p          *Pipeline
 	txPos      sources.Position
 	index      int
-	skip       map[string]struct{}
+	skip       *StoredIDs
 	key        []byte
 	progressed bool
 }
@@ -459,9 +459,8 @@ func (h *handler) change(ctx context.Context, c *sources.Change) error {
 
 func (h *handler) publish(ctx context.Context, subject string, c *sources.Change) error {
 	id := h.nextID(c.Pos)
-	if _, ok := h.skip[id]; ok {
+	if h.skip.Has(id) {
 		// Stored before a crash or reconnect; the replay must not repeat it.
-		delete(h.skip, id)
 		return nil
 	}
 	data := h.p.enc.AppendEvent(nil, c, time.Now())
@@ -482,8 +481,7 @@ func partitionOf(subject string) int {
 // publishData publishes an event that is not a row change (a chunk event).
 func (h *handler) publishData(ctx context.Context, subject string, pos sources.Position, data []byte) error {
 	id := h.nextID(pos)
-	if _, ok := h.skip[id]; ok {
-		delete(h.skip, id)
+	if h.skip.Has(id) {
 		return nil
 	}
 	if max := h.p.cfg.MaxPayload; max > 0 && len(data)+len(id)+len(subject)+64 > max {
@@ -566,10 +564,10 @@ func (h *handler) versioned(ctx context.Context, c *sources.Change) (*sources.Ta
 	// registered publishes no event, and must number the changes alike.
 	id := h.p.cfg.SourceName + ":schema:" + table.QualifiedName() + ":" + strconv.Itoa(ch.New.Version)
 	event := h.p.enc.AppendSchemaEvent(nil, &at, body, time.Now())
-	if _, ok := h.skip[id]; ok {
-		delete(h.skip, id)
-	} else if err := h.p.pub.Publish(ctx, subject, id, event); err != nil {
-		return nil, err
+	if !h.skip.Has(id) {
+		if err := h.p.pub.Publish(ctx, subject, id, event); err != nil {
+			return nil, err
+		}
 	}
 	if k := h.p.cfg.Contracts; k != nil {
 		if policy, reasons := k.CheckShape(ch.Old, ch.New); len(reasons) > 0 {
@@ -639,8 +637,7 @@ func (h *handler) breakingShape(ctx context.Context, table *sources.Table, polic
 // publishDLQ publishes a dead-letter message: the contract, the policy,
 // the reasons, the subject the event was for and the event itself.
 func (h *handler) publishDLQ(ctx context.Context, id, table, policy string, reasons []string, subject string, event []byte) error {
-	if _, ok := h.skip[id]; ok {
-		delete(h.skip, id)
+	if h.skip.Has(id) {
 		return nil
 	}
 	msg, err := json.Marshal(struct {

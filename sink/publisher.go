@@ -419,27 +419,18 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// maxReplayIDs bounds how many stored ids a restart reads back. Past it the
-// stream's duplicate window is the only guard, which is said in the log.
-const maxReplayIDs = 2_000_000
-
 // IDsAfter returns the message ids the stream holds after sequence seq: the
 // messages stored after the last checkpoint, which a replay must not repeat.
 // Reading them back makes exactly-once independent of the duplicate window.
-func (p *Publisher) IDsAfter(ctx context.Context, seq uint64) (map[string]struct{}, error) {
+func (p *Publisher) IDsAfter(ctx context.Context, seq uint64) (*StoredIDs, error) {
 	info, err := p.stream.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read stream state: %w", err)
 	}
 	last := info.State.LastSeq
-	ids := make(map[string]struct{})
+	ids := newStoredIDs()
 	if last <= seq || info.State.Msgs == 0 {
 		return ids, nil
-	}
-	if last-seq > maxReplayIDs {
-		p.log.Warn("the stream holds many messages after the checkpoint; only the newest are checked for replays, older ones rely on the duplicate window",
-			"after_seq", seq, "last_seq", last, "checked", maxReplayIDs)
-		seq = last - maxReplayIDs
 	}
 	start := max(seq+1, info.State.FirstSeq)
 	c, err := p.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
@@ -461,7 +452,7 @@ func (p *Publisher) IDsAfter(ctx context.Context, seq uint64) (map[string]struct
 		for m := range batch.Messages() {
 			n++
 			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
-				ids[id] = struct{}{}
+				ids.add(id)
 			}
 			if md, err := m.Metadata(); err == nil {
 				msgSeq = md.Sequence.Stream

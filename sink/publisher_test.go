@@ -304,16 +304,19 @@ func TestIDsAfter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ids) != 2 {
-		t.Fatalf("IDsAfter(3) = %v, want the ids at sequences 4 and 5", ids)
+	if ids.Len() != 2 {
+		t.Fatalf("IDsAfter(3) holds %d ids, want the 2 at sequences 4 and 5", ids.Len())
 	}
 	for _, id := range []string{"t:3:0", "t:4:0"} {
-		if _, ok := ids[id]; !ok {
+		if !ids.Has(id) {
 			t.Errorf("IDsAfter(3) lacks %s", id)
 		}
 	}
-	if ids, _ := pub.IDsAfter(ctx, 5); len(ids) != 0 {
-		t.Errorf("IDsAfter(last) = %v, want none", ids)
+	if ids.Has("t:2:0") {
+		t.Errorf("IDsAfter(3) holds t:2:0, stored at sequence 3")
+	}
+	if ids, _ := pub.IDsAfter(ctx, 5); ids.Len() != 0 {
+		t.Errorf("IDsAfter(last) holds %d ids, want none", ids.Len())
 	}
 }
 
