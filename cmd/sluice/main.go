@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
@@ -13,7 +14,17 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// defaultMemoryLimit is the soft limit on the Go heap when GOMEMLIMIT is not
+// set. Left alone, the heap grows to twice what is live before a GC, and
+// what is live swings with JetStream's duplicate window at 100k+ events/s;
+// the limit keeps a busy sidecar near 150 MB with no loss of throughput
+// (README "Performance").
+const defaultMemoryLimit = 150 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	root := &cobra.Command{
 		Use:           "sluice",
 		Short:         "Change data capture from PostgreSQL and MySQL/MariaDB to NATS JetStream",
