@@ -162,7 +162,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case e := <-in:
-			n := 0
+			var n int
 			q, n = p.take(e, q, inflight)
 			inflight += n
 			continue

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,23 +38,32 @@ func splitID(id string) (string, uint64, bool) {
 // add records id. Ids come in stream order, so a transaction's indexes
 // arrive ascending and mostly extend the last range.
 func (s *StoredIDs) add(id string) {
-	if s.Has(id) {
-		return
-	}
-	s.n++
 	prefix, idx, ok := splitID(id)
 	if !ok {
-		s.other[id] = struct{}{}
+		if _, held := s.other[id]; !held {
+			s.other[id] = struct{}{}
+			s.n++
+		}
 		return
 	}
 	sp := s.spans[prefix]
-	if k := len(sp); k > 0 && sp[k-1].hi+1 == idx {
-		sp[k-1].hi = idx
+	i, held := find(sp, idx)
+	if held {
 		return
 	}
-	sp = append(sp, span{idx, idx})
-	sort.Slice(sp, func(a, b int) bool { return sp[a].lo < sp[b].lo })
-	s.spans[prefix] = sp
+	s.n++
+	if i > 0 && sp[i-1].hi+1 == idx {
+		sp[i-1].hi = idx
+		return
+	}
+	s.spans[prefix] = slices.Insert(sp, i, span{idx, idx})
+}
+
+// find is the index of the first range ending at or after idx, and
+// whether that range holds idx.
+func find(sp []span, idx uint64) (int, bool) {
+	i := sort.Search(len(sp), func(i int) bool { return sp[i].hi >= idx })
+	return i, i < len(sp) && sp[i].lo <= idx
 }
 
 // Has tells whether id is stored. A nil set holds nothing.
@@ -63,12 +73,11 @@ func (s *StoredIDs) Has(id string) bool {
 	}
 	prefix, idx, ok := splitID(id)
 	if !ok {
-		_, found := s.other[id]
-		return found
+		_, held := s.other[id]
+		return held
 	}
-	sp := s.spans[prefix]
-	i := sort.Search(len(sp), func(i int) bool { return sp[i].hi >= idx })
-	return i < len(sp) && sp[i].lo <= idx
+	_, held := find(s.spans[prefix], idx)
+	return held
 }
 
 // Len is how many ids the set holds.
