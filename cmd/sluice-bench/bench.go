@@ -69,7 +69,7 @@ func bench(ctx context.Context, o options) (*result, error) {
 	step("starting a private %s", map[string]string{"pg": "PostgreSQL", "mysql": "MariaDB"}[o.kind])
 	switch o.kind {
 	case "pg":
-		r.db, err = startPostgres(ctx, dir, o.rowBytes)
+		r.db, err = startPostgres(ctx, dir)
 	default:
 		r.db, err = startMySQL(ctx, dir, o.rowBytes)
 	}

@@ -49,13 +49,13 @@ func (r *run) latency(ctx context.Context, from int) (*latencyResult, error) {
 	defer cc.Stop()
 
 	interval := time.Second / time.Duration(r.o.latencyRate)
-	payload := payload(from, r.o.rowBytes-8)
+	body := payload(from, r.o.rowBytes-8)
 	start := time.Now()
 	for i := range n {
 		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 			time.Sleep(d)
 		}
-		if err := r.db.insertOne(ctx, from+i, payload); err != nil {
+		if err := r.db.insertOne(ctx, from+i, body); err != nil {
 			return nil, fmt.Errorf("latency write: %w", err)
 		}
 		committed[i].Store(time.Now().UnixNano())

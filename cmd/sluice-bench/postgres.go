@@ -27,7 +27,7 @@ type pgBench struct {
 	one  *pgx.Conn // latency writes
 }
 
-func startPostgres(ctx context.Context, dir string, rowBytes int) (*pgBench, error) {
+func startPostgres(ctx context.Context, dir string) (*pgBench, error) {
 	// Commits as on a production server: with synchronous_commit off the
 	// WAL writer flushes only every wal_writer_delay (200ms), and the
 	// walsender sends nothing before it is flushed.
