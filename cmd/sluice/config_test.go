@@ -33,6 +33,7 @@ stream: {partitions: 0, replicas: 2, subject_prefix: "a..b"}
 log: {level: loud}
 `, []string{`source.name "pg 1"`, `source.kind "oracle"`, `"orders" is not schema.table`, "stream.partitions 0", "stream.replicas 2", "stream.subject_prefix", `log.level "loud"`}},
 		{"bad duration", good + "checkpoint: {interval: soon}\n", []string{"soon"}},
+		{"duplicate window below JetStream's minimum", strings.Replace(good, "replicas: 1", "replicas: 1, duplicate_window: 50ms", 1), []string{"stream.duplicate_window 50ms: use at least 100ms"}},
 		{"replicas without a cluster", strings.Replace(good, "replicas: 1", "replicas: 3", 1), []string{"stream.replicas 3 needs a cluster"}},
 		{"cluster problems", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, cluster: {listen: ':6222', user: u}, users: [{user: a}, {nkey: UX, user: b, permissions: write}]}", 1),
 			[]string{"nats.cluster.name", "nats.cluster.routes is required", "user and nats.cluster.password go together",
