@@ -19,30 +19,46 @@ import (
 
 // Job states.
 const (
-	StateRunning = "running"
-	StateDone    = "done"
-	StateFailed  = "failed"
+	StateRunning   = "running"
+	StateDone      = "done"
+	StateFailed    = "failed"
+	StateCancelled = "cancelled"
+)
+
+// Why a job runs.
+const (
+	ReasonFlag    = "flag"    // sluice run --backfill
+	ReasonRequest = "request" // sluice backfill, over the control subject
+	ReasonGap     = "gap"     // the log position was lost
 )
 
 // Job is one table's backfill, as kept in the checkpoint store: after a
 // restart it resumes at Cursor.
 type Job struct {
-	ID        string `json:"id"`
-	Source    string `json:"source"`
-	Table     string `json:"table"`
-	Where     string `json:"where,omitempty"`
-	ChunkSize int    `json:"chunk_size"`
-	// Reason is why it runs: "flag" (run --backfill), "request" (sluice
-	// backfill) or "gap" (the log position was lost).
+	ID     string `json:"id"`
+	Source string `json:"source"`
+	Table  string `json:"table"`
+	// Filters select a subset of the rows; such a job publishes no chunk
+	// events (they would delete the rows left out).
+	Filters []sources.Filter `json:"filters,omitempty"`
+	// LegacyWhere is the SQL condition of a job stored by an older sluice.
+	// It is never run: such a job is failed at load, naming the fix.
+	LegacyWhere string `json:"where,omitempty"`
+	ChunkSize   int    `json:"chunk_size"`
+	// Reason is why it runs: ReasonFlag, ReasonRequest or ReasonGap.
 	Reason string `json:"reason"`
+	// Gap is the key of the gap record a ReasonGap job repairs.
+	Gap string `json:"gap,omitempty"`
 	// Cursor is the first key of the next chunk, in event JSON form; nil
 	// before the first chunk.
 	Cursor []sources.Value `json:"cursor"`
 	Chunks int64           `json:"chunks_done"`
 	Rows   int64           `json:"rows_done"`
 	// Estimate is the table's row count when the job started.
-	Estimate int64     `json:"rows_estimated"`
-	State    string    `json:"state"`
+	Estimate int64  `json:"rows_estimated"`
+	State    string `json:"state"`
+	// Error says why the job failed. Database errors are kept as their
+	// SQLSTATE and a description without values (sources.DBError).
 	Error    string    `json:"error,omitempty"`
 	Started  time.Time `json:"started"`
 	Updated  time.Time `json:"updated"`

@@ -41,9 +41,12 @@ type Config struct {
 	ChunkSize int    // rows per chunk, at least 2; default 2048
 	// OnGap is "backfill" (record the gap, resume streaming at the current
 	// position and backfill every captured table) or "fail".
-	OnGap   string
-	Metrics *Metrics // optional
-	Log     *slog.Logger
+	OnGap string
+	// StatementTimeout bounds each chunk's SELECT on the server
+	// (backfill.statement_timeout); 0 leaves the server's setting.
+	StatementTimeout time.Duration
+	Metrics          *Metrics // optional
+	Log              *slog.Logger
 }
 
 // DefaultChunkSize keeps a chunk's SELECT short and its events well under
@@ -57,6 +60,10 @@ type Manager struct {
 	src   Source
 	store Store
 	log   *slog.Logger
+
+	// saveMu orders the writes of job records, so that a cancel and a
+	// chunk's cursor never overwrite each other out of order.
+	saveMu sync.Mutex
 
 	mu     sync.Mutex
 	jobs   map[string]*Job // by table: the current job of each
@@ -99,7 +106,7 @@ func (r *recentTxs) add(tx uint64) {
 type window struct {
 	id     string
 	table  string
-	events bool // publish the chunk event (not for --where backfills)
+	events bool // publish the chunk event (not for filtered backfills)
 
 	open      bool   // the low watermark was seen
 	lowSeq    uint64 // recentTxs.seq at the low watermark
@@ -121,6 +128,9 @@ type result struct {
 
 // errRetryChunk asks the runner to read a chunk again.
 var errRetryChunk = errors.New("chunk must be read again")
+
+// errCancelled abandons the chunk of a cancelled job.
+var errCancelled = errors.New("backfill cancelled")
 
 // New returns a manager; Load reads the jobs a previous run left.
 func New(cfg Config, src Source, store Store) *Manager {
@@ -146,12 +156,22 @@ func (m *Manager) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, j := range jobs {
+		if j.State == StateRunning && j.LegacyWhere != "" {
+			// Stored by a sluice that took SQL text from the network: never
+			// run it, and keep none of it.
+			j.State, j.LegacyWhere, j.Finished = StateFailed, "", time.Now().UTC()
+			j.Error = "stored by an older sluice with an SQL --where condition, which is no longer run: request the backfill again with --filter"
+			if err := putJSON(ctx, m.store, jobKey(m.cfg.Source, j.Table), j); err != nil {
+				return err
+			}
+			m.log.Warn("backfill job with an SQL condition from an older sluice failed instead of resumed", "job", j.ID, "table", j.Table)
+		}
+		m.mu.Lock()
 		m.jobs[j.Table] = &j
+		m.mu.Unlock()
 		if j.State == StateRunning {
-			m.log.Info("resuming backfill", "job", j.ID, "table", j.Table, "chunks_done", j.Chunks, "rows_done", j.Rows)
+			m.log.Info("resuming backfill", "job", j.ID, "table", j.Table, "reason", j.Reason, "chunks_done", j.Chunks, "rows_done", j.Rows)
 		}
 		m.cfg.Metrics.observe(j)
 	}
@@ -170,11 +190,18 @@ func (m *Manager) Jobs() []Job {
 	return out
 }
 
-// Start queues a backfill of each table. A table whose job is still
-// running keeps it, so repeating a request (or restarting with
-// --backfill) does not start over; reason "gap" always starts over, since
-// the earlier chunks predate the gap.
-func (m *Manager) Start(ctx context.Context, tables []string, where, reason string) ([]Job, error) {
+// Start queues a backfill of each table, or refuses the whole request
+// with the reason. One job runs per table: a request for a table whose job
+// still runs with the same filters gets that job back (so repeating a
+// request, or restarting with --backfill, resumes rather than starts
+// over); one with other filters is refused, and so is a filtered request
+// while a gap repair runs, which it would leave incomplete. Reason
+// ReasonGap always starts over, since the earlier chunks predate the gap.
+func (m *Manager) Start(ctx context.Context, tables []string, filters []sources.Filter, reason string) ([]Job, error) {
+	return m.start(ctx, tables, filters, reason, "")
+}
+
+func (m *Manager) start(ctx context.Context, tables []string, filters []sources.Filter, reason, gap string) ([]Job, error) {
 	captured := m.src.Tables()
 	var unknown []string
 	for _, t := range tables {
@@ -187,13 +214,38 @@ func (m *Manager) Start(ctx context.Context, tables []string, where, reason stri
 		return nil, fmt.Errorf("cannot backfill %s: not captured by source %s (captured: %s)",
 			strings.Join(unknown, ", "), m.cfg.Source, strings.Join(captured, ", "))
 	}
+	// Everything is checked before anything is queued.
+	keepCurrent := make(map[string]bool)
+	for _, t := range tables {
+		if len(filters) > 0 {
+			cols, err := m.src.Columns(ctx, t)
+			if err != nil {
+				return nil, err
+			}
+			if err := sources.ValidateFilters(t, cols, filters); err != nil {
+				return nil, err
+			}
+		}
+		cur, ok := m.current(t)
+		if !ok || reason == ReasonGap {
+			continue
+		}
+		switch {
+		case cur.Reason == ReasonGap && len(filters) > 0:
+			return nil, fmt.Errorf("table %s is being repaired after a lost log position (job %s, gap %s): a filtered backfill would replace that repair, and rows deleted during the gap would stay in consumers' copies; wait for job %s to finish (sluice status), then ask again",
+				t, cur.ID, cur.Gap, cur.ID)
+		case cur.Reason == ReasonGap || sameFilters(cur.Filters, filters):
+			keepCurrent[t] = true
+		default:
+			return nil, fmt.Errorf("table %s already has a running backfill (job %s%s); one job runs per table: wait for it to finish, or stop it with sluice backfill --cancel %s",
+				t, cur.ID, describeFilters(cur.Filters), t)
+		}
+	}
 	var out []Job
 	for _, t := range tables {
-		m.mu.Lock()
-		cur := m.jobs[t]
-		m.mu.Unlock()
-		if cur != nil && cur.State == StateRunning && reason != "gap" && cur.Where == where {
-			out = append(out, *cur)
+		if keepCurrent[t] {
+			cur, _ := m.current(t)
+			out = append(out, cur)
 			continue
 		}
 		est, err := m.src.EstimateRows(ctx, t)
@@ -202,23 +254,109 @@ func (m *Manager) Start(ctx context.Context, tables []string, where, reason stri
 		}
 		now := time.Now().UTC()
 		j := &Job{
-			ID:     strconv.FormatInt(now.UnixMilli(), 36) + "-" + checkpoint.KeyToken(t),
-			Source: m.cfg.Source, Table: t, Where: where, ChunkSize: m.cfg.ChunkSize, Reason: reason,
+			ID:     strconv.FormatInt(now.UnixNano(), 36) + "-" + checkpoint.KeyToken(t), // unique: a gap may replace a job within a millisecond
+			Source: m.cfg.Source, Table: t, Filters: filters, ChunkSize: m.cfg.ChunkSize, Reason: reason, Gap: gap,
 			Estimate: est, State: StateRunning, Started: now, Updated: now,
 		}
-		if err := putJSON(ctx, m.store, jobKey(m.cfg.Source, t), j); err != nil {
+		m.saveMu.Lock()
+		err = putJSON(ctx, m.store, jobKey(m.cfg.Source, t), j)
+		if err == nil {
+			m.mu.Lock()
+			m.jobs[t] = j
+			m.mu.Unlock()
+		}
+		m.saveMu.Unlock()
+		if err != nil {
 			return out, err
 		}
-		m.mu.Lock()
-		m.jobs[t] = j
-		m.mu.Unlock()
 		m.cfg.Metrics.observe(*j)
-		m.log.Info("backfill queued", "job", j.ID, "table", t, "reason", reason, "rows_estimated", est, "chunk_size", j.ChunkSize, "where", where)
+		m.log.Info("backfill queued", "job", j.ID, "table", t, "reason", reason, "rows_estimated", est, "chunk_size", j.ChunkSize, "filters", len(filters))
 		out = append(out, *j)
 	}
+	m.kick()
+	return out, nil
+}
+
+func (m *Manager) kick() {
 	select {
 	case m.wake <- struct{}{}:
 	default:
+	}
+}
+
+func sameFilters(a, b []sources.Filter) bool {
+	return slices.EqualFunc(a, b, func(x, y sources.Filter) bool {
+		return x.Column == y.Column && x.Op == y.Op && slices.Equal(x.Values, y.Values)
+	})
+}
+
+func describeFilters(fs []sources.Filter) string {
+	if len(fs) == 0 {
+		return ""
+	}
+	parts := make([]string, len(fs))
+	for i, f := range fs {
+		parts[i] = f.String()
+	}
+	return ", filters " + strings.Join(parts, " and ")
+}
+
+// current returns the running job of table, if there is one.
+func (m *Manager) current(table string) (Job, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur := m.jobs[table]; cur != nil && cur.State == StateRunning {
+		return *cur, true
+	}
+	return Job{}, false
+}
+
+// Cancel stops the running jobs of tables: each is stored as cancelled, so
+// a restart does not resume it, and a chunk in flight is abandoned.
+// Cancelling a gap repair leaves consumers' copies with the rows deleted
+// during the gap; the log says so.
+func (m *Manager) Cancel(ctx context.Context, tables []string) ([]Job, error) {
+	var missing []string
+	for _, t := range tables {
+		if _, ok := m.current(t); !ok {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("no running backfill of %s to cancel (sluice status lists the jobs)", strings.Join(missing, ", "))
+	}
+	var out []Job
+	for _, t := range tables {
+		m.saveMu.Lock()
+		j, ok := m.current(t)
+		if !ok {
+			m.saveMu.Unlock()
+			continue // finished meanwhile
+		}
+		now := time.Now().UTC()
+		j.State, j.Updated, j.Finished = StateCancelled, now, now
+		err := putJSON(ctx, m.store, jobKey(m.cfg.Source, t), j)
+		if err == nil {
+			m.mu.Lock()
+			if cur := m.jobs[t]; cur != nil && cur.ID == j.ID {
+				*cur = j
+			}
+			if w := m.win; w != nil && w.table == t && !w.emitting {
+				w.finish(result{err: errCancelled})
+			}
+			m.mu.Unlock()
+		}
+		m.saveMu.Unlock()
+		if err != nil {
+			return out, err
+		}
+		m.cfg.Metrics.observe(j)
+		if j.Reason == ReasonGap {
+			m.log.Warn("gap repair cancelled: rows deleted during the gap stay in consumers' copies until the table is backfilled again", "job", j.ID, "table", t, "gap", j.Gap)
+		} else {
+			m.log.Info("backfill cancelled", "job", j.ID, "table", t, "chunks_done", j.Chunks, "rows_done", j.Rows)
+		}
+		out = append(out, j)
 	}
 	return out, nil
 }
@@ -229,9 +367,10 @@ func (m *Manager) OnGap(ctx context.Context, lost sources.Position, cause error)
 		return "", fmt.Errorf("%w; backfill.on_gap is \"fail\", so sluice stops: set backfill.on_gap: backfill to record the gap and backfill the captured tables automatically", cause)
 	}
 	now := time.Now().UTC()
+	key := gapKey(m.cfg.Source, now)
 	// The jobs are stored before the position moves on: a crash in between
 	// finds the position lost again and starts over.
-	jobs, err := m.Start(ctx, m.src.Tables(), "", "gap")
+	jobs, err := m.start(ctx, m.src.Tables(), nil, ReasonGap, key)
 	if err != nil {
 		return "", fmt.Errorf("log position lost and the backfill that repairs it cannot start: %w", err)
 	}
@@ -239,7 +378,6 @@ func (m *Manager) OnGap(ctx context.Context, lost sources.Position, cause error)
 	for _, j := range jobs {
 		gap.Jobs = append(gap.Jobs, j.ID)
 	}
-	key := gapKey(m.cfg.Source, now)
 	if err := putJSON(ctx, m.store, key, gap); err != nil {
 		return "", err
 	}
@@ -362,6 +500,12 @@ func (w *window) emit(ctx context.Context, at *sources.Change, out sink.Emitter)
 			Op: sources.OpRead, Table: w.chunk.Table, After: row,
 			Pos: at.Pos, TxID: at.TxID, CommitTime: at.CommitTime, Chunk: w.id,
 		})
+		if errors.Is(err, sink.ErrDeadLettered) {
+			// Too large for NATS: the dead-letter subject has its key. The
+			// chunk event must not delete the consumers' copy of the row.
+			w.changed[key] = keyOf(w.chunk.Table, row)
+			continue
+		}
 		if err != nil {
 			return n, err
 		}

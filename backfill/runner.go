@@ -48,19 +48,20 @@ func (m *Manager) next() (Job, bool) {
 	return *best, true
 }
 
-// current tells whether j is still its table's job (a gap replaces it).
-func (m *Manager) current(j Job) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cur := m.jobs[j.Table]
-	return cur != nil && cur.ID == j.ID
+// live tells whether j is still its table's job and running: a gap
+// replaces it, a cancel stops it.
+func (m *Manager) live(j Job) bool {
+	cur, ok := m.current(j.Table)
+	return ok && cur.ID == j.ID
 }
 
 // save stores j and makes it the table's current job, unless a newer job
-// replaced it meanwhile.
+// replaced it or a cancel stopped it meanwhile.
 func (m *Manager) save(ctx context.Context, j Job) error {
 	j.Updated = time.Now().UTC()
-	if !m.current(j) {
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
+	if !m.live(j) {
 		return nil
 	}
 	if err := putJSON(ctx, m.store, jobKey(j.Source, j.Table), j); err != nil {
@@ -80,13 +81,13 @@ func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 	start, startRows := time.Now(), j.Rows
 	lastLog := start
 	failures := 0
-	for j.State == StateRunning && ctx.Err() == nil && m.current(j) {
+	for j.State == StateRunning && ctx.Err() == nil && m.live(j) {
 		next, err := m.chunk(ctx, f, j)
 		switch {
 		case err == nil:
 			failures = 0
 			j = next
-		case ctx.Err() != nil:
+		case ctx.Err() != nil, errors.Is(err, errCancelled):
 			return
 		case errors.Is(err, errRetryChunk):
 			continue
@@ -139,7 +140,7 @@ func (m *Manager) chunk(ctx context.Context, f Pipeline, j Job) (Job, error) {
 	// an earlier attempt at this chunk may still come through the log, and
 	// must not close this one's window.
 	id := fmt.Sprintf("%s-%d-%s", j.ID, j.Chunks+1, strconv.FormatInt(time.Now().UnixNano()%(36*36*36*36*36), 36))
-	w := &window{id: id, table: j.Table, events: j.Where == "", done: make(chan result, 1)}
+	w := &window{id: id, table: j.Table, events: len(j.Filters) == 0, done: make(chan result, 1)}
 	m.mu.Lock()
 	m.win = w
 	m.mu.Unlock()
@@ -162,7 +163,7 @@ func (m *Manager) chunk(ctx context.Context, f Pipeline, j Job) (Job, error) {
 		return j, err
 	}
 	t1 := time.Now()
-	ch, err := m.src.ReadChunk(ctx, sources.ChunkQuery{Table: j.Table, From: j.Cursor, Limit: j.ChunkSize, Where: j.Where})
+	ch, err := m.src.ReadChunk(ctx, sources.ChunkQuery{Table: j.Table, From: j.Cursor, Limit: j.ChunkSize, Filters: j.Filters, Timeout: m.cfg.StatementTimeout})
 	if err != nil {
 		return j, err
 	}

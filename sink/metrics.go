@@ -19,6 +19,7 @@ type Metrics struct {
 	partitions *prometheus.CounterVec
 	latency    prometheus.Histogram
 	reconnects prometheus.Counter
+	dead       *prometheus.CounterVec
 	labels     prometheus.Labels
 
 	mu sync.Mutex
@@ -51,7 +52,9 @@ func NewMetrics(reg prometheus.Registerer, source string) *Metrics {
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_source_reconnects_total", ConstLabels: labels,
 			Help: "Times the source connection was lost and opened again."}),
 	}
-	reg.MustRegister(m.events, m.partitions, m.latency, m.reconnects,
+	m.dead = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_dead_letters_total", ConstLabels: labels,
+		Help: "Events sent to the dead-letter subject instead of their partition, by reason (too_large)."}, []string{"reason"})
+	reg.MustRegister(m.events, m.partitions, m.latency, m.reconnects, m.dead,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_lag_seconds", ConstLabels: labels,
 			Help: "Age of the oldest transaction read but not yet stored in JetStream; 0 when everything read is stored."},
 			m.lagSeconds),
@@ -70,6 +73,12 @@ func NewMetrics(reg prometheus.Registerer, source string) *Metrics {
 			}),
 	)
 	return m
+}
+
+func (m *Metrics) deadLetter(reason string) {
+	if m != nil {
+		m.dead.WithLabelValues(reason).Inc()
+	}
 }
 
 func (m *Metrics) event(table, op string, partition int) {

@@ -23,6 +23,11 @@ import (
 // ErrTooLarge means an event exceeds the largest message NATS accepts.
 var ErrTooLarge = errors.New("event larger than the NATS max payload")
 
+// ErrDeadLettered is what Emitter.Change returns for a row that went to
+// the dead-letter subject instead of its partition (it wraps ErrTooLarge):
+// a backfill then treats its key as one consumers must keep.
+var ErrDeadLettered = fmt.Errorf("%w: sent to the dead-letter subject", ErrTooLarge)
+
 // CheckpointStore is where the pipeline keeps its position.
 type CheckpointStore interface {
 	Load(ctx context.Context, source string) (checkpoint.Checkpoint, bool, error)
@@ -36,7 +41,7 @@ type PipelineConfig struct {
 	Database   string // the event's source.db
 	Prefix     string
 	Partitions int
-	MaxPayload int // bytes; events above it stop the pipeline
+	MaxPayload int // bytes; a row event above it goes to the dead-letter subject
 	Window     int // most messages in flight
 	// CheckpointInterval is how often the acknowledged position is saved
 	// and acknowledged to the database.
@@ -367,7 +372,10 @@ func (h *handler) Change(ctx context.Context, c *sources.Change) error {
 			return err
 		}
 	}
-	return h.change(ctx, c)
+	if err := h.change(ctx, c); !errors.Is(err, ErrDeadLettered) {
+		return err
+	}
+	return nil // recorded on the dead-letter subject; the log goes on
 }
 
 // emitter publishes what a Tap adds.
@@ -465,11 +473,54 @@ func (h *handler) publish(ctx context.Context, subject string, c *sources.Change
 	}
 	data := h.p.enc.AppendEvent(nil, c, time.Now())
 	if max := h.p.cfg.MaxPayload; max > 0 && len(data)+len(id)+len(subject)+64 > max {
-		return fmt.Errorf("%w: %s.%s key %s at %s is %d bytes, the limit is %d: raise nats.max_payload (embedded server) or max_payload on your NATS servers; nothing was skipped, sluice resumes from this event",
-			ErrTooLarge, c.Table.Schema, c.Table.Name, h.key, c.Pos, len(data), max)
+		return h.tooLarge(ctx, subject, id, c, len(data), max)
 	}
 	h.p.cfg.Metrics.event(c.Table.QualifiedName(), string(c.Op), partitionOf(subject))
 	return h.p.pub.Publish(ctx, subject, id, data)
+}
+
+// tooLarge puts a note of an event NATS cannot carry on the dead-letter
+// subject, in the event's place in its transaction's numbering: its table,
+// key, op, position and size, never a column value. The stream and any
+// backfill go on; the operator raises the limit and backfills the key.
+func (h *handler) tooLarge(ctx context.Context, subject, id string, c *sources.Change, size, limit int) error {
+	key := AppendCanonicalKey(nil, c.KeyValues())
+	table := c.Table.QualifiedName()
+	h.p.cfg.Metrics.deadLetter("too_large")
+	h.p.log.Error("event larger than the NATS max payload: sent to the dead-letter subject instead; raise nats.max_payload (or max_payload of your NATS servers), then backfill the row with sluice backfill --filter",
+		"table", table, "key", string(key), "op", string(c.Op), "pos", string(c.Pos), "bytes", size, "limit", limit)
+	if h.skip.Has(id) {
+		return ErrDeadLettered
+	}
+	// The key as in events: an object in key-column order.
+	obj := []byte{'{'}
+	for i, v := range c.KeyValues() {
+		if i > 0 {
+			obj = append(obj, ',')
+		}
+		obj = appendQuoted(obj, c.Table.Columns[c.Table.Key[i]])
+		obj = append(obj, ':')
+		obj = append(obj, v...)
+	}
+	obj = append(obj, '}')
+	msg, err := json.Marshal(struct {
+		Reason  string          `json:"reason"`
+		Table   string          `json:"table"`
+		Key     json.RawMessage `json:"key"`
+		Op      string          `json:"op"`
+		Pos     string          `json:"pos"`
+		Chunk   string          `json:"chunk,omitempty"`
+		Subject string          `json:"subject"`
+		Bytes   int             `json:"bytes"`
+		Limit   int             `json:"limit"`
+	}{"too_large", table, obj, string(c.Op), string(c.Pos), c.Chunk, subject, size, limit})
+	if err != nil {
+		return err
+	}
+	if err := h.p.pub.Publish(ctx, h.p.cfg.Prefix+"."+h.p.cfg.SourceName+"._dlq", id, msg); err != nil {
+		return err
+	}
+	return ErrDeadLettered
 }
 
 // partitionOf reads the partition from a subject's last token.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrUnsupportedKey: a table's key cannot be read in chunks in an order
@@ -20,8 +21,14 @@ type ChunkQuery struct {
 	From []Value
 	// Limit is the most rows to return.
 	Limit int
-	// Where, when set, is an SQL condition ANDed to the chunk's.
-	Where string
+	// Filters, when set, are conditions ANDed to the chunk's (a subset
+	// backfill). Drivers check them against the table's columns, quote the
+	// column and bind the values; no text of a filter becomes SQL.
+	Filters []Filter
+	// Timeout bounds the chunk's statement on the server (PostgreSQL
+	// statement_timeout, MySQL MAX_EXECUTION_TIME, MariaDB
+	// max_statement_time); 0 leaves the server's setting.
+	Timeout time.Duration
 }
 
 // Chunk is what a source read for a ChunkQuery.
@@ -56,6 +63,9 @@ type Backfiller interface {
 	// numerically, text and uuid bytewise, composite keys lexicographically.
 	// Errors wrapping ErrUnsupportedKey name the table and its key.
 	ReadChunk(ctx context.Context, q ChunkQuery) (Chunk, error)
+	// Columns lists the columns of a captured table, as named in events,
+	// so that filters can be checked before a job starts.
+	Columns(ctx context.Context, table string) ([]string, error)
 	// EstimateRows returns about how many rows the table has.
 	EstimateRows(ctx context.Context, table string) (int64, error)
 	// WriteSignal writes a watermark to the signal table and commits it,
@@ -68,28 +78,27 @@ type Backfiller interface {
 
 // ChunkSQL completes "SELECT ... FROM table" into a chunk query: the rows
 // whose key (keys, as compared and ordered) is at or after placeholders,
-// when there are any, that match where, in key order, at most limit (0 is
-// no limit).
-func ChunkSQL(selectFrom string, keys, placeholders []string, where string, limit int) string {
-	var conds []string
+// when there are any, that match every one of conds (built by the driver
+// from quoted identifiers and placeholders only), in key order, at most
+// limit. The limit is always there: a chunk never reads a whole table.
+func ChunkSQL(selectFrom string, keys, placeholders, conds []string, limit int) string {
+	var where []string
 	switch {
 	case len(placeholders) == 1:
-		conds = append(conds, keys[0]+" >= "+placeholders[0])
+		where = append(where, keys[0]+" >= "+placeholders[0])
 	case len(placeholders) > 1:
-		conds = append(conds, "("+strings.Join(keys, ", ")+") >= ("+strings.Join(placeholders, ", ")+")")
+		where = append(where, "("+strings.Join(keys, ", ")+") >= ("+strings.Join(placeholders, ", ")+")")
 	}
-	if where != "" {
-		conds = append(conds, "("+where+")")
+	for _, c := range conds {
+		where = append(where, "("+c+")")
 	}
 	var b strings.Builder
 	b.WriteString(selectFrom)
-	if len(conds) > 0 {
-		b.WriteString(" WHERE " + strings.Join(conds, " AND "))
+	if len(where) > 0 {
+		b.WriteString(" WHERE " + strings.Join(where, " AND "))
 	}
 	b.WriteString(" ORDER BY " + strings.Join(keys, ", "))
-	if limit > 0 {
-		b.WriteString(" LIMIT " + strconv.Itoa(limit))
-	}
+	b.WriteString(" LIMIT " + strconv.Itoa(max(limit, 1)))
 	return b.String()
 }
 

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
+
+	"github.com/sluice-cdc/sluice/sink"
 )
 
 // database is what the bench needs of the database under sluice.
@@ -157,8 +159,8 @@ func (r *run) writeConfig() error {
 		if r.cluster, err = startClusterNodes(filepath.Join(r.dir, "nats-peers"), r.o.replicas); err != nil {
 			return err
 		}
-		clusterYAML = fmt.Sprintf(", server_name: n1, cluster: {name: %s, listen: %q, routes: [%s]}",
-			clusterName, r.cluster.ownRoute, strings.Join(r.cluster.routes, ", "))
+		clusterYAML = fmt.Sprintf(", server_name: n1, cluster: {name: %s, listen: %q, routes: [%s], user: %s, password: %s}",
+			clusterName, r.cluster.ownRoute, strings.Join(r.cluster.routes, ", "), routeUser, routePassword)
 	}
 	cfg := fmt.Sprintf(`source: %s
 nats: {listen: %q, store_dir: %q%s}
@@ -188,12 +190,19 @@ func (r *run) start(ctx context.Context, cpuProfile string) (*sluiceProc, *nats.
 		_ = p.stop()
 		return nil, nil, nil, err
 	}
-	nc, err := nats.Connect(r.natsURL)
+	// As sluice's local admin, which reaches the event stream under the
+	// events API prefix.
+	admin, err := sink.ReadLocalAdmin(sink.LocalAdminPath(filepath.Join(r.dir, "nats")))
 	if err != nil {
 		_ = p.stop()
 		return nil, nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	nc, err := nats.Connect(r.natsURL, nats.UserInfo(admin.User, admin.Password))
+	if err != nil {
+		_ = p.stop()
+		return nil, nil, nil, err
+	}
+	js, err := jetstream.NewWithAPIPrefix(nc, sink.EventsAPIPrefix)
 	if err != nil {
 		nc.Close()
 		_ = p.stop()

@@ -18,6 +18,9 @@ import (
 
 const clusterName = "bench"
 
+// The route login of the bench's clusters: routes must authenticate.
+const routeUser, routePassword = "bench-route", "bench-route-pw"
+
 // clusterNodes are in-process NATS servers that, with sluice's embedded
 // one, make a cluster whose streams can have replicas.
 type clusterNodes struct {
@@ -50,7 +53,7 @@ func startClusterNodes(dir string, n int) (*clusterNodes, error) {
 			StoreDir:   filepath.Join(dir, "n"+strconv.Itoa(i+1)),
 			MaxPayload: 8 << 20,
 			Cluster: &sink.ClusterConfig{Name: clusterName,
-				Listen: strings.TrimPrefix(c.routes[i], "nats://"), Routes: c.routes},
+				Listen: strings.TrimPrefix(c.routes[i], "nats://"), Routes: c.routes, User: routeUser, Password: routePassword},
 		})
 		if err != nil {
 			c.stop()
@@ -149,12 +152,15 @@ func startLimitServers(dir string, n int) (string, func(), error) {
 		if peers, err = startClusterNodes(dir, n); err != nil {
 			return "", nil, err
 		}
-		cfg.Cluster = &sink.ClusterConfig{Name: clusterName, Listen: peers.ownRoute, Routes: peers.routes}
+		cfg.Cluster = &sink.ClusterConfig{Name: clusterName, Listen: peers.ownRoute, Routes: peers.routes, User: routeUser, Password: routePassword}
 	}
 	srv, err := sink.StartServer(cfg)
 	if err != nil {
 		peers.stop()
 		return "", nil, err
 	}
-	return srv.ClientURL(), func() { srv.Shutdown(); peers.stop() }, nil
+	// Over TCP as the local admin, whose account has JetStream.
+	admin := srv.LocalAdmin()
+	u := strings.Replace(srv.ClientURL(), "nats://", "nats://"+admin.User+":"+admin.Password+"@", 1)
+	return u, func() { srv.Shutdown(); peers.stop() }, nil
 }

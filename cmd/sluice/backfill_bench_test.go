@@ -30,7 +30,7 @@ func BenchmarkBackfillVsCopy(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		start := time.Now()
-		if err := requestBackfill(context.Background(), io.Discard, e.cfg, natsClient{}, []string{"public.items"}, "", false); err != nil {
+		if err := requestBackfill(context.Background(), io.Discard, e.cfg, natsClient{}, []string{"public.items"}, nil, false); err != nil {
 			b.Fatal(err)
 		}
 		waitBackfills(b, logs, i+1, 10*time.Minute)

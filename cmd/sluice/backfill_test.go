@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-cdc/sluice/backfill"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/consumer"
+	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
@@ -48,7 +49,7 @@ func newFollower(t *testing.T, url, stream string) *follower {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	js, _ := natsClient{}.jetStream(nc)
 	s, err := js.Stream(context.Background(), stream)
 	if err != nil {
 		t.Fatal(err)
@@ -211,9 +212,10 @@ func pgState(conn *pgx.Conn) func() (map[int]int, error) {
 }
 
 // readGaps returns the gaps recorded in the checkpoint bucket.
-func readGaps(t *testing.T, url, bucket, source string) []backfill.Gap {
+func readGaps(t *testing.T, e *env) []backfill.Gap {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	bucket, source := e.cfg.Checkpoint.Bucket, e.cfg.Source.Name
+	nc, err := controlClient(e.cfg, e.client).connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +338,7 @@ func readGapsStopped(t *testing.T, e *env) []backfill.Gap {
 	t.Helper()
 	srv := startStoreServer(t, e)
 	defer srv()
-	return readGaps(t, e.natsURL(), e.cfg.Checkpoint.Bucket, e.cfg.Source.Name)
+	return readGaps(t, e)
 }
 
 // With on_gap: fail a lost slot stops sluice with an error naming the
@@ -362,7 +364,7 @@ func TestBackfillOnGapFail(t *testing.T) {
 
 // TestBackfillCommand asks a running sluice for backfills with sluice
 // backfill: a full one (rows present before capture started, a composite
-// text key) and a --where one (rows only, no chunk events).
+// text key) and a filtered one (rows only, no chunk events).
 func TestBackfillCommand(t *testing.T) {
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items", "public.accounts")
@@ -374,7 +376,7 @@ func TestBackfillCommand(t *testing.T) {
 	stop, logs := e.startRun()
 
 	var out strings.Builder
-	if err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.items", "public.accounts"}, "", true); err != nil {
+	if err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.items", "public.accounts"}, nil, true); err != nil {
 		t.Fatalf("sluice backfill: %v\n%s", err, logs)
 	}
 	for _, want := range []string{"public.items: done", "public.accounts: done", "500/500 rows"} {
@@ -410,30 +412,34 @@ func TestBackfillCommand(t *testing.T) {
 		t.Errorf("tail --materialize printed %d rows, want 700, among them ü/7:\n%s", len(lines), tailLines(rows.String(), 5))
 	}
 
-	// --where: only matching rows, and no chunk event (it would delete the
+	// --filter: only matching rows, and no chunk event (it would delete the
 	// rows the condition left out).
 	before := streamCount(t, e.natsURL(), e.cfg.Stream.Name)
 	out.Reset()
-	if err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.items"}, "v = 3", true); err != nil {
-		t.Fatalf("sluice backfill --where: %v", err)
+	f, err := sources.ParseFilter("v = 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.items"}, []sources.Filter{f}, true); err != nil {
+		t.Fatalf("sluice backfill --filter: %v", err)
 	}
 	events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, int(streamCount(t, e.natsURL(), e.cfg.Stream.Name)), time.Minute)[before:]
 	if len(events) != 100 {
-		t.Fatalf("--where v = 3 published %d events, want the 100 matching rows", len(events))
+		t.Fatalf("--filter v = 3 published %d events, want the 100 matching rows", len(events))
 	}
 	for _, ev := range events {
 		if ev.Op != "r" || string(ev.After["v"]) != "3" {
-			t.Fatalf("--where v = 3 published %s", ev.raw)
+			t.Fatalf("--filter v = 3 published %s", ev.raw)
 		}
 	}
 
 	// Bad requests name the fix.
-	err = requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.nope"}, "", false)
+	err = requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.nope"}, nil, false)
 	mentions(t, err, "public.nope", "not captured", "public.items")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	err = requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.items"}, "", false)
+	err = requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.items"}, nil, false)
 	mentions(t, err, "is sluice", "running")
 }
 
@@ -446,7 +452,7 @@ func TestBackfillUnsupportedKey(t *testing.T) {
 	e.exec(`INSERT INTO events VALUES (now(), 1)`)
 	stop, logs := e.startRun()
 	var out strings.Builder
-	err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.events"}, "", true)
+	err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.events"}, nil, true)
 	mentions(t, err, "public.events", "at", "timestamp with time zone", "not supported")
 	e.exec(`INSERT INTO events VALUES (now() + interval '1 day', 2)`)
 	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
@@ -536,7 +542,7 @@ func chunkIDOf(t *testing.T, raw string) string {
 // waitChunks waits until the running sluice's job has stored n chunks.
 func waitChunks(t *testing.T, e *env, n int64, timeout time.Duration) {
 	t.Helper()
-	nc, err := nats.Connect(e.natsURL())
+	nc, err := controlClient(e.cfg, e.client).connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -567,9 +573,54 @@ func waitChunks(t *testing.T, e *env, n int64, timeout time.Duration) {
 // read its store; the returned func stops it.
 func startStoreServer(t *testing.T, e *env) func() {
 	t.Helper()
-	srv, err := sink.StartServer(sink.ServerConfig{Name: "reader", Listen: e.cfg.NATS.Listen, StoreDir: e.cfg.NATS.StoreDir, MaxPayload: e.cfg.NATS.MaxPayload})
+	srv, err := sink.StartServer(serverConfig(e.cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return srv.Shutdown
+}
+
+// sluice backfill --cancel stops a running backfill: it is stored as
+// cancelled and a restart does not resume it. Cancelling what does not run
+// says so.
+func TestBackfillCancel(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.items")
+	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 2}")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+	e.exec(`INSERT INTO items SELECT g, g FROM generate_series(1, 20000) g`)
+	e.backfill = []string{"public.items"}
+	stop, logs := e.startRun()
+	waitChunks(t, e, 1, time.Minute)
+
+	var out strings.Builder
+	if err := cancelBackfill(context.Background(), &out, e.cfg, e.client, []string{"public.items"}); err != nil {
+		t.Fatalf("--cancel: %v\n%s", err, logs)
+	}
+	if !strings.Contains(out.String(), "public.items: cancelled") {
+		t.Errorf("--cancel printed %q", out.String())
+	}
+	err := cancelBackfill(context.Background(), &out, e.cfg, e.client, []string{"public.items"})
+	mentions(t, err, "no running backfill of public.items")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	e.backfill = nil
+	stop, logs = e.startRun()
+	nc, err := controlClient(e.cfg, e.client).connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rep, err := backfill.Ask(context.Background(), nc, backfill.JobsSubject(e.cfg.Source.Name), struct{}{})
+	if err != nil || len(rep.Jobs) != 1 || rep.Jobs[0].State != backfill.StateCancelled || rep.Jobs[0].Rows >= 20000 {
+		t.Fatalf("jobs after restart: %+v, %v", rep.Jobs, err)
+	}
+	if strings.Contains(logs.String(), "resuming backfill") {
+		t.Error("the cancelled backfill resumed after the restart")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }

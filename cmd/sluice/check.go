@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/credentials"
 	"github.com/sluice-cdc/sluice/sources/mysql"
@@ -101,12 +102,22 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 		report("NATS at nats.url", checkNATS(ctx, cfg)...)
 	} else {
 		report("NATS store "+cfg.NATS.StoreDir, checkStoreDir(cfg.NATS.StoreDir)...)
+		// Who can reach the client and route ports: an open port or an
+		// unauthenticated route is a problem, named with its fix.
+		report("NATS exposure (client "+cfg.NATS.Listen+routeNote(cfg)+")", sink.CheckExposure(serverConfig(cfg))...)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%w: %d problems", errBlocked, failed)
 	}
 	fmt.Fprintln(w, "sluice run can start")
 	return nil
+}
+
+func routeNote(cfg Config) string {
+	if c := cfg.NATS.Cluster; c != nil {
+		return ", routes " + c.Listen
+	}
+	return ""
 }
 
 func credsOf(v *credentials.Vault) sources.Credentials {
@@ -132,12 +143,12 @@ func checkStoreDir(dir string) []string {
 
 // checkNATS connects to the external NATS and asks JetStream.
 func checkNATS(ctx context.Context, cfg Config) []string {
-	nc, shutdown, err := connectNATS(cfg, slog.New(slog.DiscardHandler))
+	conns, err := connectNATS(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return []string{err.Error()}
 	}
-	defer shutdown()
-	js, err := jetstream.New(nc)
+	defer conns.shutdown()
+	js, err := jetstream.New(conns.events)
 	if err == nil {
 		_, err = js.AccountInfo(ctx)
 	}

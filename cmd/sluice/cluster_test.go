@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-cdc/sluice/checkpoint"
+	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/natstest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
@@ -41,9 +42,11 @@ nats:
   server_name: %s
   listen: %q
   store_dir: %q
-  cluster: {name: %s, listen: %q, routes: [%s]}
+  cluster: {name: %s, listen: %q, routes: [%s], user: %s, password: %s}
+  users: [{user: %s, password: %s, permissions: admin}]
 stream: {subject_prefix: cdc, partitions: 4, replicas: 3, duplicate_window: 100ms}
-`, pg.DSN("shop"), m.Name, m.Listen, m.StoreDir, plan.Name, m.Cluster.Listen, strings.Join(plan.Routes(), ", "))
+`, pg.DSN("shop"), m.Name, m.Listen, m.StoreDir, plan.Name, m.Cluster.Listen, strings.Join(plan.Routes(), ", "),
+		natstest.RouteUser, natstest.RoutePassword, natstest.Admin.User, natstest.Admin.Password)
 	if err := os.WriteFile(e.cfgYML, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +104,7 @@ func startTxWriter(t *testing.T, db crashDB) (stop func()) {
 func TestClusterLeaderLoss(t *testing.T) {
 	c := newClusterEnv(t)
 	nc := c.plan.Connect()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.NewWithAPIPrefix(nc, sink.EventsAPIPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +127,7 @@ func TestClusterLeaderLoss(t *testing.T) {
 	time.Sleep(2 * time.Second)
 
 	stopWriter()
-	assertConverged(t, c.plan.URLs(), c.cfg.Stream.Name, pgCrashDB{pgConn(t, c.pg())})
+	assertConverged(t, adminURLs(c.plan), c.cfg.Stream.Name, pgCrashDB{pgConn(t, c.pg())})
 	c.assertCheckpointSurvived(js)
 	b, _ := os.ReadFile(c.logPath)
 	if !strings.Contains(string(b), "resuming from checkpoint") {
@@ -137,7 +140,7 @@ func TestClusterLeaderLoss(t *testing.T) {
 func TestClusterFollowerLoss(t *testing.T) {
 	c := newClusterEnv(t)
 	nc := c.plan.Connect()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.NewWithAPIPrefix(nc, sink.EventsAPIPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,18 +164,32 @@ func TestClusterFollowerLoss(t *testing.T) {
 	time.Sleep(2 * time.Second)
 
 	stopWriter()
-	assertConverged(t, c.plan.URLs(), c.cfg.Stream.Name, pgCrashDB{pgConn(t, c.pg())})
+	assertConverged(t, adminURLs(c.plan), c.cfg.Stream.Name, pgCrashDB{pgConn(t, c.pg())})
 	c.assertCheckpointSurvived(js)
 }
 
 func (c *clusterEnv) pg() *pgtest.Server { return c.db.(*pgtest.Server) }
 
+// adminURLs are the cluster's client URLs with the admin login in each.
+func adminURLs(p *natstest.Plan) string {
+	var urls []string
+	for _, u := range strings.Split(p.URLs(), ",") {
+		urls = append(urls, strings.Replace(u, "nats://", "nats://"+natstest.Admin.User+":"+natstest.Admin.Password+"@", 1))
+	}
+	return strings.Join(urls, ",")
+}
+
 // assertCheckpointSurvived reads the checkpoint through the cluster: it
-// must exist with three replicas and point inside the stream.
+// must exist with three replicas and point inside the stream (js reaches
+// the stream, as an admin does, under sink.EventsAPIPrefix).
 func (c *clusterEnv) assertCheckpointSurvived(js jetstream.JetStream) {
 	c.t.Helper()
 	ctx := context.Background()
-	store, err := checkpoint.Open(ctx, js, c.cfg.Checkpoint.Bucket, 3)
+	stateJS, err := jetstream.New(js.Conn())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	store, err := checkpoint.Open(ctx, stateJS, c.cfg.Checkpoint.Bucket, 3)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -180,7 +197,7 @@ func (c *clusterEnv) assertCheckpointSurvived(js jetstream.JetStream) {
 	if err != nil || !ok {
 		c.t.Fatalf("checkpoint lost: %v", err)
 	}
-	kv, err := js.KeyValue(ctx, c.cfg.Checkpoint.Bucket)
+	kv, err := stateJS.KeyValue(ctx, c.cfg.Checkpoint.Bucket)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -211,7 +228,7 @@ func TestClusterStartupTimeout(t *testing.T) {
 	m := plan.Member(0)
 	e.cfg.NATS.ServerName = m.Name
 	e.cfg.NATS.Listen = m.Listen
-	e.cfg.NATS.Cluster = &ClusterConfig{Name: plan.Name, Listen: m.Cluster.Listen, Routes: plan.Routes()}
+	e.cfg.NATS.Cluster = &ClusterConfig{Name: plan.Name, Listen: m.Cluster.Listen, Routes: plan.Routes(), User: natstest.RouteUser, Password: natstest.RoutePassword}
 	e.cfg.NATS.StartupTimeout = 3 * time.Second
 	e.cfg.Stream.Replicas = 3
 	start := time.Now()

@@ -65,6 +65,8 @@ type BackfillConfig struct {
 	SignalTable string `yaml:"signal_table"`
 	// OnGap is "backfill" or "fail".
 	OnGap string `yaml:"on_gap"`
+	// StatementTimeout bounds each chunk's SELECT on the database server.
+	StatementTimeout time.Duration `yaml:"statement_timeout"`
 }
 
 // SourceConfig is the database to capture.
@@ -104,15 +106,29 @@ type NATSConfig struct {
 	// StartupTimeout bounds the wait for JetStream at start (a cluster
 	// finding its members and electing leaders).
 	StartupTimeout time.Duration `yaml:"startup_timeout"`
+	// MaxConsumers bounds the JetStream consumers of the event streams
+	// (embedded server), so no login can exhaust the server with them.
+	MaxConsumers int `yaml:"max_consumers"`
 }
 
 // ClusterConfig joins the embedded servers of several sluice processes.
+// Routes must authenticate: a user and password shared by the members, or
+// TLS with certificates verified against a CA, or both.
 type ClusterConfig struct {
-	Name     string   `yaml:"name"`
-	Listen   string   `yaml:"listen"`
-	Routes   []string `yaml:"routes"`
-	User     string   `yaml:"user"`
-	Password string   `yaml:"password"`
+	Name     string      `yaml:"name"`
+	Listen   string      `yaml:"listen"`
+	Routes   []string    `yaml:"routes"`
+	User     string      `yaml:"user"`
+	Password string      `yaml:"password"`
+	TLS      *ClusterTLS `yaml:"tls"`
+}
+
+// ClusterTLS is the route port's certificate; every peer must present one
+// signed by CA.
+type ClusterTLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CA   string `yaml:"ca"`
 }
 
 // NATSUser is a login of the embedded server's client port.
@@ -120,7 +136,7 @@ type NATSUser struct {
 	User        string `yaml:"user"`
 	Password    string `yaml:"password"`
 	Nkey        string `yaml:"nkey"`
-	Permissions string `yaml:"permissions"` // admin (default) or read
+	Permissions string `yaml:"permissions"` // read (default), backfill or admin
 }
 
 // NATSTLS is the embedded server's client certificate, or with nats.url
@@ -170,7 +186,7 @@ func defaults() Config {
 			HotPartitionFactor: 3, HotPartitionWindow: time.Minute,
 		},
 		Checkpoint: CheckpointConfig{Bucket: "sluice_checkpoints", Interval: 250 * time.Millisecond},
-		Backfill:   BackfillConfig{ChunkSize: 2048, OnGap: "backfill"},
+		Backfill:   BackfillConfig{ChunkSize: 2048, OnGap: "backfill", StatementTimeout: time.Minute},
 		Log:        LogConfig{Level: "info", Format: "text"},
 	}
 }
@@ -250,6 +266,19 @@ func (c *Config) fill() {
 	if c.Stream.Name == "" {
 		c.Stream.Name = "SLUICE_" + strings.ToUpper(strings.ReplaceAll(c.Source.Name, "-", "_"))
 	}
+}
+
+// loopback tells whether a host:port listens on this host only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // dsnHasPassword tells whether a DSN carries a password.
@@ -353,6 +382,12 @@ func (c Config) Validate() error {
 		if (cl.User == "") != (cl.Password == "") {
 			add("nats.cluster.user and nats.cluster.password go together")
 		}
+		if t := cl.TLS; t != nil && (t.Cert == "" || t.Key == "" || t.CA == "") {
+			add("nats.cluster.tls needs cert, key and ca: every route peer must present a certificate signed by ca")
+		}
+		if cl.User == "" && cl.TLS == nil {
+			add("nats.cluster: routes must authenticate, or any server that reaches the route port joins the cluster and reads every event: set nats.cluster.user and nats.cluster.password (the same on every member, e.g. from ${NATS_ROUTE_PASSWORD}), or nats.cluster.tls {cert, key, ca}, or both")
+		}
 	}
 	if c.Stream.Replicas > 1 && c.NATS.URL == "" && c.NATS.Cluster == nil {
 		add("stream.replicas %d needs a cluster: set nats.cluster (embedded servers of %d or more sluice processes) or nats.url", c.Stream.Replicas, c.Stream.Replicas)
@@ -365,10 +400,14 @@ func (c Config) Validate() error {
 			add("nats.users[%d]: user and password are required (or an nkey)", i)
 		}
 		switch u.Permissions {
-		case "", "admin", "read":
+		case "", "admin", "backfill", "read":
 		default:
-			add("nats.users[%d].permissions %q: use admin or read", i, u.Permissions)
+			add("nats.users[%d].permissions %q: use read (consume this source's events), backfill (read and the backfill control subjects) or admin", i, u.Permissions)
 		}
+	}
+	if c.NATS.URL == "" && c.NATS.Listen != "" && !loopback(c.NATS.Listen) && len(c.NATS.Users) == 0 &&
+		(c.NATS.TLS == nil || !c.NATS.TLS.VerifyClients) {
+		add("nats.listen %s is reachable from other hosts, but no login is configured: anyone could read every event; set nats.users (read, backfill or admin logins), or nats.tls with verify_clients: true, or listen on 127.0.0.1", c.NATS.Listen)
 	}
 	if len(c.NATS.Users) > 0 && c.NATS.URL != "" {
 		add("nats.users configure the embedded server; with nats.url put the login in the URL (nats://user:password@host:4222)")
@@ -380,6 +419,9 @@ func (c Config) Validate() error {
 		if t.VerifyClients && t.CA == "" {
 			add("nats.tls.verify_clients needs nats.tls.ca")
 		}
+	}
+	if c.NATS.MaxConsumers < 0 {
+		add("nats.max_consumers must not be negative (0 = the default, 10000)")
 	}
 	if c.NATS.StartupTimeout <= 0 {
 		add("nats.startup_timeout must be positive, e.g. 1m")
@@ -410,6 +452,9 @@ func (c Config) Validate() error {
 	}
 	if c.Backfill.ChunkSize < 2 {
 		add("backfill.chunk_size must be at least 2 (default 2048)")
+	}
+	if c.Backfill.StatementTimeout < time.Millisecond {
+		add("backfill.statement_timeout %s: use at least 1ms (default 1m; it bounds each chunk's query on the database)", c.Backfill.StatementTimeout)
 	}
 	switch c.Backfill.OnGap {
 	case "backfill", "fail":

@@ -38,6 +38,13 @@ log: {level: loud}
 		{"cluster problems", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, cluster: {listen: ':6222', user: u}, users: [{user: a}, {nkey: UX, user: b, permissions: write}]}", 1),
 			[]string{"nats.cluster.name", "nats.cluster.routes is required", "user and nats.cluster.password go together",
 				"nats.users[0]: user and password are required", "nats.users[1]: give nkey, or user and password, not both", `nats.users[1].permissions "write"`}},
+		{"routes without authentication", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, server_name: a, cluster: {name: c, listen: '127.0.0.1:6222', routes: [nats://b:6222]}}", 1),
+			[]string{"routes must authenticate", "nats.cluster.user and nats.cluster.password", "nats.cluster.tls"}},
+		{"route TLS without a CA", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, server_name: a, cluster: {name: c, listen: '127.0.0.1:6222', routes: [nats://b:6222], tls: {cert: c.pem, key: k.pem}}}", 1),
+			[]string{"nats.cluster.tls needs cert, key and ca"}},
+		{"open client port without logins", strings.Replace(good, `listen: "127.0.0.1:4222"`, `listen: "0.0.0.0:4222"`, 1),
+			[]string{"nats.listen 0.0.0.0:4222 is reachable from other hosts", "nats.users", "verify_clients", "127.0.0.1"}},
+		{"statement timeout", good + "backfill: {statement_timeout: 0s}\n", []string{"backfill.statement_timeout 0s"}},
 		{"misspelled cluster key", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, cluster: {routs: []}}", 1), []string{"unknown key nats.cluster.routs"}},
 		{"unset variable", strings.Replace(good, "u@", "${SLUICE_TEST_UNSET_VAR}@", 1), []string{"SLUICE_TEST_UNSET_VAR is not set"}},
 		{"backfill and privacy problems", good + "backfill: {chunk_size: 1, on_gap: ignore}\nprivacy: {hash_key_env: X, hash_key_vault: {path: p}}\n",
@@ -88,6 +95,7 @@ func TestREADMEConfig(t *testing.T) {
 	start := strings.Index(doc[i:], "```yaml\n") + i + len("```yaml\n")
 	end := strings.Index(doc[start:], "```") + start
 	t.Setenv("ANALYTICS_PASSWORD", "x")
+	t.Setenv("ROUTE_PASSWORD", "y")
 	cfg, err := ParseConfig("README.md", []byte(doc[start:end]))
 	if err != nil {
 		t.Fatalf("README's configuration: %v", err)

@@ -21,6 +21,8 @@ func TestDeployManifests(t *testing.T) {
 	t.Setenv("POD_NAME", "sluice-0")
 	t.Setenv("NATS_ADMIN_PASSWORD", "x")
 	t.Setenv("NATS_ANALYTICS_PASSWORD", "y")
+	t.Setenv("NATS_OPERATOR_PASSWORD", "z")
+	t.Setenv("NATS_ROUTE_PASSWORD", "r")
 	files, err := filepath.Glob("../../deploy/*/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests found: %v", err)
@@ -48,8 +50,18 @@ func TestDeployManifests(t *testing.T) {
 				continue
 			}
 			configs++
-			if _, err := ParseConfig(f, []byte(m.Data["sluice.yaml"])); err != nil {
+			cfg, err := ParseConfig(f, []byte(m.Data["sluice.yaml"]))
+			if err != nil {
 				t.Errorf("%s: the shipped sluice.yaml is rejected: %v", f, err)
+				continue
+			}
+			// Safe as shipped: no database superuser, logins and TLS on a
+			// client port other hosts reach.
+			if strings.Contains(cfg.Source.DSN, "postgres@") || strings.Contains(cfg.Source.DSN, "root@") {
+				t.Errorf("%s: sluice logs in as a database superuser: %s", f, cfg.Source.DSN)
+			}
+			if !loopback(cfg.NATS.Listen) && (len(cfg.NATS.Users) == 0 || cfg.NATS.TLS == nil) {
+				t.Errorf("%s: client port %s is open to other hosts without logins and TLS", f, cfg.NATS.Listen)
 			}
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/natstest"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
@@ -77,8 +76,9 @@ func TestTableWithoutPrimaryKey(t *testing.T) {
 	mentions(t, err, "public.nokey", "ADD PRIMARY KEY", "REPLICA IDENTITY FULL", "source.keys", "public.missing does not exist")
 }
 
-// A row larger than the NATS max payload stops sluice with an error naming
-// it; nothing is skipped, so a restart with a higher limit delivers it.
+// A row larger than the NATS max payload goes to the dead-letter subject
+// with its table, key and size, never its values; the stream goes on, and
+// a backfill of the table finishes, its chunk event keeping the row.
 func TestRowLargerThanMaxPayload(t *testing.T) {
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.docs")
@@ -86,26 +86,49 @@ func TestRowLargerThanMaxPayload(t *testing.T) {
 	e.cfg.NATS.MaxPayload = 4096
 	stop, logs := e.startRun()
 	e.exec(`INSERT INTO docs VALUES (1, 'small')`)
-	e.exec(`INSERT INTO docs VALUES (2, repeat('x', 10000))`)
+	e.exec(`INSERT INTO docs VALUES (2, 'canary-' || repeat('x', 10000))`)
 	e.exec(`INSERT INTO docs VALUES (3, 'after')`)
-	select {
-	case <-e.finished:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("run did not stop on the oversized row; log:\n%s", logs)
-	}
-	err := stop()
-	if !errors.Is(err, sink.ErrTooLarge) {
-		t.Fatalf("run = %v, want ErrTooLarge; log:\n%s", err, logs)
-	}
-	mentions(t, err, "public.docs", "key [2]", "nats.max_payload", "4096")
-
-	e.cfg.NATS.MaxPayload = 1 << 20
-	stop, _ = e.startRun()
 	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3, 30*time.Second)
-	for i, ev := range events {
-		if string(ev.Key["id"]) != fmt.Sprint(i+1) {
-			t.Errorf("event %d has key %s, want %d", i, ev.Key["id"], i+1)
+	var dlq event
+	for _, ev := range events {
+		if strings.HasSuffix(ev.subject, "._dlq") {
+			dlq = ev
 		}
+	}
+	for _, want := range []string{`"reason":"too_large"`, `"table":"public.docs"`, `"key":{"id":2}`, `"limit":4096`, `"op":"c"`} {
+		if !strings.Contains(dlq.raw, want) {
+			t.Errorf("dead-letter message lacks %s: %s", want, dlq.raw)
+		}
+	}
+	if strings.Contains(dlq.raw, "canary") {
+		t.Errorf("the dead-letter message carries the row's value: %s", dlq.raw)
+	}
+	if ids := []string{string(events[0].Key["id"]), string(events[2].Key["id"])}; ids[0] != "1" || ids[1] != "3" {
+		t.Errorf("events around the oversized row have keys %v, want 1 and 3", ids)
+	}
+
+	var out strings.Builder
+	if err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.docs"}, nil, true); err != nil {
+		t.Fatalf("backfill with an oversized row: %v\n%s", err, logs)
+	}
+	all := readEvents(t, e.natsURL(), e.cfg.Stream.Name, int(streamCount(t, e.natsURL(), e.cfg.Stream.Name)), 30*time.Second)
+	kept, dlqs := 0, 0
+	for _, ev := range all {
+		switch {
+		case strings.HasSuffix(ev.subject, "._dlq"):
+			dlqs++
+		case ev.Op == "chunk" && strings.Contains(ev.raw, `"keep":[[2]]`):
+			kept++
+		}
+		if strings.Contains(ev.raw, "canary") {
+			t.Errorf("a message carries the oversized value: %.200s", ev.raw)
+		}
+	}
+	if dlqs != 2 || kept != 1 {
+		t.Errorf("%d dead letters (want 2: log and backfill), %d chunk events keeping [2] (want 1, on its partition)", dlqs, kept)
+	}
+	if strings.Contains(logs.String(), "canary") {
+		t.Error("the log carries the oversized value")
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)

@@ -112,12 +112,12 @@ func (e *env) setYAML(old, new string) {
 // sluice's store by starting its embedded server alone.
 func readCheckpointPosition(t *testing.T, e *env) string {
 	t.Helper()
-	srv, err := sink.StartServer(sink.ServerConfig{Name: "reader", Listen: e.cfg.NATS.Listen, StoreDir: e.cfg.NATS.StoreDir, MaxPayload: e.cfg.NATS.MaxPayload})
+	srv, err := sink.StartServer(serverConfig(e.cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown()
-	nc, err := srv.Connect("reader")
+	nc, err := srv.ConnectControl("reader")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func (e *env) waitStream(finished <-chan struct{}, logs fmt.Stringer) {
 			client.URL = e.natsURL()
 		}
 		if nc, err := client.connect("test"); err == nil {
-			js, _ := jetstream.New(nc)
+			js, _ := natsClient{}.jetStream(nc)
 			_, err := js.Stream(context.Background(), e.cfg.Stream.Name)
 			nc.Close()
 			if err == nil && strings.Contains(logs.String(), "streaming") {
@@ -250,7 +250,7 @@ func readEvents(t *testing.T, url, stream string, n int, timeout time.Duration) 
 		t.Fatalf("connect to %s: %v", url, err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := natsClient{}.jetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func streamCount(t *testing.T, url, stream string) uint64 {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, _ := natsClient{}.jetStream(nc)
 	s, err := js.Stream(context.Background(), stream)
 	if err != nil {
 		t.Fatal(err)

@@ -92,14 +92,22 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	}
 	defer src.Close(context.Background())
 
-	nc, shutdown, err := connectNATS(cfg, log)
+	conns, err := connectNATS(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer shutdown()
+	defer conns.shutdown()
+	nc := conns.events
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.Stream.Window*2),
 		jetstream.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	// The checkpoint bucket and the control subjects live apart from the
+	// events (embedded server: another account), where no consumer a
+	// reader creates can deliver into them.
+	stateJS, err := jetstream.New(conns.control)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -125,7 +133,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	}
 	var store *checkpoint.Store
 	err = sink.Retry(ctx, log, "open the checkpoint bucket", wait, func(ctx context.Context) (err error) {
-		store, err = checkpoint.Open(ctx, js, cfg.Checkpoint.Bucket, cfg.Stream.Replicas)
+		store, err = checkpoint.Open(ctx, stateJS, cfg.Checkpoint.Bucket, cfg.Stream.Replicas)
 		return err
 	})
 	if err != nil {
@@ -139,7 +147,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	metrics := prometheus.NewRegistry()
 	bf := backfill.New(backfill.Config{
 		Source: cfg.Source.Name, ChunkSize: cfg.Backfill.ChunkSize, OnGap: cfg.Backfill.OnGap,
-		Metrics: backfill.NewMetrics(metrics, cfg.Source.Name), Log: log,
+		StatementTimeout: cfg.Backfill.StatementTimeout,
+		Metrics:          backfill.NewMetrics(metrics, cfg.Source.Name), Log: log,
 	}, bsrc, store)
 	var contracts *schemas.Contracts
 	if len(cfg.Contracts) > 0 {
@@ -186,7 +195,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		return err
 	}
 	if len(backfillTables) > 0 {
-		if _, err := bf.Start(ctx, backfillTables, "", "flag"); err != nil {
+		if _, err := bf.Start(ctx, backfillTables, nil, backfill.ReasonFlag); err != nil {
 			return fmt.Errorf("--backfill: %w", err)
 		}
 	}
@@ -196,7 +205,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	// chunk is either stored with its cursor or read again after restart.
 	bctx, stopBackfill := context.WithCancel(ctx)
 	defer stopBackfill()
-	if err := bf.Serve(bctx, nc); err != nil {
+	if err := bf.Serve(bctx, conns.control); err != nil {
 		return err
 	}
 	go pipelineMetrics.WatchSkew(bctx, metrics, cfg.Stream.Partitions,
@@ -264,8 +273,17 @@ func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault 
 	})
 }
 
+// natsConns are sluice's own connections: events for the stream and its
+// publisher, control for the checkpoint bucket and the control subjects.
+// With nats.url both are one connection; the embedded server puts them in
+// two accounts (sink.AccountEvents, sink.AccountState).
+type natsConns struct {
+	events, control *nats.Conn
+	shutdown        func()
+}
+
 // connectNATS starts the embedded server, or connects to nats.url.
-func connectNATS(cfg Config, log *slog.Logger) (*nats.Conn, func(), error) {
+func connectNATS(cfg Config, log *slog.Logger) (natsConns, error) {
 	if cfg.NATS.URL != "" {
 		opts := []nats.Option{nats.Name("sluice-" + cfg.Source.Name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false)}
 		if t := cfg.NATS.TLS; t != nil && t.CA != "" {
@@ -273,49 +291,70 @@ func connectNATS(cfg Config, log *slog.Logger) (*nats.Conn, func(), error) {
 		}
 		nc, err := nats.Connect(cfg.NATS.URL, opts...)
 		if err != nil {
-			return nil, nil, fmt.Errorf("connect to NATS at nats.url: %w (is it running, and are the login and nats.tls.ca right?)", err)
+			return natsConns{}, fmt.Errorf("connect to NATS at nats.url: %w (is it running, and are the login and nats.tls.ca right?)", err)
 		}
-		return nc, func() { nc.Close() }, nil
+		return natsConns{events: nc, control: nc, shutdown: nc.Close}, nil
 	}
-	if err := os.MkdirAll(cfg.NATS.StoreDir, 0o750); err != nil {
-		return nil, nil, fmt.Errorf("nats.store_dir: %w", err)
+	srv, err := sink.StartServer(serverConfig(cfg))
+	if err != nil {
+		return natsConns{}, err
 	}
+	attrs := []any{"url", srv.ClientURL(), "server_name", srv.Name(), "store_dir", cfg.NATS.StoreDir, "users", len(cfg.NATS.Users),
+		"tls", cfg.NATS.TLS != nil, "local_admin", srv.LocalAdminFile()}
+	if c := cfg.NATS.Cluster; c != nil {
+		attrs = append(attrs, "cluster", c.Name, "cluster_listen", c.Listen, "routes", len(c.Routes), "route_tls", c.TLS != nil)
+	}
+	log.Info("embedded NATS server listening", attrs...)
+	events, err := srv.Connect("sluice-" + cfg.Source.Name)
+	if err != nil {
+		srv.Shutdown()
+		return natsConns{}, fmt.Errorf("connect to the embedded NATS server: %w", err)
+	}
+	control, err := srv.ConnectControl("sluice-" + cfg.Source.Name + "-control")
+	if err != nil {
+		events.Close()
+		srv.Shutdown()
+		return natsConns{}, fmt.Errorf("connect to the embedded NATS server: %w", err)
+	}
+	return natsConns{events: events, control: control, shutdown: func() {
+		// The pipeline has flushed by now; Drain would run on in the
+		// background while the server goes away under it.
+		control.Close()
+		events.Close()
+		srv.Shutdown()
+	}}, nil
+}
+
+// serverConfig is the embedded server's configuration. A login without
+// permissions is a read login: the safe default.
+func serverConfig(cfg Config) sink.ServerConfig {
 	scfg := sink.ServerConfig{
-		Name:       cfg.NATS.ServerName,
-		Listen:     cfg.NATS.Listen,
-		StoreDir:   cfg.NATS.StoreDir,
-		MaxPayload: cfg.NATS.MaxPayload,
-		Prefix:     cfg.Stream.SubjectPrefix,
+		Name:         cfg.NATS.ServerName,
+		Listen:       cfg.NATS.Listen,
+		StoreDir:     cfg.NATS.StoreDir,
+		MaxPayload:   cfg.NATS.MaxPayload,
+		Prefix:       cfg.Stream.SubjectPrefix,
+		Source:       cfg.Source.Name,
+		Stream:       cfg.Stream.Name,
+		MaxConsumers: cfg.NATS.MaxConsumers,
 	}
 	if c := cfg.NATS.Cluster; c != nil {
 		scfg.Cluster = &sink.ClusterConfig{Name: c.Name, Listen: c.Listen, Routes: c.Routes, User: c.User, Password: c.Password}
+		if t := c.TLS; t != nil {
+			scfg.Cluster.TLS = &sink.RouteTLSConfig{Cert: t.Cert, Key: t.Key, CA: t.CA}
+		}
 	}
 	for _, u := range cfg.NATS.Users {
-		scfg.Users = append(scfg.Users, sink.User{User: u.User, Password: u.Password, Nkey: u.Nkey, Permissions: u.Permissions})
+		perm := u.Permissions
+		if perm == "" {
+			perm = sink.PermRead
+		}
+		scfg.Users = append(scfg.Users, sink.User{User: u.User, Password: u.Password, Nkey: u.Nkey, Permissions: perm})
 	}
 	if t := cfg.NATS.TLS; t != nil {
 		scfg.TLS = &sink.TLSConfig{Cert: t.Cert, Key: t.Key, CA: t.CA, VerifyClients: t.VerifyClients}
 	}
-	srv, err := sink.StartServer(scfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	attrs := []any{"url", srv.ClientURL(), "server_name", srv.Name(), "store_dir", cfg.NATS.StoreDir, "users", len(cfg.NATS.Users), "tls", cfg.NATS.TLS != nil}
-	if c := cfg.NATS.Cluster; c != nil {
-		attrs = append(attrs, "cluster", c.Name, "cluster_listen", c.Listen, "routes", len(c.Routes))
-	}
-	log.Info("embedded NATS server listening", attrs...)
-	nc, err := srv.Connect("sluice-" + cfg.Source.Name)
-	if err != nil {
-		srv.Shutdown()
-		return nil, nil, fmt.Errorf("connect to the embedded NATS server: %w", err)
-	}
-	return nc, func() {
-		// The pipeline has flushed by now; Drain would run on in the
-		// background while the server goes away under it.
-		nc.Close()
-		srv.Shutdown()
-	}, nil
+	return scfg
 }
 
 // transform is the pipeline's Transform: none without policies.

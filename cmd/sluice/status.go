@@ -153,7 +153,20 @@ func printStatus(w io.Writer, st Status, now time.Time) error {
 		fmt.Fprintf(tw, "backfills\tnone\n")
 	}
 	for _, j := range st.Backfills {
-		fmt.Fprintf(tw, "backfill\t%s %s: %s, %d/%d rows, %d/%d chunks%s\n", j.ID, j.Table, j.State, j.Rows, j.Estimate, j.Chunks, j.ChunksEstimated(), rateETA(j))
+		extra := " (" + j.Reason
+		for i, f := range j.Filters {
+			if i == 0 {
+				extra += ", where "
+			} else {
+				extra += " and "
+			}
+			extra += f.String()
+		}
+		extra += ")"
+		if j.Error != "" {
+			extra += ": " + j.Error
+		}
+		fmt.Fprintf(tw, "backfill\t%s %s: %s, %d/%d rows, %d/%d chunks%s%s\n", j.ID, j.Table, j.State, j.Rows, j.Estimate, j.Chunks, j.ChunksEstimated(), rateETA(j), extra)
 	}
 	return tw.Flush()
 }

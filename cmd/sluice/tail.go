@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/consumer"
 )
 
@@ -74,6 +75,23 @@ func tailCommand() *cobra.Command {
 type natsClient struct {
 	URL, User, Password string
 	CA                  string // verifies the server's certificate
+	// APIPrefix reaches the event streams' JetStream API: sluice's
+	// embedded server serves it under sink.EventsAPIPrefix to every login.
+	// Empty tries that prefix, then the default one (another NATS).
+	APIPrefix string
+}
+
+// jetStream returns the JetStream API of the event streams on nc.
+func (c natsClient) jetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	if c.APIPrefix != "" {
+		return jetstream.NewWithAPIPrefix(nc, c.APIPrefix)
+	}
+	// A sluice-embedded server answers under its prefix; any other NATS
+	// has no responder there and is asked the usual way.
+	if _, err := nc.Request(sink.EventsAPIPrefix+".INFO", nil, 2*time.Second); err == nil {
+		return jetstream.NewWithAPIPrefix(nc, sink.EventsAPIPrefix)
+	}
+	return jetstream.New(nc)
 }
 
 func (c natsClient) connect(name string) (*nats.Conn, error) {
@@ -139,7 +157,7 @@ func tailWith(ctx context.Context, w io.Writer, conn natsClient, subject string,
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := conn.jetStream(nc)
 	if err != nil {
 		return err
 	}
@@ -162,11 +180,19 @@ func tailWith(ctx context.Context, w io.Writer, conn natsClient, subject string,
 	defer cancel()
 	events := make(chan tailMsg, 256)
 	g, gctx := errgroup.WithContext(ctx)
+	followed := 0
+	var denied []string
 	for _, name := range streams {
 		s, err := js.Stream(ctx, name)
+		if err != nil && len(streams) > 1 {
+			// Another source's stream, which this login may not read.
+			denied = append(denied, name)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
+		followed++
 		ocfg := jetstream.OrderedConsumerConfig{DeliverPolicy: policy}
 		// A filter wider than the stream is the whole stream.
 		if !coversAll(subject, s.CachedInfo().Config.Subjects) {
@@ -197,6 +223,9 @@ func tailWith(ctx context.Context, w io.Writer, conn natsClient, subject string,
 				}
 			}
 		})
+	}
+	if followed == 0 {
+		return fmt.Errorf("this login may read none of the streams holding %q (%s): subscribe to your source's subjects, e.g. 'cdc.<source>.>'", subject, strings.Join(denied, ", "))
 	}
 	out := bufio.NewWriter(w)
 	defer out.Flush()

@@ -18,6 +18,18 @@ import (
 	"github.com/sluice-cdc/sluice/sink"
 )
 
+// Admin is the admin login of every natstest server (and cluster member):
+// the servers require logins, and Connect uses this one. It lives in
+// sink.AccountState; the event streams of a sluice run are under
+// sink.EventsAPIPrefix from there.
+var Admin = sink.User{User: "natstest-admin", Password: "natstest-admin-pw", Permissions: sink.PermAdmin}
+
+// RouteUser and RoutePassword authenticate the routes of natstest clusters.
+const (
+	RouteUser     = "natstest-route"
+	RoutePassword = "natstest-route-pw"
+)
+
 // Server is one embedded JetStream server on a loopback port.
 type Server struct {
 	t      testing.TB
@@ -34,6 +46,7 @@ func New(t testing.TB) *Server {
 		Listen:     "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		StoreDir:   filepath.Join(t.TempDir(), "jetstream"),
 		MaxPayload: 1 << 20,
+		Users:      []sink.User{Admin},
 	}}
 	s.Start()
 	t.Cleanup(s.Stop)
@@ -64,6 +77,9 @@ func (s *Server) URL() string { return "nats://" + s.cfg.Listen }
 // Name is the server name, as JetStream names stream leaders and peers.
 func (s *Server) Name() string { return s.cfg.Name }
 
+// Sink is the running server, for its in-process connections.
+func (s *Server) Sink() *sink.Server { return s.server }
+
 // Running tells whether the server is up.
 func (s *Server) Running() bool { return s.server != nil }
 
@@ -92,10 +108,13 @@ func PlanCluster(t testing.TB, n int) *Plan {
 			Listen:     "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 			StoreDir:   filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 			MaxPayload: 1 << 20,
+			Users:      []sink.User{Admin},
 			Cluster: &sink.ClusterConfig{
-				Name:   p.Name,
-				Listen: strings.TrimPrefix(routes[i], "nats://"),
-				Routes: routes,
+				Name:     p.Name,
+				Listen:   strings.TrimPrefix(routes[i], "nats://"),
+				Routes:   routes,
+				User:     RouteUser,
+				Password: RoutePassword,
 			},
 		})
 	}
@@ -165,7 +184,7 @@ func NewCluster(t testing.TB, n int) *Plan {
 // them, closed with the test.
 func (p *Plan) Connect() *nats.Conn {
 	p.t.Helper()
-	nc, err := nats.Connect(p.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(p.URLs(), nats.UserInfo(Admin.User, Admin.Password), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		p.t.Fatalf("connect to the NATS cluster: %v", err)
 	}
@@ -197,9 +216,14 @@ func StreamLeader(t testing.TB, js jetstream.JetStream, stream string) string {
 }
 
 // MoveLeader makes one of want the stream's leader by asking the current
-// leader to step down until the election lands there.
+// leader to step down until the election lands there. It uses js's API
+// prefix (sink.EventsAPIPrefix for a sluice run's stream, seen by an admin).
 func MoveLeader(t testing.TB, nc *nats.Conn, js jetstream.JetStream, stream string, want ...string) string {
 	t.Helper()
+	prefix := strings.TrimSuffix(js.Options().APIPrefix, ".")
+	if prefix == "" {
+		prefix = jetstream.DefaultAPIPrefix[:len(jetstream.DefaultAPIPrefix)-1]
+	}
 	for attempt := 0; attempt < 30; attempt++ {
 		leader := StreamLeader(t, js, stream)
 		for _, w := range want {
@@ -207,7 +231,7 @@ func MoveLeader(t testing.TB, nc *nats.Conn, js jetstream.JetStream, stream stri
 				return leader
 			}
 		}
-		_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil, 5*time.Second)
+		_, _ = nc.Request(prefix+".STREAM.LEADER.STEPDOWN."+stream, nil, 5*time.Second)
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Fatalf("stream %s: could not move its leader to %v", stream, want)
@@ -218,7 +242,7 @@ func MoveLeader(t testing.TB, nc *nats.Conn, js jetstream.JetStream, stream stri
 // with the test.
 func (s *Server) Connect() *nats.Conn {
 	s.t.Helper()
-	nc, err := nats.Connect(s.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50e6))
+	nc, err := nats.Connect(s.URL(), nats.UserInfo(Admin.User, Admin.Password), nats.MaxReconnects(-1), nats.ReconnectWait(50e6))
 	if err != nil {
 		s.t.Fatalf("connect to NATS: %v", err)
 	}

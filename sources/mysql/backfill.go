@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -153,7 +155,10 @@ const backfillSession = "SET SESSION time_zone = '+00:00', character_set_results
 // withBackfill runs fn on the backfill connection, connecting first when
 // there is none or its login is expiring. A connection that failed, or was
 // cut because ctx ended, is dropped.
-func (s *Source) withBackfill(ctx context.Context, fn func(*client.Conn) error) error {
+//
+// Its errors quote no server message (valueFree): those may carry values.
+func (s *Source) withBackfill(ctx context.Context, fn func(*client.Conn) error) (err error) {
+	defer func() { err = valueFree(err) }()
 	b := &s.bf
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -189,7 +194,7 @@ func (s *Source) withBackfill(ctx context.Context, fn func(*client.Conn) error) 
 	// ends a statement that ctx no longer wants.
 	raw := b.conn.Conn.Conn
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	err := fn(b.conn)
+	err = fn(b.conn)
 	if !stop() {
 		// The socket is closed; what fn finished before that still stands.
 		b.drop()
@@ -279,6 +284,30 @@ func (s *Source) Reset(ctx context.Context) (sources.Position, error) {
 	return sources.Position(pos.String()), nil
 }
 
+// Columns lists a captured table's columns as information_schema has
+// them now, in the order of its rows.
+func (s *Source) Columns(ctx context.Context, table string) ([]string, error) {
+	tn, err := s.userTable(table)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	err = s.withBackfill(ctx, func(conn *client.Conn) error {
+		t, err := loadTable(conn, tn.db, tn.name)
+		if err != nil {
+			return err
+		}
+		if t == nil {
+			return fmt.Errorf("table %s does not exist (any more): remove it from source.tables", tn)
+		}
+		for _, c := range t.columns {
+			names = append(names, c.name)
+		}
+		return nil
+	})
+	return names, err
+}
+
 // EstimateRows returns InnoDB's estimate, or the exact count when there is
 // none (a table never analysed, or another engine).
 func (s *Source) EstimateRows(ctx context.Context, table string) (int64, error) {
@@ -317,6 +346,12 @@ func (s *Source) EstimateRows(ctx context.Context, table string) (int64, error) 
 // on, in the key order of DESIGN.md: integers and decimals numerically,
 // text bytewise in UTF-8, binary strings bytewise. Values are written
 // exactly as the binlog reader writes the same row.
+//
+// Filters are checked against the table's columns and become conditions
+// made of the column's quoted name and placeholders only; their values are
+// bound (see filterParam). The SELECT runs in a read-only transaction and,
+// with q.Timeout, under a server-side limit: MariaDB's max_statement_time,
+// MySQL's MAX_EXECUTION_TIME.
 func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.Chunk, error) {
 	tn, err := s.userTable(q.Table)
 	if err != nil {
@@ -345,7 +380,7 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 		if len(t.key) == 0 {
 			return fmt.Errorf("%w: %s: add one, or list its key columns under source.keys", sources.ErrNoPrimaryKey, tn)
 		}
-		sql, args, err := chunkSQL(t, q)
+		sql, args, err := chunkSQL(t, q, s.info.flavor)
 		if err != nil {
 			return err
 		}
@@ -355,12 +390,25 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 		if err != nil {
 			return fmt.Errorf("read a chunk of %s: %w", tn, err)
 		}
+		if err := execute(conn, "START TRANSACTION READ ONLY"); err != nil {
+			stmt.Close()
+			return fmt.Errorf("read a chunk of %s: %w", tn, err)
+		}
 		r, err := stmt.Execute(args...)
 		stmt.Close()
 		if err != nil {
+			_ = execute(conn, "ROLLBACK") // a broken connection is dropped anyway
+			var myErr *mysql.MyError
+			if q.Timeout > 0 && errors.As(err, &myErr) && (myErr.Code == erQueryTimeout || myErr.Code == erStatementTimeout) {
+				return fmt.Errorf("read a chunk of %s: %w (%s): read smaller chunks (backfill.chunk_size), index the filtered columns, or raise the timeout: %w",
+					tn, sources.ErrStatementTimeout, q.Timeout, err)
+			}
 			return fmt.Errorf("read a chunk of %s: %w", tn, err)
 		}
 		defer r.Close()
+		if err := execute(conn, "COMMIT"); err != nil {
+			return fmt.Errorf("read a chunk of %s: %w", tn, err)
+		}
 		codecs := make([]chunkCol, len(t.columns))
 		for i, c := range t.columns {
 			codecs[i] = chunkCodec(c)
@@ -383,8 +431,19 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 	return chunk, nil
 }
 
-// chunkSQL builds the chunk's SELECT and its arguments.
-func chunkSQL(t *tableSchema, q sources.ChunkQuery) (string, []any, error) {
+// execute runs a statement that returns no rows.
+func execute(conn *client.Conn, sql string) error {
+	r, err := conn.Execute(sql)
+	if err != nil {
+		return err
+	}
+	r.Close()
+	return nil
+}
+
+// chunkSQL builds the chunk's SELECT and its arguments: the key columns'
+// start values, then the filters'. flavor decides how q.Timeout is said.
+func chunkSQL(t *tableSchema, q sources.ChunkQuery, flavor string) (string, []any, error) {
 	if q.From != nil && len(q.From) != len(t.key) {
 		return "", nil, fmt.Errorf("read a chunk of %s: the chunk starts at %d key values, the key (%s) has %d",
 			t.qualified(), len(q.From), strings.Join(t.key, ", "), len(t.key))
@@ -410,8 +469,23 @@ func chunkSQL(t *tableSchema, q sources.ChunkQuery) (string, []any, error) {
 			args = append(args, a)
 		}
 	}
+	conds, fargs, err := filterConds(t, q.Filters)
+	if err != nil {
+		return "", nil, err
+	}
+	if q.From == nil {
+		params = nil
+	}
 	var b strings.Builder
-	b.WriteString("SELECT ")
+	switch {
+	case q.Timeout <= 0:
+		b.WriteString("SELECT ")
+	case flavor == mysql.MariaDBFlavor:
+		b.WriteString("SET STATEMENT max_statement_time=" + maxStatementTime(q.Timeout) + " FOR SELECT ")
+	default:
+		// MySQL 5.7.8 and later; an older server reads a comment.
+		b.WriteString("SELECT /*+ MAX_EXECUTION_TIME(" + maxExecutionTime(q.Timeout) + ") */ ")
+	}
 	for i, c := range t.columns {
 		if i > 0 {
 			b.WriteString(", ")
@@ -419,10 +493,158 @@ func chunkSQL(t *tableSchema, q sources.ChunkQuery) (string, []any, error) {
 		b.WriteString(ident(c.name))
 	}
 	b.WriteString(" FROM " + tableName{t.db, t.name}.sql())
-	if q.From == nil {
-		params = nil
+	return sources.ChunkSQL(b.String(), exprs, params, conds, q.Limit), append(args, fargs...), nil
+}
+
+// maxStatementTime is MariaDB's max_statement_time for d: seconds with
+// microseconds, at least one (0 would mean no limit), at most a year.
+func maxStatementTime(d time.Duration) string {
+	d = min(max(d, time.Microsecond), 365*24*time.Hour)
+	return strconv.FormatFloat(d.Seconds(), 'f', 6, 64)
+}
+
+// maxExecutionTime is MySQL's MAX_EXECUTION_TIME for d: whole
+// milliseconds, rounded up (0 would mean no limit), at most 2^32-1.
+func maxExecutionTime(d time.Duration) string {
+	ms := (d + time.Millisecond - 1) / time.Millisecond
+	return strconv.FormatInt(min(max(int64(ms), 1), math.MaxUint32), 10)
+}
+
+// compareOps are the SQL operators of the comparing filter operators.
+var compareOps = map[string]string{
+	sources.OpEq: "=", sources.OpNe: "<>", sources.OpLt: "<", sources.OpLe: "<=", sources.OpGt: ">", sources.OpGe: ">=",
+}
+
+// filterConds checks filters against the table's columns and builds their
+// conditions: the column's name as information_schema has it, quoted, an
+// operator of sluice's own and placeholders. The filters' values are the
+// arguments. Nothing of a filter's text becomes SQL.
+func filterConds(t *tableSchema, filters []sources.Filter) ([]string, []any, error) {
+	if len(filters) == 0 {
+		return nil, nil, nil
 	}
-	return sources.ChunkSQL(b.String(), exprs, params, q.Where, q.Limit), args, nil
+	names := make([]string, len(t.columns))
+	for i, c := range t.columns {
+		names[i] = c.name
+	}
+	if err := sources.ValidateFilters(t.qualified(), names, filters); err != nil {
+		return nil, nil, err
+	}
+	var conds []string
+	var args []any
+	for _, f := range filters {
+		i := slices.Index(names, f.Column)
+		if i < 0 {
+			return nil, nil, fmt.Errorf("%w: table %s has no column %q", sources.ErrBadFilter, t.qualified(), f.Column)
+		}
+		c := t.columns[i]
+		col := ident(c.name)
+		switch f.Op {
+		case sources.OpIsNull:
+			conds = append(conds, col+" IS NULL")
+			continue
+		case sources.OpIsNotNull:
+			conds = append(conds, col+" IS NOT NULL")
+			continue
+		}
+		ph := make([]string, len(f.Values))
+		for j, v := range f.Values {
+			p, a, err := filterParam(t, c, v)
+			if err != nil {
+				return nil, nil, err
+			}
+			ph[j] = p
+			args = append(args, a)
+		}
+		if f.Op == sources.OpIn {
+			conds = append(conds, col+" IN ("+strings.Join(ph, ", ")+")")
+			continue
+		}
+		op, ok := compareOps[f.Op]
+		if !ok || len(ph) != 1 {
+			return nil, nil, fmt.Errorf("%w: operator %q of column %s", sources.ErrBadFilter, f.Op, c.name)
+		}
+		conds = append(conds, col+" "+op+" "+ph[0])
+	}
+	return conds, args, nil
+}
+
+var (
+	filterDecimal  = regexp.MustCompile(`^[-+]?([0-9]+)(?:\.([0-9]+))?$`)
+	filterDate     = regexp.MustCompile(`^([0-9]{4}-[0-9]{2}-[0-9]{2})$`)
+	filterDatetime = regexp.MustCompile(`^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[ T]((?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?))?Z?$`)
+	filterTime     = regexp.MustCompile(`^-?([0-9]{1,3}):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?$`)
+)
+
+// filterParam is the placeholder and the argument of one filter value.
+// MySQL converts a string compared with a number or a date leniently
+// ('1abc' = 1, '2024-01-01 junk' = '2024-01-01', a bigint as a double), so
+// the value of such a column is checked and converted here: integers and
+// floats are bound as numbers, decimals as text cast to a DECIMAL that
+// holds them exactly, temporal values as their canonical text. Other
+// columns compare with the text as it is, in their collation.
+func filterParam(t *tableSchema, c column, v string) (string, any, error) {
+	bad := func(want string) error {
+		// The value stays out: errors reach logs and job records.
+		return fmt.Errorf("%w: column %s of %s is %s, and a value given for it is not %s", sources.ErrBadFilter, c.name, t.qualified(), c.dataType, want)
+	}
+	switch c.dataType {
+	case "tinyint", "smallint", "mediumint", "int", "bigint", "year", "bit":
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return "?", n, nil
+		}
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+			return "?", n, nil
+		}
+		return "", nil, bad("an integer")
+	case "float", "double":
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return "", nil, bad("a finite number")
+		}
+		return "?", f, nil
+	case "decimal":
+		m := filterDecimal.FindStringSubmatch(v)
+		if m == nil {
+			return "", nil, bad("a decimal number (digits, an optional sign and point)")
+		}
+		whole, frac := len(strings.TrimLeft(m[1], "0")), len(strings.TrimRight(m[2], "0"))
+		if whole+frac > 65 || frac > 30 {
+			return "", nil, bad("a DECIMAL (at most 65 digits, 30 after the point)")
+		}
+		return "CAST(? AS DECIMAL(" + strconv.Itoa(max(whole+frac, 1)) + "," + strconv.Itoa(frac) + "))", strings.TrimPrefix(v, "+"), nil
+	case "date":
+		if m := filterDate.FindStringSubmatch(v); m != nil && validDate(m[1]) {
+			return "?", v, nil
+		}
+		return "", nil, bad("a date (YYYY-MM-DD)")
+	case "datetime", "timestamp":
+		if m := filterDatetime.FindStringSubmatch(v); m != nil && validDate(m[1]) {
+			// The session's time zone is UTC, as the events' Z says.
+			if m[2] == "" {
+				return "?", m[1], nil
+			}
+			return "?", m[1] + " " + m[2], nil
+		}
+		return "", nil, bad("a date and time (YYYY-MM-DD hh:mm:ss[.ffffff], in UTC)")
+	case "time":
+		if m := filterTime.FindStringSubmatch(v); m != nil {
+			if h, _ := strconv.Atoi(m[1]); h <= 838 {
+				return "?", v, nil
+			}
+		}
+		return "", nil, bad("a time ([-]hhh:mm:ss[.ffffff], at most 838 hours)")
+	}
+	return "?", v, nil
+}
+
+// validDate accepts a calendar date, or MySQL's zero date.
+func validDate(d string) bool {
+	if d == "0000-00-00" {
+		return true
+	}
+	_, err := time.Parse(time.DateOnly, d)
+	return err == nil
 }
 
 // keyColumn is how one key column is compared and ordered in a chunk query.

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -97,7 +100,8 @@ func (s *Source) dropBackfillConnLocked(err error) error {
 }
 
 // WriteSignal upserts this source's watermark row and commits it.
-func (s *Source) WriteSignal(ctx context.Context, kind, id string) error {
+func (s *Source) WriteSignal(ctx context.Context, kind, id string) (err error) {
+	defer func() { err = valueFree(err) }()
 	s.backfillMu.Lock()
 	defer s.backfillMu.Unlock()
 	conn, err := s.backfillConnLocked(ctx)
@@ -123,16 +127,17 @@ func (s *Source) WriteSignal(ctx context.Context, kind, id string) error {
 
 // EstimateRows reads the planner's row count, or counts when the table was
 // never analyzed.
-func (s *Source) EstimateRows(ctx context.Context, table string) (int64, error) {
+func (s *Source) EstimateRows(ctx context.Context, table string) (_ int64, err error) {
+	defer func() { err = valueFree(err) }()
 	s.backfillMu.Lock()
 	defer s.backfillMu.Unlock()
 	conn, err := s.backfillConnLocked(ctx)
 	if err != nil {
 		return 0, err
 	}
-	info, ok := s.tables[table]
-	if !ok {
-		return 0, fmt.Errorf("table %s is not captured", table)
+	info, err := s.userTable(table)
+	if err != nil {
+		return 0, err
 	}
 	ident := pgx.Identifier{info.schema, info.name}.Sanitize()
 	var n int64
@@ -151,12 +156,23 @@ func (s *Source) EstimateRows(ctx context.Context, table string) (int64, error) 
 // in COLLATE "C" order, which consumers reproduce by comparing bytes; an
 // index on a column of another collation cannot serve that order, so such
 // tables sort each chunk.
-func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.Chunk, error) {
+//
+// Filters are checked against the table's columns and become conditions
+// made of the column's quoted name and placeholders only; their values are
+// parameters of unknown type, in text form, which the server converts to
+// the column's type. With q.Timeout, the server cancels the SELECT when it
+// runs longer (statement_timeout, local to the chunk's read-only
+// transaction).
+func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (_ sources.Chunk, err error) {
+	defer func() { err = valueFree(err) }()
 	s.backfillMu.Lock()
 	defer s.backfillMu.Unlock()
-	info, ok := s.tables[q.Table]
-	if !ok || q.Table == s.signal.qualified() {
-		return sources.Chunk{}, fmt.Errorf("table %s is not captured by this source (source.tables)", q.Table)
+	info, err := s.userTable(q.Table)
+	if err != nil {
+		return sources.Chunk{}, err
+	}
+	if q.Limit <= 0 {
+		return sources.Chunk{}, fmt.Errorf("read a chunk of %s: limit %d, want at least 1", q.Table, q.Limit)
 	}
 	conn, err := s.backfillConnLocked(ctx)
 	if err != nil {
@@ -188,7 +204,12 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 			ph = append(ph, "$"+strconv.Itoa(i+1)+"::"+chunkKeyTypes[types[i]])
 		}
 	}
-	sql := sources.ChunkSQL("SELECT * FROM "+pgx.Identifier{info.schema, info.name}.Sanitize(), cols, ph, q.Where, q.Limit)
+	conds, fparams, err := s.filterCondsLocked(ctx, conn, info, q.Filters, len(params))
+	if err != nil {
+		return sources.Chunk{}, err
+	}
+	params = append(params, fparams...)
+	sql := sources.ChunkSQL("SELECT * FROM "+pgx.Identifier{info.schema, info.name}.Sanitize(), cols, ph, conds, q.Limit)
 
 	// One snapshot for the chunk and for the list of transactions it sees
 	// as running (see sources.Chunk.Invisible).
@@ -209,6 +230,14 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 	for i, x := range xip {
 		invisible[i] = uint64(uint32(x)) // xid8 → the 32-bit xid pgoutput sends
 	}
+	if q.Timeout > 0 {
+		// Local to the transaction: it ends with the chunk.
+		if _, err := tx.Exec(ctx, "SELECT set_config('statement_timeout', $1, true)", timeoutMillis(q.Timeout)); err != nil {
+			return sources.Chunk{}, s.dropBackfillConnLocked(fmt.Errorf("read a chunk of %s: set backfill.statement_timeout: %w", q.Table, err))
+		}
+	}
+	// No parameter types: the server infers each from its use, so a
+	// filter's value takes its column's type.
 	rr := conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil)
 	fields := rr.FieldDescriptions()
 	shape := &sources.Table{Schema: info.schema, Name: info.name}
@@ -228,8 +257,9 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 	}
 	if _, err := rr.Close(); err != nil {
 		var pgErr *pgconn.PgError
-		if q.Where != "" && errors.As(err, &pgErr) && pgErr.Code[:2] == "42" {
-			return sources.Chunk{}, fmt.Errorf("backfill of %s: the --where condition is not valid SQL for this table: %w", q.Table, err)
+		if q.Timeout > 0 && ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "57014" {
+			return sources.Chunk{}, fmt.Errorf("read a chunk of %s: %w (%s): read smaller chunks (backfill.chunk_size), index the filtered columns, or raise the timeout: %w",
+				q.Table, sources.ErrStatementTimeout, q.Timeout, err)
 		}
 		return sources.Chunk{}, s.dropBackfillConnLocked(fmt.Errorf("read a chunk of %s: %w", q.Table, err))
 	}
@@ -276,6 +306,128 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 		rows[r] = vals
 	}
 	return sources.Chunk{Table: table, Rows: rows, Invisible: invisible}, nil
+}
+
+// userTable returns a captured table other than the signal table.
+func (s *Source) userTable(table string) (tableInfo, error) {
+	info, ok := s.tables[table]
+	if !ok || table == s.signal.qualified() {
+		names := s.Tables()
+		slices.Sort(names)
+		return tableInfo{}, fmt.Errorf("table %s is not captured by this source (source.tables): backfill one of %s", table, strings.Join(names, ", "))
+	}
+	return info, nil
+}
+
+// Columns lists a captured table's columns as the catalog has them now, in
+// the order of its rows.
+func (s *Source) Columns(ctx context.Context, table string) (_ []string, err error) {
+	defer func() { err = valueFree(err) }()
+	s.backfillMu.Lock()
+	defer s.backfillMu.Unlock()
+	info, err := s.userTable(table)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := s.backfillConnLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cols, err := s.columnsLocked(ctx, conn, info, true)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(cols), nil
+}
+
+// columnsLocked returns a table's column names, from the cache unless
+// fresh is set.
+func (s *Source) columnsLocked(ctx context.Context, conn *pgx.Conn, info tableInfo, fresh bool) ([]string, error) {
+	if cols, ok := s.columns[info.qualified()]; ok && !fresh {
+		return cols, nil
+	}
+	rows, err := conn.Query(ctx, `SELECT attname::text FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+		pgx.Identifier{info.schema, info.name}.Sanitize())
+	if err != nil {
+		return nil, s.dropBackfillConnLocked(fmt.Errorf("read the columns of %s: %w", info.qualified(), err))
+	}
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, s.dropBackfillConnLocked(fmt.Errorf("read the columns of %s: %w", info.qualified(), err))
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("table %s has no columns", info.qualified())
+	}
+	s.columns[info.qualified()] = cols
+	return cols, nil
+}
+
+// compareOps are the SQL operators of the comparing filter operators.
+var compareOps = map[string]string{
+	sources.OpEq: "=", sources.OpNe: "<>", sources.OpLt: "<", sources.OpLe: "<=", sources.OpGt: ">", sources.OpGe: ">=",
+}
+
+// filterCondsLocked checks filters against the table's columns and builds
+// their conditions: the column's name as the catalog has it, quoted, an
+// operator of sluice's own and placeholders numbered after the n
+// parameters before them. The filters' values are the parameters, as text.
+// Nothing of a filter's text becomes SQL.
+func (s *Source) filterCondsLocked(ctx context.Context, conn *pgx.Conn, info tableInfo, filters []sources.Filter, n int) ([]string, [][]byte, error) {
+	if len(filters) == 0 {
+		return nil, nil, nil
+	}
+	columns, err := s.columnsLocked(ctx, conn, info, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sources.ValidateFilters(info.qualified(), columns, filters) != nil {
+		// The cached columns may be older than an ALTER TABLE: look again.
+		if columns, err = s.columnsLocked(ctx, conn, info, true); err != nil {
+			return nil, nil, err
+		}
+		if err := sources.ValidateFilters(info.qualified(), columns, filters); err != nil {
+			return nil, nil, err
+		}
+	}
+	var conds []string
+	var params [][]byte
+	placeholder := func(v string) string {
+		params = append(params, []byte(v))
+		return "$" + strconv.Itoa(n+len(params))
+	}
+	for _, f := range filters {
+		i := slices.Index(columns, f.Column)
+		if i < 0 {
+			return nil, nil, fmt.Errorf("%w: table %s has no column %q", sources.ErrBadFilter, info.qualified(), f.Column)
+		}
+		col := pgx.Identifier{columns[i]}.Sanitize()
+		switch f.Op {
+		case sources.OpIsNull:
+			conds = append(conds, col+" IS NULL")
+		case sources.OpIsNotNull:
+			conds = append(conds, col+" IS NOT NULL")
+		case sources.OpIn:
+			ph := make([]string, len(f.Values))
+			for j, v := range f.Values {
+				ph[j] = placeholder(v)
+			}
+			conds = append(conds, col+" IN ("+strings.Join(ph, ", ")+")")
+		default:
+			op, ok := compareOps[f.Op]
+			if !ok || len(f.Values) != 1 {
+				return nil, nil, fmt.Errorf("%w: operator %q of column %s", sources.ErrBadFilter, f.Op, columns[i])
+			}
+			conds = append(conds, col+" "+op+" "+placeholder(f.Values[0]))
+		}
+	}
+	return conds, params, nil
+}
+
+// timeoutMillis is statement_timeout's value for d: whole milliseconds,
+// rounded up (0 would mean no timeout), at most what the setting takes.
+func timeoutMillis(d time.Duration) string {
+	ms := (d + time.Millisecond - 1) / time.Millisecond
+	return strconv.FormatInt(min(max(int64(ms), 1), math.MaxInt32), 10)
 }
 
 // keyTypesLocked returns the type oids of a table's key columns, checking

@@ -86,6 +86,7 @@ type Source struct {
 	backfillMu   sync.Mutex
 	backfillConn *pgx.Conn
 	keyTypes     map[string][]uint32
+	columns      map[string][]string // column names per table, for filters
 	// builtin names built-in types without a catalog round trip.
 	builtin *pgtype.Map
 }
@@ -134,7 +135,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap(), keyTypes: make(map[string][]uint32)}
+	s := &Source{cfg: cfg, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap(), keyTypes: make(map[string][]uint32), columns: make(map[string][]string)}
 	login, err := s.login(ctx)
 	if err != nil {
 		return nil, err
