@@ -253,7 +253,7 @@ func (p *Pipeline) streamLoop(ctx context.Context) error {
 			p.log.Info("replaying from the checkpoint; messages already stored after it are not published again",
 				"position", from.Position, "stored_after_checkpoint", skip.Len())
 		}
-		h := &handler{p: p, skip: skip}
+		h := &handler{p: p, skip: skip, resumedSeq: from.StreamSeq}
 		err = p.src.Stream(ctx, from.Position, h)
 		p.setOpen(false)
 		if ctx.Err() != nil {
@@ -359,6 +359,14 @@ type handler struct {
 	skip       *StoredIDs
 	key        []byte
 	progressed bool
+	// resumedSeq is the stream sequence of the checkpoint this Stream call
+	// resumed from; published tells whether it has published anything yet.
+	// Until it has, every transaction it replays was stored before (its
+	// messages are skipped), and its checkpoint must not claim a sequence
+	// beyond resumedSeq: the stream's last sequence covers later
+	// transactions, whose ids a restart would then not read back.
+	resumedSeq uint64
+	published  bool
 }
 
 func (h *handler) Change(ctx context.Context, c *sources.Change) error {
@@ -476,7 +484,7 @@ func (h *handler) publish(ctx context.Context, subject string, c *sources.Change
 		return h.tooLarge(ctx, subject, id, c, len(data), max)
 	}
 	h.p.cfg.Metrics.event(c.Table.QualifiedName(), string(c.Op), partitionOf(subject))
-	return h.p.pub.Publish(ctx, subject, id, data)
+	return h.send(ctx, subject, id, data)
 }
 
 // tooLarge puts a note of an event NATS cannot carry on the dead-letter
@@ -517,7 +525,7 @@ func (h *handler) tooLarge(ctx context.Context, subject, id string, c *sources.C
 	if err != nil {
 		return err
 	}
-	if err := h.p.pub.Publish(ctx, h.p.cfg.Prefix+"."+h.p.cfg.SourceName+"._dlq", id, msg); err != nil {
+	if err := h.send(ctx, h.p.cfg.Prefix+"."+h.p.cfg.SourceName+"._dlq", id, msg); err != nil {
 		return err
 	}
 	return ErrDeadLettered
@@ -539,7 +547,7 @@ func (h *handler) publishData(ctx context.Context, subject string, pos sources.P
 		return fmt.Errorf("%w: a chunk event on %s is %d bytes, the limit is %d: lower backfill.chunk_size or raise nats.max_payload",
 			ErrTooLarge, subject, len(data), max)
 	}
-	return h.p.pub.Publish(ctx, subject, id, data)
+	return h.send(ctx, subject, id, data)
 }
 
 // nextID is the message id of the next message of the transaction at pos.
@@ -552,11 +560,22 @@ func (h *handler) nextID(pos sources.Position) string {
 	return id
 }
 
+// send publishes a message this Stream call produced (not one it skipped
+// as stored before).
+func (h *handler) send(ctx context.Context, subject, id string, data []byte) error {
+	h.published = true
+	return h.p.pub.Publish(ctx, subject, id, data)
+}
+
 func (h *handler) Commit(ctx context.Context, c sources.Commit) error {
 	h.progressed = true
 	h.txPos, h.index = "", 0
 	h.p.cfg.Metrics.handedTx(string(c.Pos), c.Time)
-	return h.p.pub.Commit(ctx, Acked{Pos: c.Pos, Time: c.Time})
+	a := Acked{Pos: c.Pos, Time: c.Time}
+	if !h.published {
+		a.Capped, a.MaxSeq = true, h.resumedSeq
+	}
+	return h.p.pub.Commit(ctx, a)
 }
 
 // Flush waits until every event handed to the publisher so far is stored
@@ -616,7 +635,7 @@ func (h *handler) versioned(ctx context.Context, c *sources.Change) (*sources.Ta
 	id := h.p.cfg.SourceName + ":schema:" + table.QualifiedName() + ":" + strconv.Itoa(ch.New.Version)
 	event := h.p.enc.AppendSchemaEvent(nil, &at, body, time.Now())
 	if !h.skip.Has(id) {
-		if err := h.p.pub.Publish(ctx, subject, id, event); err != nil {
+		if err := h.send(ctx, subject, id, event); err != nil {
 			return nil, err
 		}
 	}
@@ -701,5 +720,5 @@ func (h *handler) publishDLQ(ctx context.Context, id, table, policy string, reas
 	if err != nil {
 		return err
 	}
-	return h.p.pub.Publish(ctx, h.p.cfg.Prefix+"."+h.p.cfg.SourceName+"._dlq", id, msg)
+	return h.send(ctx, h.p.cfg.Prefix+"."+h.p.cfg.SourceName+"._dlq", id, msg)
 }

@@ -23,6 +23,13 @@ type Acked struct {
 	Pos  sources.Position
 	Seq  uint64    // stream sequence of the last message up to Pos
 	Time time.Time // commit time of the transaction
+	// Capped, with MaxSeq, caps Seq: a transaction replayed after a
+	// restart whose messages were all stored before it (and skipped) must
+	// not be vouched for at the stream's last sequence, which lies after
+	// messages of later transactions; the checkpoint's sequence it resumed
+	// from is a bound below every one of them.
+	Capped bool
+	MaxSeq uint64
 }
 
 // Publisher publishes to one stream, of which it must be the only writer.
@@ -365,6 +372,9 @@ func (p *Publisher) resolveMarker(e *entry) {
 	switch {
 	case e.acked != nil:
 		e.acked.Seq = p.storedSeq
+		if e.acked.Capped && e.acked.MaxSeq < e.acked.Seq {
+			e.acked.Seq = e.acked.MaxSeq
+		}
 		if p.onAcked != nil {
 			p.onAcked(*e.acked)
 		}

@@ -340,3 +340,45 @@ func TestEnsureStreamRefusesPartitionChange(t *testing.T) {
 		t.Fatalf("EnsureStream with another prefix = %v, want ErrStreamMismatch", err)
 	}
 }
+
+// A transaction replayed after a restart, all of whose messages were stored
+// before it, is vouched for at most at the sequence the replay resumed from
+// (Acked.Capped), never at the stream's last sequence: that one lies after
+// later transactions, whose ids a second restart would then not read back
+// and would publish twice.
+func TestCappedAck(t *testing.T) {
+	srv := natstest.New(t)
+	js, err := jetstream.New(srv.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := testStream(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := js.Publish(ctx, "cdc.t.s.tbl.0", []byte("{}"), jetstream.WithMsgID("t:"+strconv.Itoa(i)+":0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var acks ackLog
+	pub, err := sink.NewPublisher(ctx, js, stream, sink.PublisherConfig{OnAcked: acks.add, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pub.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	for _, a := range []sink.Acked{{Pos: "replayed", Capped: true, MaxSeq: 2}, {Pos: "resumed-at-0", Capped: true}, {Pos: "new"}} {
+		if err := pub.Commit(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := acks.all()
+	if len(got) != 3 || got[0].Seq != 2 || got[1].Seq != 0 || got[2].Seq != 5 {
+		t.Fatalf("acked %+v, want sequences 2 (capped), 0 (capped at an empty resume) and 5 (the stream's last)", got)
+	}
+}

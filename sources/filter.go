@@ -167,3 +167,33 @@ func (e *DBError) Error() string {
 }
 
 func (e *DBError) Unwrap() error { return e.Err }
+
+// ValueFree returns err with the text of the database error db stands for
+// replaced by db's own, value-free text. raw is that error's Error() and
+// quoted its message parts (message, detail) that could appear in err's
+// text some other way: if one still does, only db's text is kept. errors.Is
+// and errors.As see both db (and through it the driver's error) and err's
+// own chain, so classification (ErrDisconnected and the like) still works.
+func ValueFree(err error, db *DBError, raw string, quoted ...string) error {
+	var done *valueFreeError
+	if errors.As(err, &done) {
+		return err
+	}
+	msg := strings.ReplaceAll(err.Error(), raw, db.Error())
+	rest := strings.ReplaceAll(msg, db.Error(), "")
+	for _, q := range quoted {
+		if q != "" && strings.Contains(rest, q) {
+			msg = db.Error()
+		}
+	}
+	return &valueFreeError{msg: msg, db: db, err: err}
+}
+
+type valueFreeError struct {
+	msg string
+	db  *DBError
+	err error
+}
+
+func (e *valueFreeError) Error() string   { return e.msg }
+func (e *valueFreeError) Unwrap() []error { return []error{e.db, e.err} }

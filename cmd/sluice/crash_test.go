@@ -136,6 +136,12 @@ func crashTest(t *testing.T, e *env, db crashDB) {
 	// Exactly-once must not lean on the duplicate window: make it tiny.
 	e.setYAML("replicas: 1}", "replicas: 1, duplicate_window: 100ms}")
 	logPath := filepath.Join(e.dir, "sluice.log")
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			_ = os.WriteFile(filepath.Join(os.TempDir(), "sluice-crash-"+t.Name()+".log"), b, 0o600)
+		}
+	})
 
 	p := startProc(t, bin, e.cfgYML, logPath)
 	starts := 1
@@ -249,6 +255,19 @@ func assertConverged(t *testing.T, url, stream string, db crashDB) {
 		for id := range view {
 			if _, ok := want[id]; !ok {
 				extra++
+			}
+		}
+		shown := 0
+		for id, v := range want {
+			if got, ok := view[id]; (!ok || got != v) && shown < 5 {
+				shown++
+				var evs []string
+				for _, ev := range events {
+					if ev.key == id {
+						evs = append(evs, fmt.Sprintf("%s %s v=%d", ev.Op, ev.id, ev.v))
+					}
+				}
+				t.Logf("key %d: table v=%d, view %d (present %v); its events: %v", id, v, got, ok, evs)
 			}
 		}
 		t.Fatalf("consumer view differs from the table: %d rows missing or stale, %d extra (table %d rows, view %d)", missing, extra, len(want), len(view))

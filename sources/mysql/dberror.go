@@ -2,7 +2,6 @@ package mysql
 
 import (
 	"errors"
-	"strings"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
@@ -74,27 +73,5 @@ func valueFree(err error) error {
 	if err == nil || !errors.As(err, &myErr) {
 		return err
 	}
-	var done *valueFreeError
-	if errors.As(err, &done) {
-		return err
-	}
-	db := dbError(myErr)
-	msg, raw := err.Error(), myErr.Error()
-	if strings.Contains(msg, raw) {
-		msg = strings.ReplaceAll(msg, raw, db.Error())
-	}
-	if rest := strings.ReplaceAll(msg, db.Error(), ""); myErr.Message != "" && strings.Contains(rest, myErr.Message) {
-		// Quoted in some other form: keep only what cannot carry a value.
-		msg = db.Error()
-	}
-	return &valueFreeError{msg: msg, db: db, err: err}
+	return sources.ValueFree(err, dbError(myErr), myErr.Error(), myErr.Message)
 }
-
-type valueFreeError struct {
-	msg string
-	db  *sources.DBError
-	err error
-}
-
-func (e *valueFreeError) Error() string   { return e.msg }
-func (e *valueFreeError) Unwrap() []error { return []error{e.db, e.err} }

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"errors"
-	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -90,28 +89,5 @@ func valueFree(err error) error {
 	if err == nil || !errors.As(err, &pgErr) {
 		return err
 	}
-	var done *valueFreeError
-	if errors.As(err, &done) {
-		return err
-	}
-	db := dbError(pgErr)
-	msg, raw := err.Error(), pgErr.Error()
-	if strings.Contains(msg, raw) {
-		msg = strings.ReplaceAll(msg, raw, db.Error())
-	}
-	rest := strings.ReplaceAll(msg, db.Error(), "")
-	if pgErr.Message != "" && strings.Contains(rest, pgErr.Message) || pgErr.Detail != "" && strings.Contains(rest, pgErr.Detail) {
-		// Quoted in some other form: keep only what cannot carry a value.
-		msg = db.Error()
-	}
-	return &valueFreeError{msg: msg, db: db, err: err}
+	return sources.ValueFree(err, dbError(pgErr), pgErr.Error(), pgErr.Message, pgErr.Detail)
 }
-
-type valueFreeError struct {
-	msg string
-	db  *sources.DBError
-	err error
-}
-
-func (e *valueFreeError) Error() string   { return e.msg }
-func (e *valueFreeError) Unwrap() []error { return []error{e.db, e.err} }
