@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-cdc/sluice/backfill"
+	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/sluice-cdc/sluice/sources"
@@ -259,6 +260,7 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 	stop, _ := e.startRun()
 	e.exec(`INSERT INTO items SELECT g, 0 FROM generate_series(1, 3000) g`)
 	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3000, time.Minute)
+	waitCheckpoint(t, e)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -332,6 +334,30 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 	t.Logf("gap %s → %s repaired by %d chunk events on 4 partitions", gaps[0].From, gaps[0].To, chunks)
 }
 
+// waitCheckpoint waits until the running sluice has written a checkpoint.
+func waitCheckpoint(t *testing.T, e *env) {
+	t.Helper()
+	nc, err := controlClient(e.cfg, e.client).connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	store, err := checkpoint.Open(ctx, js, e.cfg.Checkpoint.Bucket, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if cp, ok, err := store.Load(ctx, e.cfg.Source.Name); err == nil && ok && cp.Position != "" {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no checkpoint written within a minute")
+}
+
 // readGapsStopped reads the gaps of a stopped sluice by starting its
 // embedded server alone.
 func readGapsStopped(t *testing.T, e *env) []backfill.Gap {
@@ -351,6 +377,9 @@ func TestBackfillOnGapFail(t *testing.T) {
 	stop, _ := e.startRun()
 	e.exec(`INSERT INTO items VALUES (1, 0)`)
 	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, time.Minute)
+	// A gap needs a checkpoint: the event's commit must be checkpointed,
+	// not only the event stored, before sluice stops.
+	waitCheckpoint(t, e)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -403,6 +403,7 @@ func TestMySQLBackfillAfterPurge(t *testing.T) {
 		e.exec(`INSERT INTO items VALUES ` + strings.Join(vals, ","))
 	}
 	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 2000, time.Minute)
+	waitCheckpoint(t, e)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
