@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -122,5 +123,33 @@ func TestPrivacyErrors(t *testing.T) {
 	_, err = p.Change(&sources.Change{Op: sources.OpCreate, Table: users, After: vals(`1`, `""`, `""`, `""`, `1`)})
 	if !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), "key column") || !strings.Contains(err.Error(), "hash it instead") {
 		t.Fatalf("dropping a key column: %v", err)
+	}
+}
+
+// A policy that matches no captured table or column stops sluice, naming
+// the near miss: it would hide nothing.
+func TestPrivacyCoverage(t *testing.T) {
+	p, err := NewPrivacy(map[string]string{
+		"public.users.SSN": "mask", "public.users.email": "drop", "public.Users.note": "mask", "public.gone.x": "mask",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := func(_ context.Context, table string) ([]string, error) {
+		return map[string][]string{"public.users": {"id", "email", "ssn"}}[table], nil
+	}
+	err = p.CheckCoverage(context.Background(), []string{"public.users", "public.orders"}, cols)
+	for _, want := range []string{"public.users.SSN matches no column", "did you mean ssn?", "table public.Users, which is not captured (did you mean public.users?",
+		"table public.gone, which is not captured (captured: public.orders, public.users)"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("coverage error %v does not mention %q", err, want)
+		}
+	}
+	if !errors.Is(err, ErrPolicy) {
+		t.Errorf("not ErrPolicy: %v", err)
+	}
+	ok, _ := NewPrivacy(map[string]string{"public.users.ssn": "mask", "public.users.email": "drop"}, nil)
+	if err := ok.CheckCoverage(context.Background(), []string{"public.users"}, cols); err != nil {
+		t.Errorf("exact policies refused: %v", err)
 	}
 }

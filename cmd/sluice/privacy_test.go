@@ -120,7 +120,13 @@ func TestPrivacyErrors(t *testing.T) {
 	err, _ := runErr(t, e.cfg)
 	mentions(t, err, "privacy.hash_key_env", "SLUICE_TEST_NO_SUCH_KEY", "not set")
 
-	e.setYAML("hash_key_env: SLUICE_TEST_NO_SUCH_KEY, columns: {public.users.email: hash}", "columns: {public.users.id: drop}")
+	// Fails closed: a policy that names no captured column (wrong case,
+	// uncaptured table) stops sluice before anything is published.
+	e.setYAML("hash_key_env: SLUICE_TEST_NO_SUCH_KEY, columns: {public.users.email: hash}", "columns: {public.users.EMAIL: mask, public.nope.x: drop}")
+	err, _ = runErr(t, e.cfg)
+	mentions(t, err, "public.users.EMAIL matches no column", "did you mean email?", "table public.nope, which is not captured")
+
+	e.setYAML("columns: {public.users.EMAIL: mask, public.nope.x: drop}", "columns: {public.users.id: drop}")
 	stop, logs := e.startRun()
 	e.exec(`INSERT INTO users VALUES (1, 'x')`)
 	select {

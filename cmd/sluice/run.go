@@ -91,6 +91,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		return err
 	}
 	defer src.Close(context.Background())
+	bsrc, ok := src.(backfill.Source)
+	if !ok {
+		return fmt.Errorf("source kind %s cannot backfill", cfg.Source.Kind)
+	}
+	// Privacy fails closed: a policy that names no captured column would
+	// let the value it was meant to hide leave in clear.
+	if privacy != nil {
+		if err := privacy.CheckCoverage(ctx, bsrc.Tables(), bsrc.Columns); err != nil {
+			return err
+		}
+	}
 
 	conns, err := connectNATS(cfg, log)
 	if err != nil {
@@ -138,10 +149,6 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	})
 	if err != nil {
 		return err
-	}
-	bsrc, ok := src.(backfill.Source)
-	if !ok {
-		return fmt.Errorf("source kind %s cannot backfill", cfg.Source.Kind)
 	}
 	// Served on http.listen, when set.
 	metrics := prometheus.NewRegistry()
