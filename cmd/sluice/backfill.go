@@ -92,7 +92,7 @@ func backfillCommand() *cobra.Command {
 func controlFlags(cmd *cobra.Command, conn *natsClient) {
 	cmd.Flags().StringVar(&conn.URL, "nats", "", "NATS URL (default: nats.url, or the embedded server's nats.listen)")
 	cmd.Flags().StringVar(&conn.User, "user", os.Getenv("NATS_USER"), "NATS user (default $NATS_USER, else the first admin user of nats.users)")
-	cmd.Flags().StringVar(&conn.Password, "password", "", "NATS password (default $NATS_PASSWORD)")
+	passwordFlag(cmd, &conn.Password)
 	cmd.Flags().StringVar(&conn.CA, "tls-ca", "", "CA of the server's TLS certificate (default nats.tls.ca)")
 }
 

@@ -57,7 +57,7 @@ func tailCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&conn.URL, "nats", def, "NATS server URL, or several comma-separated (default $NATS_URL or nats://127.0.0.1:4222)")
 	cmd.Flags().StringVar(&conn.User, "user", os.Getenv("NATS_USER"), "NATS user (default $NATS_USER)")
-	cmd.Flags().StringVar(&conn.Password, "password", "", "NATS password (default $NATS_PASSWORD; prefer the variable, a flag shows in ps)")
+	passwordFlag(cmd, &conn.Password)
 	cmd.Flags().StringVar(&conn.CA, "tls-ca", os.Getenv("NATS_CA"), "CA certificate that verifies the server's TLS certificate (default $NATS_CA)")
 	if conn.Password == "" {
 		conn.Password = os.Getenv("NATS_PASSWORD")
@@ -69,6 +69,14 @@ func tailCommand() *cobra.Command {
 		"apply the events to an in-memory copy of the tables and, on exit, print its rows as JSON lines\n"+
 			`{"source":...,"table":"schema.table","key":{...},"row":{...}}, sorted by source, table and canonical key bytes`)
 	return cmd
+}
+
+// passwordFlag keeps --password working for old scripts, deprecated: a
+// password in the arguments is visible to every user of the host (ps,
+// /proc/<pid>/cmdline). The password belongs in $NATS_PASSWORD.
+func passwordFlag(cmd *cobra.Command, password *string) {
+	cmd.Flags().StringVar(password, "password", "", "NATS password (deprecated: use $NATS_PASSWORD)")
+	_ = cmd.Flags().MarkDeprecated("password", "a password in the arguments shows in ps to every user of the host: set $NATS_PASSWORD instead")
 }
 
 // natsClient is how a consumer command reaches NATS.
