@@ -282,20 +282,28 @@ func TestPublisherDetectsForeignWriter(t *testing.T) {
 }
 
 // IDsAfter lists what a replay must skip.
-func TestIDsAfter(t *testing.T) {
+// fiveMessages is a test stream holding messages t:0:0 .. t:4:0 at
+// sequences 1 to 5.
+func fiveMessages(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
 	srv := natstest.New(t)
 	js, err := jetstream.New(srv.Connect())
 	if err != nil {
 		t.Fatal(err)
 	}
 	stream := testStream(t, js)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	for i := range 5 {
-		if _, err := js.Publish(ctx, "cdc.t.s.tbl.0", []byte("{}"), jetstream.WithMsgID("t:"+strconv.Itoa(i)+":0")); err != nil {
+		if _, err := js.Publish(context.Background(), "cdc.t.s.tbl.0", []byte("{}"), jetstream.WithMsgID("t:"+strconv.Itoa(i)+":0")); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return js, stream
+}
+
+func TestIDsAfter(t *testing.T) {
+	js, stream := fiveMessages(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	pub, err := sink.NewPublisher(ctx, js, stream, sink.PublisherConfig{Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -347,19 +355,9 @@ func TestEnsureStreamRefusesPartitionChange(t *testing.T) {
 // later transactions, whose ids a second restart would then not read back
 // and would publish twice.
 func TestCappedAck(t *testing.T) {
-	srv := natstest.New(t)
-	js, err := jetstream.New(srv.Connect())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream := testStream(t, js)
+	js, stream := fiveMessages(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for i := range 5 {
-		if _, err := js.Publish(ctx, "cdc.t.s.tbl.0", []byte("{}"), jetstream.WithMsgID("t:"+strconv.Itoa(i)+":0")); err != nil {
-			t.Fatal(err)
-		}
-	}
 	var acks ackLog
 	pub, err := sink.NewPublisher(ctx, js, stream, sink.PublisherConfig{OnAcked: acks.add, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -216,12 +216,7 @@ func pgState(conn *pgx.Conn) func() (map[int]int, error) {
 func readGaps(t *testing.T, e *env) []backfill.Gap {
 	t.Helper()
 	bucket, source := e.cfg.Checkpoint.Bucket, e.cfg.Source.Name
-	nc, err := controlClient(e.cfg, e.client).connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := adminState(t, e)
 	ctx := context.Background()
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
@@ -334,17 +329,27 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 	t.Logf("gap %s → %s repaired by %d chunk events on 4 partitions", gaps[0].From, gaps[0].To, chunks)
 }
 
-// waitCheckpoint waits until the running sluice has written a checkpoint.
-func waitCheckpoint(t *testing.T, e *env) {
+// adminState is JetStream in sluice's state account (checkpoint bucket),
+// logged in as the CLI on sluice's host is; closed with the test.
+func adminState(t *testing.T, e *env) jetstream.JetStream {
 	t.Helper()
 	nc, err := controlClient(e.cfg, e.client).connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// waitCheckpoint waits until the running sluice has written a checkpoint.
+func waitCheckpoint(t *testing.T, e *env) {
+	t.Helper()
 	ctx := context.Background()
-	store, err := checkpoint.Open(ctx, js, e.cfg.Checkpoint.Bucket, 1)
+	store, err := checkpoint.Open(ctx, adminState(t, e), e.cfg.Checkpoint.Bucket, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

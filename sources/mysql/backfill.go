@@ -284,6 +284,16 @@ func (s *Source) Reset(ctx context.Context) (sources.Position, error) {
 	return sources.Position(pos.String()), nil
 }
 
+// existingTable loads a captured table's shape as the server has it now;
+// a table dropped since sluice started is an error naming the fix.
+func existingTable(conn *client.Conn, tn tableName) (*tableSchema, error) {
+	t, err := loadTable(conn, tn.db, tn.name)
+	if err == nil && t == nil {
+		err = fmt.Errorf("table %s does not exist (any more): remove it from source.tables", tn)
+	}
+	return t, err
+}
+
 // Columns lists a captured table's columns as information_schema has
 // them now, in the order of its rows.
 func (s *Source) Columns(ctx context.Context, table string) ([]string, error) {
@@ -293,12 +303,9 @@ func (s *Source) Columns(ctx context.Context, table string) ([]string, error) {
 	}
 	var names []string
 	err = s.withBackfill(ctx, func(conn *client.Conn) error {
-		t, err := loadTable(conn, tn.db, tn.name)
+		t, err := existingTable(conn, tn)
 		if err != nil {
 			return err
-		}
-		if t == nil {
-			return fmt.Errorf("table %s does not exist (any more): remove it from source.tables", tn)
 		}
 		for _, c := range t.columns {
 			names = append(names, c.name)
@@ -364,12 +371,9 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 	err = s.withBackfill(ctx, func(conn *client.Conn) error {
 		// The shape now, not the stream's: the stream may lag behind an
 		// ALTER TABLE that this SELECT already sees.
-		t, err := loadTable(conn, tn.db, tn.name)
+		t, err := existingTable(conn, tn)
 		if err != nil {
 			return err
-		}
-		if t == nil {
-			return fmt.Errorf("table %s does not exist (any more): remove it from source.tables", tn)
 		}
 		if err := markJSON(conn, t); err != nil {
 			return err
