@@ -12,8 +12,10 @@ import (
 // one of its columns exactly, or a value it was meant to hide could leave
 // in clear (a policy on public.users.SSN does nothing to column ssn). It
 // lists every policy that matches nothing, with the near miss when there
-// is one. columns returns a captured table's columns.
-func (p *Privacy) CheckCoverage(ctx context.Context, captured []string, columns func(ctx context.Context, table string) ([]string, error)) error {
+// is one. current returns a captured table's columns; former, when set,
+// the columns of the table's earlier shapes, which a policy may still name
+// while events of those shapes remain to be read (a renamed column).
+func (p *Privacy) CheckCoverage(ctx context.Context, captured []string, current, former ColumnsFunc) error {
 	tables := make([]string, 0, len(p.tables))
 	for t := range p.tables {
 		tables = append(tables, t)
@@ -29,9 +31,16 @@ func (p *Privacy) CheckCoverage(ctx context.Context, captured []string, columns 
 			problems = append(problems, fmt.Sprintf("privacy.columns names table %s, which is not captured (%s)", t, hint))
 			continue
 		}
-		cols, err := columns(ctx, t)
+		cols, err := current(ctx, t)
 		if err != nil {
 			return fmt.Errorf("check privacy.columns against %s: %w", t, err)
+		}
+		p.vouch(t, cols)
+		var earlier []string
+		if former != nil {
+			if earlier, err = former(ctx, t); err != nil {
+				return fmt.Errorf("check privacy.columns against the earlier shapes of %s: %w", t, err)
+			}
 		}
 		names := make([]string, 0, len(p.tables[t]))
 		for c := range p.tables[t] {
@@ -39,7 +48,7 @@ func (p *Privacy) CheckCoverage(ctx context.Context, captured []string, columns 
 		}
 		sort.Strings(names)
 		for _, c := range names {
-			if slices.Contains(cols, c) {
+			if slices.Contains(cols, c) || slices.Contains(earlier, c) {
 				continue
 			}
 			hint := nearMiss(c, cols)
@@ -53,6 +62,21 @@ func (p *Privacy) CheckCoverage(ctx context.Context, captured []string, columns 
 		return fmt.Errorf("%w: %s; sluice does not start with a policy that hides nothing: correct the names (exactly, case included)", ErrPolicy, strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// ColumnsFunc returns a table's column names.
+type ColumnsFunc func(ctx context.Context, table string) ([]string, error)
+
+// vouch records a table's columns as known: a later shape's column outside
+// them is new.
+func (p *Privacy) vouch(table string, cols []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	known := make(map[string]bool, len(cols))
+	for _, c := range cols {
+		known[c] = true
+	}
+	p.known[table] = known
 }
 
 // nearMiss names a candidate equal to name but for case.

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -48,9 +49,19 @@ var ErrPolicy = errors.New("privacy policy")
 type Privacy struct {
 	tables map[string]map[string]Policy // schema.table → column → policy
 	key    []byte
+	// haltMissing: a shape that loses a policy's column and gains one
+	// without a policy stops sluice (privacy.on_missing_column: halt);
+	// otherwise it is logged.
+	haltMissing bool
+	log         *slog.Logger
 
 	mu     sync.Mutex
 	shapes map[*sources.Table]*privateShape
+	// known holds, per table with policies, the columns vouched for: the
+	// table's columns when CheckCoverage ran, and those of every shape
+	// since. A column outside it that no policy names is new, and may be
+	// a renamed column whose policy no longer matches.
+	known map[string]map[string]bool
 }
 
 // privateShape is one table shape's rewriting.
@@ -66,7 +77,8 @@ type privateShape struct {
 // NewPrivacy checks the policies ("schema.table.column" → policy) and the
 // hash key, which Hash needs.
 func NewPrivacy(columns map[string]string, hashKey []byte) (*Privacy, error) {
-	p := &Privacy{tables: make(map[string]map[string]Policy), key: hashKey, shapes: make(map[*sources.Table]*privateShape)}
+	p := &Privacy{tables: make(map[string]map[string]Policy), key: hashKey, shapes: make(map[*sources.Table]*privateShape),
+		haltMissing: true, log: slog.New(slog.DiscardHandler), known: make(map[string]map[string]bool)}
 	var problems []string
 	names := make([]string, 0, len(columns))
 	for name := range columns {
@@ -103,6 +115,26 @@ func NewPrivacy(columns map[string]string, hashKey []byte) (*Privacy, error) {
 	}
 	return p, nil
 }
+
+// MissingColumn sets what a shape that lost a policy's column does: Halt
+// (the default, fail closed) or Warn, and where warnings go.
+func (p *Privacy) MissingColumn(policy string, log *slog.Logger) error {
+	switch policy {
+	case "", Halt:
+		p.haltMissing = true
+	case Warn:
+		p.haltMissing = false
+	default:
+		return fmt.Errorf("%w: privacy.on_missing_column %q: use halt or warn", ErrPolicy, policy)
+	}
+	if log != nil {
+		p.log = log
+	}
+	return nil
+}
+
+// Policies returns a table's column policies (nil when it has none).
+func (p *Privacy) Policies(table string) map[string]Policy { return p.tables[table] }
 
 // Change returns c with its values rewritten, or c itself when its table
 // has no policy. Unchanged (TOASTed) values stay unknown, NULL stays NULL.
@@ -177,6 +209,9 @@ func (p *Privacy) shape(t *sources.Table) (*privateShape, error) {
 		return s, nil
 	}
 	policies := p.tables[t.QualifiedName()]
+	if err := p.checkShape(t, policies); err != nil {
+		return nil, err
+	}
 	out := &sources.Table{Schema: t.Schema, Name: t.Name, Version: t.Version}
 	s := &privateShape{out: out}
 	outIndex := make([]int, len(t.Columns))
@@ -212,4 +247,53 @@ func (p *Privacy) shape(t *sources.Table) (*privateShape, error) {
 	}
 	p.shapes[t] = s
 	return s, nil
+}
+
+// checkShape fails closed on a shape that lost a column a policy names:
+// when the shape also has a column no policy names and that was not there
+// before, the column may have been renamed, and its values would leave in
+// clear under the new name. A shape that only lost the column (dropped)
+// cannot leak it and is logged. The caller holds p.mu.
+func (p *Privacy) checkShape(t *sources.Table, policies map[string]Policy) error {
+	qn := t.QualifiedName()
+	var missing, added []string
+	for col := range policies {
+		if !slices.Contains(t.Columns, col) {
+			missing = append(missing, col)
+		}
+	}
+	known := p.known[qn]
+	for _, col := range t.Columns {
+		if policies[col] == "" && !known[col] {
+			added = append(added, col)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		named := make([]string, len(missing))
+		for i, col := range missing {
+			named[i] = "privacy.columns." + qn + "." + col
+		}
+		switch {
+		case len(added) > 0 && p.haltMissing:
+			return fmt.Errorf("%w: %s names a column that %s no longer has, and the table has columns no policy names that it did not have: %s (its columns are now %s). "+
+				"A renamed column would leave in clear under its new name: sluice stops before publishing a change of this shape (privacy.on_missing_column is halt). "+
+				"Add a policy for the new name (and keep the old one until no event of the old shape remains to be read), then start sluice again",
+				ErrPolicy, strings.Join(named, ", "), qn, strings.Join(added, ", "), strings.Join(t.Columns, ", "))
+		case len(added) > 0:
+			p.log.Warn("table shape lost a column a privacy policy names, and has new columns no policy names: they are published as they are (privacy.on_missing_column is warn)",
+				"table", qn, "policies", strings.Join(named, ", "), "new_columns", strings.Join(added, ", "))
+		default:
+			p.log.Warn("table shape lost a column a privacy policy names: the policy hides nothing now; remove it from privacy.columns",
+				"table", qn, "policies", strings.Join(named, ", "))
+		}
+	}
+	if known == nil {
+		known = make(map[string]bool)
+		p.known[qn] = known
+	}
+	for _, col := range t.Columns {
+		known[col] = true
+	}
+	return nil
 }

@@ -138,7 +138,7 @@ func TestPrivacyCoverage(t *testing.T) {
 	cols := func(_ context.Context, table string) ([]string, error) {
 		return map[string][]string{"public.users": {"id", "email", "ssn"}}[table], nil
 	}
-	err = p.CheckCoverage(context.Background(), []string{"public.users", "public.orders"}, cols)
+	err = p.CheckCoverage(context.Background(), []string{"public.users", "public.orders"}, cols, nil)
 	for _, want := range []string{"public.users.SSN matches no column", "did you mean ssn?", "table public.Users, which is not captured (did you mean public.users?",
 		"table public.gone, which is not captured (captured: public.orders, public.users)"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -149,7 +149,115 @@ func TestPrivacyCoverage(t *testing.T) {
 		t.Errorf("not ErrPolicy: %v", err)
 	}
 	ok, _ := NewPrivacy(map[string]string{"public.users.ssn": "mask", "public.users.email": "drop"}, nil)
-	if err := ok.CheckCoverage(context.Background(), []string{"public.users"}, cols); err != nil {
+	if err := ok.CheckCoverage(context.Background(), []string{"public.users"}, cols, nil); err != nil {
 		t.Errorf("exact policies refused: %v", err)
+	}
+	// A policy may name a column of an earlier shape (a column since
+	// renamed), for the events of that shape still to be read.
+	was := mustPrivacy(t, map[string]string{"public.users.ssn": "mask", "public.users.social": "mask"})
+	cols2 := func(_ context.Context, table string) ([]string, error) { return []string{"id", "social"}, nil }
+	former := func(_ context.Context, table string) ([]string, error) { return []string{"id", "ssn"}, nil }
+	if err := was.CheckCoverage(context.Background(), []string{"public.users"}, cols2, former); err != nil {
+		t.Errorf("a policy on a former column refused: %v", err)
+	}
+	if err := was.CheckCoverage(context.Background(), []string{"public.users"}, cols2, nil); err == nil || !strings.Contains(err.Error(), "public.users.ssn matches no column") {
+		t.Errorf("without the earlier shapes, a policy on ssn: %v", err)
+	}
+}
+
+func mustPrivacy(t *testing.T, cols map[string]string) *Privacy {
+	t.Helper()
+	p, err := NewPrivacy(cols, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A shape that lost a policy's column and gained a column no policy names
+// (a rename) halts before any change of it is rewritten; a drop alone,
+// or warn, goes on.
+func TestPrivacyMissingColumn(t *testing.T) {
+	ctx := context.Background()
+	shape := func(cols ...string) *sources.Table {
+		types := make([]string, len(cols))
+		for i := range types {
+			types[i] = "text"
+		}
+		return &sources.Table{Schema: "public", Name: "users", Columns: cols, Types: types, Key: []int{0}}
+	}
+	row := func(t *sources.Table) *sources.Change {
+		v := make([]string, len(t.Columns))
+		for i := range v {
+			v[i] = `"666-66-6666"`
+		}
+		return &sources.Change{Op: sources.OpCreate, Table: t, After: vals(v...)}
+	}
+	catalog := func(cols ...string) ColumnsFunc {
+		return func(context.Context, string) ([]string, error) { return cols, nil }
+	}
+	p := mustPrivacy(t, map[string]string{"public.users.ssn": "mask"})
+	if err := p.CheckCoverage(ctx, []string{"public.users"}, catalog("id", "ssn", "age"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Change(row(shape("id", "ssn", "age"))); err != nil {
+		t.Fatal(err)
+	}
+	// A column added with no policy is not a rename.
+	if _, err := p.Change(row(shape("id", "ssn", "age", "city"))); err != nil {
+		t.Fatalf("a column added: %v", err)
+	}
+	out, err := p.Change(row(shape("id", "social", "age", "city")))
+	if out != nil || !errors.Is(err, ErrPolicy) {
+		t.Fatalf("rename ssn → social: got %v, %v", out, err)
+	}
+	for _, want := range []string{"privacy.columns.public.users.ssn", "no longer has", ": social (its columns are now id, social, age, city)", "privacy.on_missing_column is halt"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("rename error %q does not mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "666-66-6666") {
+		t.Errorf("the error carries a value: %v", err)
+	}
+	// Dropped: nothing can leak, so it goes on.
+	if _, err := p.Change(row(shape("id", "age", "city"))); err != nil {
+		t.Fatalf("ssn dropped: %v", err)
+	}
+
+	// Restarted after the rename with policies on both names: events of
+	// the old shape still in the log are masked, the new shape too.
+	both := mustPrivacy(t, map[string]string{"public.users.ssn": "mask", "public.users.social": "mask"})
+	if err := both.CheckCoverage(ctx, []string{"public.users"}, catalog("id", "social", "age"), catalog("id", "ssn", "age")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range []*sources.Table{shape("id", "ssn", "age"), shape("id", "social", "age")} {
+		out, err := both.Change(row(tb))
+		if err != nil {
+			t.Fatalf("%v: %v", tb.Columns, err)
+		}
+		if string(out.After[1]) != MaskedValue {
+			t.Fatalf("%v: column %s not masked: %s", tb.Columns, tb.Columns[1], out.After[1])
+		}
+	}
+	// Restarted with only the new name while the old shape is replayed:
+	// ssn is a column no policy names and the catalog no longer has.
+	renamedOnly := mustPrivacy(t, map[string]string{"public.users.social": "mask"})
+	if err := renamedOnly.CheckCoverage(ctx, []string{"public.users"}, catalog("id", "social", "age"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := renamedOnly.Change(row(shape("id", "ssn", "age"))); !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), ": ssn (") {
+		t.Fatalf("old shape replayed with the policy on the new name only: %v", err)
+	}
+
+	// warn publishes the renamed column as it is.
+	w := mustPrivacy(t, map[string]string{"public.users.ssn": "mask"})
+	if err := w.MissingColumn(Warn, nil); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := w.Change(row(shape("id", "social"))); err != nil || string(out.After[1]) != `"666-66-6666"` {
+		t.Fatalf("warn: %v, %v", out, err)
+	}
+	if err := w.MissingColumn("ignore", nil); err == nil || !strings.Contains(err.Error(), "privacy.on_missing_column") {
+		t.Fatalf("an unknown on_missing_column: %v", err)
 	}
 }

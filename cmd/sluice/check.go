@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-cdc/sluice/schemas"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/credentials"
@@ -95,8 +99,11 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 		}
 		report(cfg.Source.Kind+" source "+cfg.Source.Name, problems...)
 	}
-	if _, err := newPrivacy(ctx, cfg.Privacy, vault); err != nil {
+	privacy, err := newPrivacy(ctx, cfg.Privacy, vault, nil)
+	if err != nil {
 		report("privacy", err.Error())
+	} else if vault != nil || cfg.Source.Credentials == nil {
+		checkCoverage(ctx, w, report, cfg, vault, privacy)
 	}
 	if cfg.NATS.URL != "" {
 		report("NATS at nats.url", checkNATS(ctx, cfg)...)
@@ -111,6 +118,55 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 	}
 	fmt.Fprintln(w, "sluice run can start")
 	return nil
+}
+
+// checkCoverage prints what leaves sluice of each captured table's
+// columns, and fails the policies that match no column.
+func checkCoverage(ctx context.Context, w io.Writer, report func(string, ...string), cfg Config, vault *credentials.Vault, privacy *schemas.Privacy) {
+	var columns map[string][]string
+	var err error
+	if cfg.Source.Kind == "mysql" {
+		columns, err = mysql.CapturedColumns(ctx, mysql.Config{
+			Name: cfg.Source.Name, DSN: cfg.Source.DSN, Tables: cfg.Source.Tables, Keys: cfg.Source.Keys, Credentials: credsOf(vault),
+		})
+	} else {
+		columns, err = postgres.CapturedColumns(ctx, postgres.Config{
+			Name: cfg.Source.Name, DSN: cfg.Source.DSN, Tables: cfg.Source.Tables, Keys: cfg.Source.Keys,
+			SignalTable: cfg.Backfill.SignalTable, Credentials: credsOf(vault), Log: slog.New(slog.DiscardHandler),
+		})
+	}
+	if err != nil {
+		return // the source's own check has said why
+	}
+	tables := slices.Sorted(maps.Keys(columns))
+	for _, t := range tables {
+		var policies map[string]schemas.Policy
+		if privacy != nil {
+			policies = privacy.Policies(t)
+		}
+		var hidden, clear []string
+		for _, c := range columns[t] {
+			if p := policies[c]; p != "" {
+				hidden = append(hidden, c+" "+string(p))
+			} else {
+				clear = append(clear, c)
+			}
+		}
+		line := "no policy"
+		if len(hidden) > 0 {
+			line = strings.Join(hidden, ", ")
+		}
+		fmt.Fprintf(w, "      privacy of %s: %s; as they are: %s\n", t, line, strings.Join(clear, ", "))
+	}
+	if privacy == nil {
+		return
+	}
+	current := func(_ context.Context, t string) ([]string, error) { return columns[t], nil }
+	if err := privacy.CheckCoverage(ctx, tables, current, nil); err != nil {
+		report("privacy coverage", err.Error()+" (sluice run also accepts a column of an earlier registered shape of the table: a renamed column)")
+		return
+	}
+	report("privacy coverage: every policy names a captured column")
 }
 
 func routeNote(cfg Config) string {

@@ -72,3 +72,26 @@ func TestCheckMySQL(t *testing.T) {
 		t.Errorf("%d problems reported, want 2:\n%s", n, out)
 	}
 }
+
+// sluice check prints what leaves sluice of each captured table's columns,
+// and fails a policy that matches no column, naming the near miss.
+func TestCheckPrivacyCoverage(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.users", "public.items")
+	e.exec(`CREATE TABLE users (id int PRIMARY KEY, email text, ssn text)`)
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, name text)`)
+	e.setYAML("replicas: 1}", "replicas: 1}\nprivacy: {columns: {public.users.email: drop, public.users.SSN: mask}}")
+	out, err := runCheck(t, e)
+	if !errors.Is(err, errBlocked) {
+		t.Fatalf("check = %v, want errBlocked:\n%s", err, out)
+	}
+	assertLists(t, out, "privacy of public.items: no policy; as they are: id, name",
+		"privacy of public.users: email drop; as they are: id, ssn",
+		"FAIL  privacy coverage: privacy policy: privacy.columns.public.users.SSN matches no column of public.users (did you mean ssn?")
+	e.setYAML("public.users.SSN: mask", "public.users.ssn: mask")
+	out, err = runCheck(t, e)
+	if err != nil {
+		t.Fatalf("check with exact policies: %v\n%s", err, out)
+	}
+	assertLists(t, out, "privacy of public.users: email drop, ssn mask; as they are: id", "ok    privacy coverage")
+}

@@ -48,6 +48,9 @@ type PrivacyConfig struct {
 	// secret read with source.credentials.vault's login.
 	HashKeyEnv   string       `yaml:"hash_key_env"`
 	HashKeyVault *VaultSecret `yaml:"hash_key_vault"`
+	// OnMissingColumn is what a shape change that loses a policy's column
+	// for one no policy names (a rename) does: halt (default) or warn.
+	OnMissingColumn string `yaml:"on_missing_column"`
 }
 
 // VaultSecret is one field of a KV v2 secret.
@@ -455,6 +458,9 @@ func (c Config) Validate() error {
 	}
 	if c.Backfill.StatementTimeout < time.Millisecond {
 		add("backfill.statement_timeout %s: use at least 1ms (default 1m; it bounds each chunk's query on the database)", c.Backfill.StatementTimeout)
+	}
+	if m := c.Privacy.OnMissingColumn; m != "" && m != schemas.Halt && m != schemas.Warn {
+		add("privacy.on_missing_column %q: use halt (stop before a renamed column could leave in clear) or warn", m)
 	}
 	switch c.Backfill.OnGap {
 	case "backfill", "fail":

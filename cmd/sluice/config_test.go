@@ -49,6 +49,7 @@ log: {level: loud}
 		{"unset variable", strings.Replace(good, "u@", "${SLUICE_TEST_UNSET_VAR}@", 1), []string{"SLUICE_TEST_UNSET_VAR is not set"}},
 		{"backfill and privacy problems", good + "backfill: {chunk_size: 1, on_gap: ignore}\nprivacy: {hash_key_env: X, hash_key_vault: {path: p}}\n",
 			[]string{"backfill.chunk_size must be at least 2", `backfill.on_gap "ignore"`, "not both", "hash_key_vault needs path and field", "source.credentials.vault"}},
+		{"privacy on_missing_column", good + "privacy: {on_missing_column: ignore}\n", []string{`privacy.on_missing_column "ignore": use halt`}},
 		{"contract problems", good + "contracts: {orders: {policy: maybe}}\n", []string{"schema.table", "warn, dlq or halt"}},
 		{"misspelled contract key", good + "contracts: {public.orders: {columns: {a: {typ: string}}}}\n", []string{"unknown key contracts.<table>.columns.<column>.typ"}},
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"syscall"
 	"time"
 
@@ -82,7 +83,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		}
 		vault = v
 	}
-	privacy, err := newPrivacy(ctx, cfg.Privacy, vault)
+	privacy, err := newPrivacy(ctx, cfg.Privacy, vault, log)
 	if err != nil {
 		return err
 	}
@@ -94,13 +95,6 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	bsrc, ok := src.(backfill.Source)
 	if !ok {
 		return fmt.Errorf("source kind %s cannot backfill", cfg.Source.Kind)
-	}
-	// Privacy fails closed: a policy that names no captured column would
-	// let the value it was meant to hide leave in clear.
-	if privacy != nil {
-		if err := privacy.CheckCoverage(ctx, bsrc.Tables(), bsrc.Columns); err != nil {
-			return err
-		}
 	}
 
 	conns, err := connectNATS(cfg, log)
@@ -149,6 +143,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	})
 	if err != nil {
 		return err
+	}
+	// Privacy fails closed: a policy that names no captured column would
+	// let the value it was meant to hide leave in clear. A column of an
+	// earlier registered shape counts, for a column renamed since.
+	if privacy != nil {
+		former := func(ctx context.Context, table string) ([]string, error) {
+			return formerColumns(ctx, store, cfg.Source.Name, table)
+		}
+		if err := privacy.CheckCoverage(ctx, bsrc.Tables(), bsrc.Columns, former); err != nil {
+			return err
+		}
 	}
 	// Served on http.listen, when set.
 	metrics := prometheus.NewRegistry()
@@ -241,7 +246,7 @@ type source interface {
 
 // newPrivacy builds the column policies, reading the hash key; nil when
 // there are none.
-func newPrivacy(ctx context.Context, cfg PrivacyConfig, vault *credentials.Vault) (*schemas.Privacy, error) {
+func newPrivacy(ctx context.Context, cfg PrivacyConfig, vault *credentials.Vault, log *slog.Logger) (*schemas.Privacy, error) {
 	if len(cfg.Columns) == 0 {
 		return nil, nil
 	}
@@ -259,7 +264,28 @@ func newPrivacy(ctx context.Context, cfg PrivacyConfig, vault *credentials.Vault
 			return nil, fmt.Errorf("privacy.hash_key_vault: %w", err)
 		}
 	}
-	return schemas.NewPrivacy(cfg.Columns, []byte(key))
+	p, err := schemas.NewPrivacy(cfg.Columns, []byte(key))
+	if err != nil {
+		return nil, err
+	}
+	return p, p.MissingColumn(cfg.OnMissingColumn, log)
+}
+
+// formerColumns lists the columns of a table's registered shapes.
+func formerColumns(ctx context.Context, st schemas.Store, source, table string) ([]string, error) {
+	shapes, err := schemas.LoadShapes(ctx, st, source, table)
+	if err != nil {
+		return nil, err
+	}
+	var cols []string
+	for _, s := range shapes {
+		for _, c := range s.Columns {
+			if !slices.Contains(cols, c.Name) {
+				cols = append(cols, c.Name)
+			}
+		}
+	}
+	return cols, nil
 }
 
 func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault *credentials.Vault, log *slog.Logger) (source, error) {

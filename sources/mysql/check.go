@@ -57,6 +57,35 @@ func Check(ctx context.Context, cfg Config) []string {
 	return problems
 }
 
+// CapturedColumns lists the columns of every captured table, changing
+// nothing: what sluice check shows privacy coverage against.
+func CapturedColumns(ctx context.Context, cfg Config) (map[string][]string, error) {
+	d, err := parseDSN(cfg.DSN)
+	if err != nil {
+		return nil, err
+	}
+	s := &Source{cfg: cfg, dsn: d}
+	if _, err := s.login(ctx); err != nil {
+		return nil, err
+	}
+	conn, err := connect(ctx, s.dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	tables, err := discoverTables(conn, cfg, s.dsn.db)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]string, len(tables))
+	for _, t := range tables {
+		for _, c := range t.columns {
+			out[t.qualified()] = append(out[t.qualified()], c.name)
+		}
+	}
+	return out, nil
+}
+
 // mayCreate tells whether the login may create tables in db, by its
 // grants (ALL or CREATE on *.* or on db.*).
 func mayCreate(conn *client.Conn, db string) bool {

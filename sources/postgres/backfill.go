@@ -346,19 +346,28 @@ func (s *Source) columnsLocked(ctx context.Context, conn *pgx.Conn, info tableIn
 	if cols, ok := s.columns[info.qualified()]; ok && !fresh {
 		return cols, nil
 	}
-	rows, err := conn.Query(ctx, `SELECT attname::text FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
-		pgx.Identifier{info.schema, info.name}.Sanitize())
+	cols, err := tableColumns(ctx, conn, info)
 	if err != nil {
-		return nil, s.dropBackfillConnLocked(fmt.Errorf("read the columns of %s: %w", info.qualified(), err))
-	}
-	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, s.dropBackfillConnLocked(fmt.Errorf("read the columns of %s: %w", info.qualified(), err))
+		return nil, s.dropBackfillConnLocked(err)
 	}
 	if len(cols) == 0 {
 		return nil, fmt.Errorf("table %s has no columns", info.qualified())
 	}
 	s.columns[info.qualified()] = cols
+	return cols, nil
+}
+
+// tableColumns reads a table's column names in order.
+func tableColumns(ctx context.Context, conn *pgx.Conn, info tableInfo) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT attname::text FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+		pgx.Identifier{info.schema, info.name}.Sanitize())
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", info.qualified(), err)
+	}
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", info.qualified(), err)
+	}
 	return cols, nil
 }
 

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -130,6 +131,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"array unterminated", pgtype.Int4ArrayOID, "{1,2"},
 		{"array junk", pgtype.Int4ArrayOID, "{1}x"},
 		{"array bad element", pgtype.Int4ArrayOID, "{1,x}"},
+		// An SSN where a number or a date was expected: the error must
+		// not carry it, since errors reach logs and job records.
+		{"int ssn", pgtype.Int4OID, "078-05-1120"},
+		{"date ssn", pgtype.DateOID, "078-05-1120"},
+		{"array ssn", pgtype.Int4ArrayOID, "{078-05-1120}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,8 +143,12 @@ func TestDecodeErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, err := dec(nil, []byte(tt.in)); err == nil {
-				t.Errorf("decoding %q gave %s, want an error", tt.in, got)
+			got, err := dec(nil, []byte(tt.in))
+			if err == nil {
+				t.Fatalf("decoding %q gave %s, want an error", tt.in, got)
+			}
+			if len(tt.in) > 3 && strings.Contains(err.Error(), strings.Trim(tt.in, "{}")) {
+				t.Errorf("the error carries the value: %v", err)
 			}
 		})
 	}
