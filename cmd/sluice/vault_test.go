@@ -19,18 +19,24 @@ import (
 
 const pgAdminPassword = "adm1n-pw-4-tests"
 
-// sluiceToken returns a token holding exactly the policy sluice ships.
+// sluiceToken returns a token holding exactly the policy sluice ships,
+// written for source pg1 as deploy/vault/setup.sh writes it.
 func sluiceToken(t *testing.T, v *vaulttest.Server) string {
 	t.Helper()
+	return sourceToken(t, v, "pg1")
+}
+
+func sourceToken(t *testing.T, v *vaulttest.Server, source string) string {
+	t.Helper()
 	ctx := context.Background()
-	hcl, err := os.ReadFile("../../deploy/vault/sluice-policy.hcl")
+	tmpl, err := os.ReadFile("../../deploy/vault/sluice-policy.hcl.tmpl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := v.Policy(ctx, "sluice", string(hcl)); err != nil {
+	if err := v.Policy(ctx, "sluice-"+source, strings.ReplaceAll(string(tmpl), "<source>", source)); err != nil {
 		t.Fatal(err)
 	}
-	token, err := v.Token(ctx, []string{"sluice"}, "1h")
+	token, err := v.Token(ctx, []string{"sluice-" + source}, "1h")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,10 +81,10 @@ func TestVaultStaticLoginPostgres(t *testing.T) {
 	}
 	e.cfg.Source.DSN = fmt.Sprintf("postgres://127.0.0.1:%d/shop?sslmode=disable", pg.Port())
 	// The privacy hash key comes from Vault too, with the same login.
-	if err := v.PutKV(context.Background(), "sluice/hash", map[string]any{"key": testHashKey}); err != nil {
+	if err := v.PutKV(context.Background(), "sluice/pg1/hash", map[string]any{"key": testHashKey}); err != nil {
 		t.Fatal(err)
 	}
-	e.cfg.Privacy = PrivacyConfig{Columns: map[string]string{"public.items.v": "hash"}, HashKeyVault: &VaultSecret{Path: "sluice/hash", Field: "key"}}
+	e.cfg.Privacy = PrivacyConfig{Columns: map[string]string{"public.items.v": "hash"}, HashKeyVault: &VaultSecret{Path: "sluice/pg1/hash", Field: "key"}}
 	e.useVault(v, sluiceToken(t, v), credentials.Config{KV: &credentials.KV{Path: "sluice/pg1"}})
 
 	stop, logs := e.startRun()
@@ -143,7 +149,7 @@ func streamRows(t *testing.T, e *env, db crashDB, d time.Duration, midway func()
 // rotations happen, and the consumer still sees every row exactly once.
 func dynamicRotation(t *testing.T, e *env, v *vaulttest.Server, role string, db crashDB) {
 	t.Helper()
-	e.useVault(v, sluiceToken(t, v), credentials.Config{Database: &credentials.Database{Role: role}})
+	e.useVault(v, sourceToken(t, v, e.cfg.Source.Name), credentials.Config{Database: &credentials.Database{Role: role}})
 	logs := streamRows(t, e, db, 25*time.Second, nil)
 	rotations := strings.Count(logs, "database login expiring")
 	if rotations < 2 {
@@ -163,7 +169,7 @@ func pgVaultRole(t *testing.T, v *vaulttest.Server, pg *pgtest.Server, ttl, maxT
 	t.Helper()
 	err := v.DatabaseRole(context.Background(), "pg", "postgresql-database-plugin",
 		fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/shop?sslmode=disable", pg.Port()),
-		"postgres", pgAdminPassword, "sluice-pg",
+		"postgres", pgAdminPassword, "sluice-pg1",
 		[]string{`CREATE ROLE "{{name}}" WITH LOGIN REPLICATION PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE sluice;`},
 		[]string{`DROP ROLE IF EXISTS "{{name}}";`}, ttl, maxTTL)
 	if err != nil {
@@ -188,11 +194,11 @@ func newVaultPGEnv(t *testing.T) (*env, *pgtest.Server, *vaulttest.Server) {
 func TestVaultRevokedLeasePostgres(t *testing.T) {
 	e, pg, v := newVaultPGEnv(t)
 	pgVaultRole(t, v, pg, "1h", "24h")
-	e.useVault(v, sluiceToken(t, v), credentials.Config{Database: &credentials.Database{Role: "sluice-pg"}})
+	e.useVault(v, sluiceToken(t, v), credentials.Config{Database: &credentials.Database{Role: "sluice-pg1"}})
 	conn := pgConn(t, pg)
 	logs := streamRows(t, e, pgCrashDB{conn}, 6*time.Second, func() {
 		ctx := context.Background()
-		if err := v.Client().Sys().RevokePrefixWithContext(ctx, "database/creds/sluice-pg"); err != nil {
+		if err := v.Client().Sys().RevokePrefixWithContext(ctx, "database/creds/sluice-pg1"); err != nil {
 			t.Fatal(err)
 		}
 		// Dropping a role leaves its sessions open; end them, as a DBA
@@ -217,7 +223,7 @@ func TestVaultAppRoleTokenExpiry(t *testing.T) {
 	pgVaultRole(t, v, pg, "1h", "24h")
 	sluiceToken(t, v) // writes the policy
 	ctx := context.Background()
-	roleID, secretID, err := v.AppRole(ctx, "sluice", []string{"sluice"}, "3s", "6s")
+	roleID, secretID, err := v.AppRole(ctx, "sluice", []string{"sluice-pg1"}, "3s", "6s")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +231,7 @@ func TestVaultAppRoleTokenExpiry(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte(secretID), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.useVault(v, "", credentials.Config{Database: &credentials.Database{Role: "sluice-pg"}})
+	e.useVault(v, "", credentials.Config{Database: &credentials.Database{Role: "sluice-pg1"}})
 	e.cfg.Source.Credentials.Vault.Auth = credentials.Auth{Method: "approle", RoleID: roleID, SecretIDFile: secretFile}
 	logs := streamRows(t, e, pgCrashDB{pgConn(t, pg)}, 16*time.Second, nil)
 	if n := strings.Count(logs, "vault token expiring"); n < 2 {
@@ -237,7 +243,7 @@ func TestVaultAppRoleTokenExpiry(t *testing.T) {
 func TestVaultDynamicLoginsPostgres(t *testing.T) {
 	e, pg, v := newVaultPGEnv(t)
 	pgVaultRole(t, v, pg, "4s", "8s")
-	dynamicRotation(t, e, v, "sluice-pg", pgCrashDB{pgConn(t, pg)})
+	dynamicRotation(t, e, v, "sluice-pg1", pgCrashDB{pgConn(t, pg)})
 }
 
 func TestVaultDynamicLoginsMySQL(t *testing.T) {
@@ -249,15 +255,16 @@ func TestVaultDynamicLoginsMySQL(t *testing.T) {
 	e.exec(`CREATE TABLE sluice_signal (source VARCHAR(255) NOT NULL PRIMARY KEY, kind VARCHAR(16) NOT NULL, id VARCHAR(255) NOT NULL, at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))`)
 	e.cfg.Source.DSN = fmt.Sprintf("nobody@tcp(%s)/shop", my.Addr())
 	err := v.DatabaseRole(context.Background(), "my", "mysql-database-plugin",
-		fmt.Sprintf("{{username}}:{{password}}@tcp(%s)/", my.Addr()), "root", "", "sluice-my",
+		fmt.Sprintf("{{username}}:{{password}}@tcp(%s)/", my.Addr()), "root", "", "sluice-my1",
 		[]string{`CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';`,
-			`GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{{name}}'@'%';`,
-			`GRANT INSERT, UPDATE ON shop.sluice_signal TO '{{name}}'@'%';`},
+			`GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{{name}}'@'%';`,
+			"GRANT SELECT ON `shop`.`items` TO '{{name}}'@'%';",
+			"GRANT SELECT, INSERT, UPDATE ON `shop`.`sluice_signal` TO '{{name}}'@'%';"},
 		[]string{`DROP USER IF EXISTS '{{name}}'@'%';`}, "4s", "8s")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dynamicRotation(t, e, v, "sluice-my", mysqlCrashDB{mysqlConn(t, my)})
+	dynamicRotation(t, e, v, "sluice-my1", mysqlCrashDB{mysqlConn(t, my)})
 }
 
 // Each way Vault can fail gives one error that names it, and sluice does
@@ -269,6 +276,9 @@ func TestVaultErrors(t *testing.T) {
 	if err := v.PutKV(ctx, "sluice/pg1", map[string]any{"username": "postgres"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := v.PutKV(ctx, "sluice/pg2", map[string]any{"username": "postgres", "password": pgAdminPassword}); err != nil {
+		t.Fatal(err)
+	}
 	token := sluiceToken(t, v)
 	tests := []struct {
 		name  string
@@ -276,9 +286,12 @@ func TestVaultErrors(t *testing.T) {
 		want  error
 		says  []string
 	}{
-		{"missing path", func(c *credentials.Config) { c.KV.Path = "sluice/nope" }, credentials.ErrNotFound, []string{"secret/sluice/nope", "vault kv put"}},
+		{"missing path", func(c *credentials.Config) { c.KV.Path = "sluice/pg1/nope" }, credentials.ErrNotFound, []string{"secret/sluice/pg1/nope", "vault kv put"}},
 		{"missing field", func(c *credentials.Config) {}, credentials.ErrMissingField, []string{`no field "password"`, "password_field"}},
-		{"denied", func(c *credentials.Config) { c.KV.Path = "other/pg1" }, credentials.ErrPermissionDenied, []string{"secret/other/pg1", "sluice policy"}},
+		{"denied", func(c *credentials.Config) { c.KV.Path = "other/pg1" }, credentials.ErrPermissionDenied, []string{"secret/other/pg1", "policy sluice-<source>"}},
+		// The policy is per source: pg1's token cannot read pg2's login,
+		// which exists (with a shared policy it would be read).
+		{"another source's secret", func(c *credentials.Config) { c.KV.Path = "sluice/pg2" }, credentials.ErrPermissionDenied, []string{"secret/sluice/pg2"}},
 		{"unreachable", func(c *credentials.Config) { c.Address = fmt.Sprintf("http://127.0.0.1:%d", natstest.FreePort(t)) }, credentials.ErrUnreachable, []string{"is Vault running", "VAULT_ADDR"}},
 	}
 	for _, tt := range tests {
@@ -325,6 +338,6 @@ func adminSignalTable(e *env, role string) {
 	e.t.Helper()
 	e.exec(`CREATE TABLE sluice_signal (source text PRIMARY KEY, kind text NOT NULL, id text NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
 	e.exec(`CREATE PUBLICATION sluice_pg1 FOR TABLE items, sluice_signal`)
-	e.exec(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ` + role)
-	e.exec(`GRANT INSERT, UPDATE ON sluice_signal TO ` + role)
+	e.exec(`GRANT SELECT ON items TO ` + role)
+	e.exec(`GRANT SELECT, INSERT, UPDATE ON sluice_signal TO ` + role)
 }

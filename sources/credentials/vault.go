@@ -441,7 +441,7 @@ func (v *Vault) explain(err error, what string) error {
 		case re.StatusCode == 403 && v.tokenExpired:
 			return fmt.Errorf("%w: %s at %s: the Vault token expired and cannot be renewed: give sluice a fresh one (auth.token_file kept fresh by Vault agent, or approle or kubernetes auth)", ErrPermissionDenied, what, addr)
 		case re.StatusCode == 403:
-			return fmt.Errorf("%w: %s at %s (%s): grant the token the sluice policy (deploy/vault/sluice-policy.hcl)", ErrPermissionDenied, what, addr, msg)
+			return fmt.Errorf("%w: %s at %s (%s): grant the token its source's policy sluice-<source> (deploy/vault/setup.sh writes it from deploy/vault/sluice-policy.hcl.tmpl)", ErrPermissionDenied, what, addr, msg)
 		case re.StatusCode >= 500:
 			return fmt.Errorf("%w: %s at %s: vault answered %d (%s)", sources.ErrDisconnected, what, addr, re.StatusCode, msg)
 		}
