@@ -53,6 +53,9 @@ type ServerConfig struct {
 	// MaxConsumers caps the number of consumers in the events account (all
 	// logins together); 0 means DefaultMaxConsumers.
 	MaxConsumers int
+	// Encryption, when set, encrypts the JetStream store at rest; every
+	// cluster member needs it, each with the same or its own key.
+	Encryption *StoreEncryption
 }
 
 // ClusterConfig is the server's cluster (route) port and its peers. Routes
@@ -198,6 +201,14 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 			return nil, err
 		}
 	}
+	if enc := cfg.Encryption; enc != nil {
+		if cfg.StoreDir == "" {
+			return nil, errors.New("nats.store_encryption needs nats.store_dir")
+		}
+		if err := encryptionOptions(opts, enc); err != nil {
+			return nil, err
+		}
+	}
 	s := &Server{adminFile: cfg.LocalAdminFile}
 	if s.adminFile == "" {
 		s.adminFile = LocalAdminPath(cfg.StoreDir)
@@ -228,9 +239,21 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.TLSConfig, opts.TLS, opts.TLSVerify = tc, true, t.VerifyClients
 		opts.TLSTimeout = 2
 	}
+	plan := keyAsIs
 	if cfg.StoreDir != "" {
 		if err := os.MkdirAll(cfg.StoreDir, 0o750); err != nil {
 			return nil, fmt.Errorf("nats.store_dir: %w", err)
+		}
+		// Before nats-server opens the store: with a wrong key it would
+		// skip the streams it cannot decrypt, and sluice would create them
+		// anew over the old ones.
+		if plan, err = planStoreKey(cfg.StoreDir, cfg.Encryption); err != nil {
+			return nil, err
+		}
+	}
+	if plan == keyWriteBefore {
+		if err := writeKeyCheck(cfg.StoreDir, cfg.Encryption.Key); err != nil {
+			return nil, err
 		}
 	}
 	ns, err := server.NewServer(opts)
@@ -243,6 +266,15 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("embedded NATS server did not start listening on %s within 30s: is the port in use or nats.store_dir %q not writable?", cfg.Listen, cfg.StoreDir)
 	}
 	s.ns = ns
+	if plan == keyWriteAfter {
+		// Recovery has re-encrypted the store with the new key by now (in a
+		// cluster, the Raft groups follow as they start): from here on the
+		// previous key may go.
+		if err := writeKeyCheck(cfg.StoreDir, cfg.Encryption.Key); err != nil {
+			s.Shutdown()
+			return nil, err
+		}
+	}
 	if err := writeLocalAdmin(s.adminFile, localAdmin{URL: ns.ClientURL(), User: s.admin.User, Password: s.admin.Password}); err != nil {
 		s.Shutdown()
 		return nil, fmt.Errorf("write the local admin login: %w", err)

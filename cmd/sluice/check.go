@@ -109,6 +109,17 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 		report("NATS at nats.url", checkNATS(ctx, cfg)...)
 	} else {
 		report("NATS store "+cfg.NATS.StoreDir, checkStoreDir(cfg.NATS.StoreDir)...)
+		// The key is checked against the store as sluice run would, before
+		// nats-server opens anything.
+		enc, err := storeEncryption(ctx, cfg.NATS, vault)
+		if err == nil {
+			err = sink.CheckStoreKey(cfg.NATS.StoreDir, enc)
+		}
+		if err != nil {
+			report("NATS store encryption", err.Error())
+		} else if enc != nil {
+			report("NATS store encryption (" + enc.Cipher + ")")
+		}
 		// Who can reach the client and route ports: an open port or an
 		// unauthenticated route is a problem, named with its fix.
 		report("NATS exposure (client "+cfg.NATS.Listen+routeNote(cfg)+")", sink.CheckExposure(serverConfig(cfg))...)
@@ -199,7 +210,7 @@ func checkStoreDir(dir string) []string {
 
 // checkNATS connects to the external NATS and asks JetStream.
 func checkNATS(ctx context.Context, cfg Config) []string {
-	conns, err := connectNATS(cfg, slog.New(slog.DiscardHandler))
+	conns, err := connectNATS(cfg, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return []string{err.Error()}
 	}

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sluice-cdc/sluice/schemas"
+	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources/credentials"
 )
 
@@ -112,6 +113,20 @@ type NATSConfig struct {
 	// MaxConsumers bounds the JetStream consumers of the event streams
 	// (embedded server), so no login can exhaust the server with them.
 	MaxConsumers int `yaml:"max_consumers"`
+	// StoreEncryption encrypts the embedded server's JetStream store at
+	// rest: events, the checkpoint bucket, everything.
+	StoreEncryption *StoreEncryptionConfig `yaml:"store_encryption"`
+}
+
+// StoreEncryptionConfig is the cipher of the store and where its key comes
+// from: an environment variable, or a KV v2 secret read with
+// source.credentials.vault's login. PrevKey* is the key being rotated out.
+type StoreEncryptionConfig struct {
+	Cipher       string       `yaml:"cipher"` // chacha (default) or aes
+	KeyEnv       string       `yaml:"key_env"`
+	KeyVault     *VaultSecret `yaml:"key_vault"`
+	PrevKeyEnv   string       `yaml:"prev_key_env"`
+	PrevKeyVault *VaultSecret `yaml:"prev_key_vault"`
 }
 
 // ClusterConfig joins the embedded servers of several sluice processes.
@@ -253,7 +268,7 @@ func explainYAML(err error) string {
 	sections := map[string]string{"Config": "", "SourceConfig": "source.", "NATSConfig": "nats.", "StreamConfig": "stream.",
 		"CheckpointConfig": "checkpoint.", "LogConfig": "log.", "ClusterConfig": "nats.cluster.", "NATSUser": "nats.users[].",
 		"NATSTLS": "nats.tls.", "CredentialsConfig": "source.credentials.", "BackfillConfig": "backfill.",
-		"PrivacyConfig": "privacy.", "VaultSecret": "privacy.hash_key_vault.", "Contract": "contracts.<table>.",
+		"PrivacyConfig": "privacy.", "VaultSecret": "<vault secret>.", "StoreEncryptionConfig": "nats.store_encryption.", "Contract": "contracts.<table>.",
 		"ColumnPolicy": "contracts.<table>.columns.<column>.", "HTTPConfig": "http."}
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		p := unknownField.FindStringSubmatch(m)
@@ -268,6 +283,9 @@ func (c *Config) fill() {
 	}
 	if c.Stream.Name == "" {
 		c.Stream.Name = "SLUICE_" + strings.ToUpper(strings.ReplaceAll(c.Source.Name, "-", "_"))
+	}
+	if e := c.NATS.StoreEncryption; e != nil && e.Cipher == "" {
+		e.Cipher = sink.CipherChaCha
 	}
 }
 
@@ -303,6 +321,49 @@ var (
 	namePattern   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 )
+
+// checkVaultSecret names what a secret read from Vault lacks.
+func (s SourceConfig) checkVaultSecret(setting, envSetting string, v *VaultSecret) []string {
+	if v == nil {
+		return nil
+	}
+	var p []string
+	if v.Path == "" || v.Field == "" {
+		p = append(p, setting+" needs path and field")
+	}
+	if s.Credentials == nil || s.Credentials.Vault == nil {
+		p = append(p, setting+" reads Vault with source.credentials.vault's address and login: configure it, or use "+envSetting)
+	}
+	return p
+}
+
+func (c Config) validateStoreEncryption(e *StoreEncryptionConfig) []string {
+	var p []string
+	const s = "nats.store_encryption"
+	if c.NATS.URL != "" {
+		p = append(p, s+" encrypts the embedded server's store; with nats.url, turn on encryption at rest in the external servers' own configuration")
+	}
+	switch e.Cipher {
+	case sink.CipherChaCha, sink.CipherAES:
+	default:
+		p = append(p, fmt.Sprintf("%s.cipher %q: use chacha (the default) or aes", s, e.Cipher))
+	}
+	switch {
+	case e.KeyEnv != "" && e.KeyVault != nil:
+		p = append(p, s+": set key_env or key_vault, not both")
+	case e.KeyEnv == "" && e.KeyVault == nil:
+		p = append(p, s+" needs the key: key_env (the environment variable that holds it) or key_vault {mount, path, field}")
+	}
+	if e.PrevKeyEnv != "" && e.PrevKeyVault != nil {
+		p = append(p, s+": set prev_key_env or prev_key_vault, not both")
+	}
+	if e.PrevKeyEnv != "" && e.PrevKeyEnv == e.KeyEnv {
+		p = append(p, s+": prev_key_env and key_env name the same variable: prev_key_env holds the old key while rotating to the one in key_env")
+	}
+	p = append(p, c.Source.checkVaultSecret(s+".key_vault", s+".key_env", e.KeyVault)...)
+	p = append(p, c.Source.checkVaultSecret(s+".prev_key_vault", s+".prev_key_env", e.PrevKeyVault)...)
+	return p
+}
 
 // Validate reports every problem in the configuration at once.
 func (c Config) Validate() error {
@@ -478,13 +539,9 @@ func (c Config) Validate() error {
 	if p := c.Privacy; p.HashKeyEnv != "" && p.HashKeyVault != nil {
 		add("privacy: set hash_key_env or hash_key_vault, not both")
 	}
-	if v := c.Privacy.HashKeyVault; v != nil {
-		if v.Path == "" || v.Field == "" {
-			add("privacy.hash_key_vault needs path and field")
-		}
-		if c.Source.Credentials == nil || c.Source.Credentials.Vault == nil {
-			add("privacy.hash_key_vault reads Vault with source.credentials.vault's address and login: configure it, or use privacy.hash_key_env")
-		}
+	p = append(p, c.Source.checkVaultSecret("privacy.hash_key_vault", "privacy.hash_key_env", c.Privacy.HashKeyVault)...)
+	if e := c.NATS.StoreEncryption; e != nil {
+		p = append(p, c.validateStoreEncryption(e)...)
 	}
 	if t := c.Backfill.SignalTable; t != "" && strings.Count(t, ".") != 1 {
 		add("backfill.signal_table %q: write schema.table (MySQL: database.table)", t)

@@ -20,6 +20,14 @@ stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 
+	enc, err := ParseConfig("enc.yaml", []byte(strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, store_encryption: {key_env: K, prev_key_env: OLD_K}}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := enc.NATS.StoreEncryption; e == nil || e.Cipher != "chacha" || e.KeyEnv != "K" || e.PrevKeyEnv != "OLD_K" {
+		t.Errorf("nats.store_encryption read as %+v", e)
+	}
+
 	tests := []struct {
 		name string
 		yaml string
@@ -50,6 +58,17 @@ log: {level: loud}
 		{"backfill and privacy problems", good + "backfill: {chunk_size: 1, on_gap: ignore}\nprivacy: {hash_key_env: X, hash_key_vault: {path: p}}\n",
 			[]string{"backfill.chunk_size must be at least 2", `backfill.on_gap "ignore"`, "not both", "hash_key_vault needs path and field", "source.credentials.vault"}},
 		{"privacy on_missing_column", good + "privacy: {on_missing_column: ignore}\n", []string{`privacy.on_missing_column "ignore": use halt`}},
+		{"store encryption problems", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, store_encryption: {cipher: des, key_env: K, key_vault: {path: p}, prev_key_env: K, prev_key_vault: {path: q, field: f}}}", 1),
+			[]string{`nats.store_encryption.cipher "des": use chacha (the default) or aes`, "nats.store_encryption: set key_env or key_vault, not both",
+				"nats.store_encryption: set prev_key_env or prev_key_vault, not both", "prev_key_env and key_env name the same variable",
+				"nats.store_encryption.key_vault needs path and field", "nats.store_encryption.key_vault reads Vault with source.credentials.vault",
+				"nats.store_encryption.prev_key_vault reads Vault"}},
+		{"store encryption without a key", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, store_encryption: {cipher: aes}}", 1),
+			[]string{"nats.store_encryption needs the key: key_env", "key_vault"}},
+		{"store encryption with nats.url", strings.Replace(good, `url: "", listen: "127.0.0.1:4222", store_dir: ./data`, `url: "nats://n:4222", store_encryption: {key_env: K}`, 1),
+			[]string{"nats.store_encryption encrypts the embedded server's store; with nats.url"}},
+		{"misspelled store encryption key", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, store_encryption: {key_evn: K}}", 1),
+			[]string{"unknown key nats.store_encryption.key_evn"}},
 		{"contract problems", good + "contracts: {orders: {policy: maybe}}\n", []string{"schema.table", "warn, dlq or halt"}},
 		{"misspelled contract key", good + "contracts: {public.orders: {columns: {a: {typ: string}}}}\n", []string{"unknown key contracts.<table>.columns.<column>.typ"}},
 	}

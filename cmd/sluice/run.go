@@ -97,7 +97,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		return fmt.Errorf("source kind %s cannot backfill", cfg.Source.Kind)
 	}
 
-	conns, err := connectNATS(cfg, log)
+	enc, err := storeEncryption(ctx, cfg.NATS, vault)
+	if err != nil {
+		return err
+	}
+	conns, err := connectNATS(cfg, enc, log)
 	if err != nil {
 		return err
 	}
@@ -250,19 +254,9 @@ func newPrivacy(ctx context.Context, cfg PrivacyConfig, vault *credentials.Vault
 	if len(cfg.Columns) == 0 {
 		return nil, nil
 	}
-	var key string
-	switch {
-	case cfg.HashKeyEnv != "":
-		key = os.Getenv(cfg.HashKeyEnv)
-		if key == "" {
-			return nil, fmt.Errorf("privacy.hash_key_env: the environment variable %s is not set: set it to a secret of at least %d bytes", cfg.HashKeyEnv, schemas.MinHashKey)
-		}
-	case cfg.HashKeyVault != nil:
-		v := cfg.HashKeyVault
-		var err error
-		if key, err = vault.Secret(ctx, v.Mount, v.Path, v.Field); err != nil {
-			return nil, fmt.Errorf("privacy.hash_key_vault: %w", err)
-		}
+	key, _, err := readKey(ctx, "privacy.hash_key", cfg.HashKeyEnv, cfg.HashKeyVault, vault, schemas.MinHashKey)
+	if err != nil {
+		return nil, err
 	}
 	p, err := schemas.NewPrivacy(cfg.Columns, []byte(key))
 	if err != nil {
@@ -286,6 +280,62 @@ func formerColumns(ctx context.Context, st schemas.Store, source, table string) 
 		}
 	}
 	return cols, nil
+}
+
+// readKey reads a secret from the environment variable env or from Vault
+// (setting is the name both settings share, e.g. privacy.hash_key); "" when
+// neither is set. where names the source for messages, never the value.
+func readKey(ctx context.Context, setting, env string, v *VaultSecret, vault *credentials.Vault, minLen int) (key, where string, err error) {
+	switch {
+	case env != "":
+		key = os.Getenv(env)
+		if key == "" {
+			return "", "", fmt.Errorf("%s_env: the environment variable %s is not set: set it to a secret of at least %d bytes", setting, env, minLen)
+		}
+		return key, "the environment variable " + env, nil
+	case v != nil:
+		if vault == nil {
+			return "", "", fmt.Errorf("%s_vault: no Vault login: it is read with source.credentials.vault's login", setting)
+		}
+		if key, err = vault.Secret(ctx, v.Mount, v.Path, v.Field); err != nil {
+			return "", "", fmt.Errorf("%s_vault: %w", setting, err)
+		}
+		mount := v.Mount
+		if mount == "" {
+			mount = "secret"
+		}
+		return key, fmt.Sprintf("field %s of the Vault secret %s/%s", v.Field, mount, v.Path), nil
+	}
+	return "", "", nil
+}
+
+// storeEncryption reads the keys of nats.store_encryption; nil when it is
+// not set.
+func storeEncryption(ctx context.Context, cfg NATSConfig, vault *credentials.Vault) (*sink.StoreEncryption, error) {
+	e := cfg.StoreEncryption
+	if e == nil || cfg.URL != "" {
+		return nil, nil
+	}
+	enc := &sink.StoreEncryption{Cipher: e.Cipher}
+	for _, k := range []struct {
+		setting string
+		env     string
+		vault   *VaultSecret
+		to      *string
+	}{
+		{"nats.store_encryption.key", e.KeyEnv, e.KeyVault, &enc.Key},
+		{"nats.store_encryption.prev_key", e.PrevKeyEnv, e.PrevKeyVault, &enc.PrevKey},
+	} {
+		key, where, err := readKey(ctx, k.setting, k.env, k.vault, vault, sink.MinStoreKey)
+		if err != nil {
+			return nil, err
+		}
+		if where != "" && len(key) < sink.MinStoreKey {
+			return nil, fmt.Errorf("%s: the key in %s is %d bytes: use at least %d (e.g. openssl rand -hex 32)", k.setting, where, len(key), sink.MinStoreKey)
+		}
+		*k.to = key
+	}
+	return enc, nil
 }
 
 func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault *credentials.Vault, log *slog.Logger) (source, error) {
@@ -316,7 +366,8 @@ type natsConns struct {
 }
 
 // connectNATS starts the embedded server, or connects to nats.url.
-func connectNATS(cfg Config, log *slog.Logger) (natsConns, error) {
+// enc encrypts the embedded server's store (nil: no encryption).
+func connectNATS(cfg Config, enc *sink.StoreEncryption, log *slog.Logger) (natsConns, error) {
 	if cfg.NATS.URL != "" {
 		opts := []nats.Option{nats.Name("sluice-" + cfg.Source.Name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false)}
 		if t := cfg.NATS.TLS; t != nil && t.CA != "" {
@@ -328,12 +379,18 @@ func connectNATS(cfg Config, log *slog.Logger) (natsConns, error) {
 		}
 		return natsConns{events: nc, control: nc, shutdown: nc.Close}, nil
 	}
-	srv, err := sink.StartServer(serverConfig(cfg))
+	scfg := serverConfig(cfg)
+	scfg.Encryption = enc
+	srv, err := sink.StartServer(scfg)
 	if err != nil {
 		return natsConns{}, err
 	}
+	encryption := "off"
+	if enc != nil {
+		encryption = enc.Cipher
+	}
 	attrs := []any{"url", srv.ClientURL(), "server_name", srv.Name(), "store_dir", cfg.NATS.StoreDir, "users", len(cfg.NATS.Users),
-		"tls", cfg.NATS.TLS != nil, "local_admin", srv.LocalAdminFile()}
+		"tls", cfg.NATS.TLS != nil, "store_encryption", encryption, "local_admin", srv.LocalAdminFile()}
 	if c := cfg.NATS.Cluster; c != nil {
 		attrs = append(attrs, "cluster", c.Name, "cluster_listen", c.Listen, "routes", len(c.Routes), "route_tls", c.TLS != nil)
 	}

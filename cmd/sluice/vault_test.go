@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/natstest"
 	"github.com/sluice-cdc/sluice/sources/credentials"
 	"github.com/sluice-cdc/sluice/sources/credentials/vaulttest"
@@ -85,6 +86,12 @@ func TestVaultStaticLoginPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.cfg.Privacy = PrivacyConfig{Columns: map[string]string{"public.items.v": "hash"}, HashKeyVault: &VaultSecret{Path: "sluice/pg1/hash", Field: "key"}}
+	// And the store's encryption key.
+	const storeKey = "store-key-from-vault-0123456789abcdef"
+	if err := v.PutKV(context.Background(), "sluice/pg1/store", map[string]any{"key": storeKey}); err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.NATS.StoreEncryption = &StoreEncryptionConfig{Cipher: "chacha", KeyVault: &VaultSecret{Path: "sluice/pg1/store", Field: "key"}}
 	e.useVault(v, sluiceToken(t, v), credentials.Config{KV: &credentials.KV{Path: "sluice/pg1"}})
 
 	stop, logs := e.startRun()
@@ -104,6 +111,13 @@ func TestVaultStaticLoginPostgres(t *testing.T) {
 	}
 	assertNoSecret(t, "app-s3cret-pw", map[string]string{"the log": logs.String(), "the events": raw.String()})
 	assertNoSecret(t, testHashKey, map[string]string{"the log": logs.String(), "the events": raw.String()})
+	assertNoSecret(t, storeKey, map[string]string{"the log": logs.String()})
+	if err := sink.CheckStoreKey(e.cfg.NATS.StoreDir, nil); !errors.Is(err, sink.ErrStoreEncrypted) {
+		t.Fatalf("the store is not encrypted: %v", err)
+	}
+	if err := sink.CheckStoreKey(e.cfg.NATS.StoreDir, &sink.StoreEncryption{Key: storeKey}); err != nil {
+		t.Fatalf("the store is not encrypted with the key from Vault: %v", err)
+	}
 }
 
 // streamRows writes a row every 20ms for d while sluice runs, calls midway

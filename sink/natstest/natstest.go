@@ -2,10 +2,13 @@
 package natstest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -119,6 +122,14 @@ func PlanCluster(t testing.TB, n int) *Plan {
 		})
 	}
 	return p
+}
+
+// Encrypt makes every member encrypt its store with enc; call it before
+// starting them.
+func (p *Plan) Encrypt(enc *sink.StoreEncryption) {
+	for i := range p.members {
+		p.members[i].Encryption = enc
+	}
 }
 
 // Member is member i's server config.
@@ -248,6 +259,31 @@ func (s *Server) Connect() *nats.Conn {
 	}
 	s.t.Cleanup(nc.Close)
 	return nc
+}
+
+// FilesHolding reads every file under dir and names those whose bytes
+// contain s (paths relative to dir), with the number of files read: a
+// probe for values that must not be readable on disk.
+func FilesHolding(t testing.TB, dir, s string) (found []string, files int) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		if bytes.Contains(b, []byte(s)) {
+			found = append(found, strings.TrimPrefix(path, dir))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read %s: %v", dir, err)
+	}
+	return found, files
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
