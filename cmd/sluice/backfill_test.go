@@ -323,7 +323,7 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	gaps := readGapsStopped(t, e)
-	if len(gaps) != 1 || gaps[0].From == "" || gaps[0].To == "" || len(gaps[0].Jobs) != 1 || !strings.Contains(gaps[0].Cause, "does not exist") {
+	if len(gaps) != 1 || gaps[0].From == "" || gaps[0].To == "" || len(gaps[0].Jobs) != 1 || !strings.Contains(gaps[0].Cause, "did not exist") {
 		t.Fatalf("gaps recorded = %+v, want one with from, to, its job and the cause", gaps)
 	}
 	t.Logf("gap %s → %s repaired by %d chunk events on 4 partitions", gaps[0].From, gaps[0].To, chunks)
@@ -393,7 +393,7 @@ func TestBackfillOnGapFail(t *testing.T) {
 	if err == nil {
 		t.Fatal("run after the slot was dropped succeeded with on_gap: fail")
 	}
-	mentions(t, err, "sluice_pg1", "does not exist", "on_gap")
+	mentions(t, err, "sluice_pg1", "did not exist", "on_gap")
 }
 
 // TestBackfillCommand asks a running sluice for backfills with sluice

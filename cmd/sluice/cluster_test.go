@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +19,7 @@ import (
 	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/natstest"
+	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
@@ -239,5 +243,76 @@ func TestClusterStartupTimeout(t *testing.T) {
 	mentions(t, err, "JetStream did not answer within 3s", "nats.cluster.routes")
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("gave up after %v", d)
+	}
+}
+
+// TestFirstStartWhileClusterForms: sluice fixes its capture point before
+// it waits for anything. It starts as one member of a 3-node cluster whose
+// other members come up later; a transaction committed right after the
+// "capturing from" line, long before the stream exists, is in the stream
+// once the cluster forms.
+func TestFirstStartWhileClusterFormsPostgres(t *testing.T) {
+	pg := pgtest.New(t)
+	firstStartWhileClusterForms(t, newEnv(t, pg, "public.items"), "replication slot created: capturing from")
+}
+
+func TestFirstStartWhileClusterFormsMySQL(t *testing.T) {
+	my := mysqltest.New(t)
+	firstStartWhileClusterForms(t, newMySQLEnv(t, my, "shop.items"), "capturing from gtid:")
+}
+
+func firstStartWhileClusterForms(t *testing.T, e *env, capturing string) {
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY)`)
+	plan := natstest.PlanCluster(t, 3) // members 2 and 3 start later
+	m := plan.Member(0)
+	e.cfg.NATS.ServerName = m.Name
+	e.cfg.NATS.Listen = m.Listen
+	e.cfg.NATS.StoreDir = m.StoreDir
+	e.cfg.NATS.Cluster = &ClusterConfig{Name: plan.Name, Listen: m.Cluster.Listen, Routes: plan.Routes(), User: natstest.RouteUser, Password: natstest.RoutePassword}
+	e.cfg.NATS.Users = []NATSUser{{User: natstest.Admin.User, Password: natstest.Admin.Password, Permissions: "admin"}}
+	e.cfg.Stream.Replicas = 3
+
+	logs := &logBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, e.cfg, slog.New(slog.NewTextHandler(logs, nil))) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(logs.String(), capturing) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q line within a minute:\n%s", capturing, logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	vals := make([]string, 200)
+	for i := range vals {
+		vals[i] = fmt.Sprintf("(%d)", i+1)
+	}
+	e.exec(`INSERT INTO items VALUES ` + strings.Join(vals, ","))
+	if strings.Contains(logs.String(), "msg=streaming") {
+		t.Fatal("sluice streamed before its cluster formed: the test proves nothing")
+	}
+	plan.Start(1)
+	plan.Start(2)
+	for !strings.Contains(logs.String(), "msg=streaming") {
+		if time.Now().After(deadline.Add(time.Minute)) {
+			t.Fatalf("sluice did not stream once its cluster formed:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	events := readEvents(t, adminURLs(plan), e.cfg.Stream.Name, 200, 2*time.Minute)
+	seen := map[string]bool{}
+	for _, ev := range events {
+		seen[string(ev.Key["id"])] = true
+	}
+	for i := 1; i <= 200; i++ {
+		if !seen[strconv.Itoa(i)] {
+			t.Fatalf("row %d, committed while the cluster formed, is not in the stream (%d of 200 are)", i, len(seen))
+		}
 	}
 }

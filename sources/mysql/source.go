@@ -32,6 +32,11 @@ type Source struct {
 	shapesMu sync.Mutex
 	shapes   map[string]*sources.Table // last shape seen per table, for versions
 	bf       backfillConn
+	// anchor is where the binlog ended when New ran: a first start (no
+	// checkpoint) streams from there, so changes committed while sluice
+	// waits for NATS are not skipped.
+	anchor   position
+	anchored bool
 }
 
 // New connects, checks the prerequisites and reads the captured tables.
@@ -108,6 +113,13 @@ func (s *Source) setup() error {
 	}
 	s.cfg.Log.Info("capturing tables", "tables", strings.Join(names, ","), "signal_table", s.signal.String(),
 		"flavor", info.flavor, "positions", mode, "server_id", s.cfg.ServerID)
+	// The capture point is fixed before anything else waits: a first
+	// start streams every change committed after this line.
+	if s.anchor, err = currentPosition(s.conn, s.info); err != nil {
+		return err
+	}
+	s.anchored = true
+	s.cfg.Log.Info("capturing from "+s.anchor.String()+" unless a checkpoint says otherwise", "position", s.anchor.String())
 	return nil
 }
 
@@ -185,7 +197,9 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	}
 	var start position
 	if from == "" {
-		if start, err = currentPosition(s.conn, s.info); err != nil {
+		if s.anchored {
+			start = s.anchor
+		} else if start, err = currentPosition(s.conn, s.info); err != nil {
 			return classify(err)
 		}
 		// Record the starting point at once, so a restart resumes here.

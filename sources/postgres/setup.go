@@ -237,10 +237,38 @@ func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotState, erro
 // ensureSlot checks that the slot can resume from `from`, creating it on a
 // first start. A slot that is gone or invalidated while a checkpoint exists
 // means the log in between is lost: that is a gap, never a silent restart.
-func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, from sources.Position) error {
+// createSlot creates the slot unless it exists, and tells where it
+// captures from: its consistent point when created, else its confirmed
+// position.
+func createSlot(ctx context.Context, conn *pgx.Conn, slot string) (created bool, at pglogrepl.LSN, err error) {
+	st, err := readSlot(ctx, conn, slot)
+	if err != nil {
+		return false, 0, err
+	}
+	if st.exists {
+		return false, st.confirmedFlush, nil
+	}
+	var lsn string
+	if err := conn.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot).Scan(&lsn); err != nil {
+		return false, 0, fmt.Errorf("create replication slot %s: %w (the user needs the REPLICATION attribute: ALTER ROLE ... REPLICATION; and max_replication_slots must have room)", slot, err)
+	}
+	at, err = pglogrepl.ParseLSN(lsn)
+	return true, at, err
+}
+
+// ensureSlot checks the slot can resume from the checkpoint at from.
+// createdAt is where New created the slot (0: it existed): a checkpoint
+// before it means the slot was gone.
+func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, from sources.Position, createdAt pglogrepl.LSN) error {
 	s, err := readSlot(ctx, conn, slot)
 	if err != nil {
 		return err
+	}
+	if createdAt != 0 && from != "" {
+		if lsn, err := pglogrepl.ParseLSN(string(from)); err == nil && lsn < createdAt {
+			return fmt.Errorf("%w: replication slot %s did not exist (sluice created it anew at %s), but the checkpoint is at %s: the changes since then are gone from the log (was the slot dropped, or did the database fail over?)",
+				sources.ErrLogLost, slot, createdAt, from)
+		}
 	}
 	switch {
 	case !s.exists && from == "":

@@ -87,6 +87,9 @@ type Source struct {
 	backfillConn *pgx.Conn
 	keyTypes     map[string][]uint32
 	columns      map[string][]string // column names per table, for filters
+	// slotCreated is where New created the slot (0: it existed), until
+	// the first Stream has checked the checkpoint against it.
+	slotCreated pglogrepl.LSN
 	// builtin names built-in types without a catalog round trip.
 	builtin *pgtype.Map
 }
@@ -177,6 +180,20 @@ func (s *Source) setup(ctx context.Context) (err error) {
 	}
 	s.tables[s.signal.qualified()] = s.signal
 	s.cfg.Log.Info("capturing tables", "tables", strings.Join(names, ","), "slot", s.cfg.Slot, "publication", s.cfg.Publication)
+	// The capture point is fixed before anything else waits (NATS, a
+	// cluster forming): from the slot's creation PostgreSQL keeps every
+	// change for sluice, so a first start misses nothing committed after
+	// this line.
+	created, at, err := createSlot(ctx, s.conn, s.cfg.Slot)
+	if err != nil {
+		return classify(err)
+	}
+	if created {
+		s.slotCreated = at
+		s.cfg.Log.Info("replication slot created: capturing from "+at.String(), "slot", s.cfg.Slot, "position", at.String())
+	} else {
+		s.cfg.Log.Info("replication slot exists: capturing from the checkpoint, or from the slot's position "+at.String()+" on a first start", "slot", s.cfg.Slot, "position", at.String())
+	}
 	return nil
 }
 
@@ -274,7 +291,9 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		}
 		s.conn = conn
 	}
-	if err := ensureSlot(ctx, s.conn, s.cfg.Slot, from); err != nil {
+	createdAt := s.slotCreated
+	s.slotCreated = 0 // told once: the slot has a history from now on
+	if err := ensureSlot(ctx, s.conn, s.cfg.Slot, from, createdAt); err != nil {
 		return classify(err)
 	}
 	var start pglogrepl.LSN
