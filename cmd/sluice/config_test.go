@@ -50,6 +50,9 @@ log: {level: loud}
 		{"backfill and privacy problems", good + "backfill: {chunk_size: 1, on_gap: ignore}\nprivacy: {hash_key_env: X, hash_key_vault: {path: p}}\n",
 			[]string{"backfill.chunk_size must be at least 2", `backfill.on_gap "ignore"`, "not both", "hash_key_vault needs path and field", "source.credentials.vault"}},
 		{"contract problems", good + "contracts: {orders: {policy: maybe}}\n", []string{"schema.table", "warn, dlq or halt"}},
+		{"source TLS problems", strings.Replace(good, "tables: [public.orders]}", "tables: [public.orders], tls: {mode: preferred, cert: c.pem, ca: /nonexistent/ca.pem}}", 1),
+			[]string{`source.tls.mode "preferred"`, "source.tls.cert and source.tls.key go together", "source.tls.ca: cannot read the CA file"}},
+		{"misspelled source TLS key", strings.Replace(good, "tables: [public.orders]}", "tables: [public.orders], tls: {mdoe: require}}", 1), []string{"unknown key source.tls.mdoe"}},
 		{"misspelled contract key", good + "contracts: {public.orders: {columns: {a: {typ: string}}}}\n", []string{"unknown key contracts.<table>.columns.<column>.typ"}},
 	}
 	for _, tt := range tests {
