@@ -10,7 +10,7 @@ import (
 // kind they are.
 func Plain(err error) string {
 	msg := err.Error()
-	for _, s := range []error{ErrPrerequisite, ErrNoPrimaryKey, ErrDisconnected, ErrLogLost, ErrLoginRejected, ErrUnsupportedKey} {
+	for _, s := range []error{ErrPrerequisite, ErrNoPrimaryKey, ErrDisconnected, ErrLogLost, ErrLoginRejected, ErrUnsupportedKey, ErrTLS} {
 		if errors.Is(err, s) {
 			msg = strings.ReplaceAll(msg, s.Error()+": ", "")
 		}

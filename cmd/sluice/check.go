@@ -84,20 +84,20 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 	}
 	if vault != nil || cfg.Source.Credentials == nil {
 		var problems []string
+		var query *sources.Transport
 		if cfg.Source.Kind == "mysql" {
-			problems = mysql.Check(ctx, mysql.Config{
-				Name: cfg.Source.Name, DSN: cfg.Source.DSN, Tables: cfg.Source.Tables, Keys: cfg.Source.Keys,
-				ServerID: cfg.Source.ServerID, Positions: cfg.Source.Positions, SignalTable: cfg.Backfill.SignalTable,
-				Credentials: credsOf(vault),
-			})
+			problems, query = mysql.Check(ctx, mysqlConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), slog.New(slog.DiscardHandler)))
 		} else {
-			problems = postgres.Check(ctx, postgres.Config{
-				Name: cfg.Source.Name, DSN: cfg.Source.DSN, Tables: cfg.Source.Tables, Keys: cfg.Source.Keys,
-				Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, SignalTable: cfg.Backfill.SignalTable,
-				Credentials: credsOf(vault), Log: slog.New(slog.DiscardHandler),
-			})
+			problems, query = postgres.Check(ctx, postgresConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), slog.New(slog.DiscardHandler)))
 		}
 		report(cfg.Source.Kind+" source "+cfg.Source.Name, problems...)
+		if query != nil {
+			report("TLS (query): " + query.String())
+		}
+	}
+	if warning := sourceTLSWarning(cfg.Source); warning != "" {
+		// A warning, not a failure: sluice run starts, and says the same.
+		fmt.Fprintf(w, "WARN  TLS: %s\n", warning)
 	}
 	privacy, err := newPrivacy(ctx, cfg.Privacy, vault, nil)
 	if err != nil {
@@ -136,15 +136,11 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 func checkCoverage(ctx context.Context, w io.Writer, report func(string, ...string), cfg Config, vault *credentials.Vault, privacy *schemas.Privacy) {
 	var columns map[string][]string
 	var err error
+	quiet := slog.New(slog.DiscardHandler)
 	if cfg.Source.Kind == "mysql" {
-		columns, err = mysql.CapturedColumns(ctx, mysql.Config{
-			Name: cfg.Source.Name, DSN: cfg.Source.DSN, Tables: cfg.Source.Tables, Keys: cfg.Source.Keys, Credentials: credsOf(vault),
-		})
+		columns, err = mysql.CapturedColumns(ctx, mysqlConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), quiet))
 	} else {
-		columns, err = postgres.CapturedColumns(ctx, postgres.Config{
-			Name: cfg.Source.Name, DSN: cfg.Source.DSN, Tables: cfg.Source.Tables, Keys: cfg.Source.Keys,
-			SignalTable: cfg.Backfill.SignalTable, Credentials: credsOf(vault), Log: slog.New(slog.DiscardHandler),
-		})
+		columns, err = postgres.CapturedColumns(ctx, postgresConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), quiet))
 	}
 	if err != nil {
 		return // the source's own check has said why

@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+	"github.com/sluice-cdc/sluice/sources/tlstest"
 )
 
 func runCheck(t *testing.T, e *env) (string, error) {
@@ -70,6 +73,54 @@ func TestCheckMySQL(t *testing.T) {
 	assertLists(t, out, "binlog_format is STATEMENT", "binlog_format = ROW", "shop.nokey")
 	if n := strings.Count(out, "FAIL"); n != 2 {
 		t.Errorf("%d problems reported, want 2:\n%s", n, out)
+	}
+}
+
+// sluice check reports what the source connection's TLS turned out to be:
+// a MariaDB that refuses plaintext fails without source.tls, and passes
+// with it, verified.
+func TestCheckTLS(t *testing.T) {
+	f := tlstest.New(t)
+	my := mysqltest.New(t, mysqltest.Options{TLSCert: f.ServerCert, TLSKey: f.ServerKey,
+		Settings: map[string]string{"require_secure_transport": "ON"}})
+	e := newMySQLEnv(t, my, "shop.items")
+	e.exec(`CREATE TABLE items (id INT PRIMARY KEY)`)
+	out, err := runCheck(t, e)
+	if !errors.Is(err, errBlocked) {
+		t.Fatalf("check = %v, want errBlocked:\n%s", err, out)
+	}
+	assertLists(t, out, "FAIL  mysql source my1: MySQL at", "requires secure transport", "source.tls.mode: verify-full")
+	if strings.Contains(out, "password") {
+		t.Errorf("plaintext refused reads as a password problem:\n%s", out)
+	}
+
+	e.setYAML("tables: [shop.items]}", fmt.Sprintf("tables: [shop.items], tls: {mode: verify-full, ca: %q}}", f.CA))
+	out, err = runCheck(t, e)
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	assertLists(t, out, "ok    mysql source my1", "ok    TLS (query): TLS 1.", ", server verified (verify-full)")
+	if strings.Contains(out, "WARN") {
+		t.Errorf("a warning on loopback:\n%s", out)
+	}
+}
+
+func TestSourceTLSWarning(t *testing.T) {
+	for _, c := range []struct {
+		src  SourceConfig
+		want string // "" = no warning
+	}{
+		{SourceConfig{Kind: "mysql", DSN: "u@tcp(127.0.0.1:3306)/shop"}, ""},
+		{SourceConfig{Kind: "mysql", DSN: "u@tcp(db.example:3306)/shop"}, "source host db.example is not loopback and source.tls.mode is unset"},
+		{SourceConfig{Kind: "mysql", DSN: "u@tcp(db.example:3306)/shop?tls=true"}, ""},
+		{SourceConfig{Kind: "postgres", DSN: "postgres://u@db.example/shop"}, "source.tls.mode is prefer"},
+		{SourceConfig{Kind: "postgres", DSN: "postgres://u@db.example/shop", TLS: sources.TLS{Mode: "verify-ca"}}, "source.tls.mode is verify-ca"},
+		{SourceConfig{Kind: "postgres", DSN: "postgres://u@db.example/shop?sslmode=verify-full"}, ""},
+	} {
+		got := sourceTLSWarning(c.src)
+		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+			t.Errorf("%+v: %q, want %q", c.src, got, c.want)
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-cdc/sluice/schemas"
 	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/credentials"
 )
 
@@ -89,6 +90,8 @@ type SourceConfig struct {
 	// slot, sluice warns.
 	MaxRetainedWAL int64              `yaml:"max_retained_wal"`
 	Credentials    *CredentialsConfig `yaml:"credentials"`
+	// TLS protects every connection to the database; see README "Source TLS".
+	TLS sources.TLS `yaml:"tls"`
 }
 
 // CredentialsConfig says where the source's login comes from instead of
@@ -260,7 +263,7 @@ func expandEnv(b []byte) ([]byte, error) {
 	return out, nil
 }
 
-var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type (?:main|schemas)\.(\w+)`)
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type (?:main|schemas|sources)\.(\w+)`)
 
 // explainYAML rewrites yaml's Go-flavoured errors into config terms.
 func explainYAML(err error) string {
@@ -269,7 +272,7 @@ func explainYAML(err error) string {
 		"CheckpointConfig": "checkpoint.", "LogConfig": "log.", "ClusterConfig": "nats.cluster.", "NATSUser": "nats.users[].",
 		"NATSTLS": "nats.tls.", "CredentialsConfig": "source.credentials.", "BackfillConfig": "backfill.",
 		"PrivacyConfig": "privacy.", "VaultSecret": "<vault secret>.", "StoreEncryptionConfig": "nats.store_encryption.", "Contract": "contracts.<table>.",
-		"ColumnPolicy": "contracts.<table>.columns.<column>.", "HTTPConfig": "http."}
+		"ColumnPolicy": "contracts.<table>.columns.<column>.", "HTTPConfig": "http.", "TLS": "source.tls."}
 	msg = unknownField.ReplaceAllStringFunc(msg, func(m string) string {
 		p := unknownField.FindStringSubmatch(m)
 		return fmt.Sprintf("line %s: unknown key %s%s (misspelled? see README \"Configuration\")", p[1], sections[p[3]], p[2])
@@ -417,6 +420,7 @@ func (c Config) Validate() error {
 			add("source.dsn holds a password while source.credentials is set: remove it from the DSN; the login comes from Vault")
 		}
 	}
+	p = append(p, c.Source.TLS.Validate()...)
 	for _, t := range c.Source.Tables {
 		if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" || strings.Contains(n, ".") {
 			add("source.tables: %q is not schema.table (db.table for mysql)", t)

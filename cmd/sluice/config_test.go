@@ -70,6 +70,9 @@ log: {level: loud}
 		{"misspelled store encryption key", strings.Replace(good, "store_dir: ./data}", "store_dir: ./data, store_encryption: {key_evn: K}}", 1),
 			[]string{"unknown key nats.store_encryption.key_evn"}},
 		{"contract problems", good + "contracts: {orders: {policy: maybe}}\n", []string{"schema.table", "warn, dlq or halt"}},
+		{"source TLS problems", strings.Replace(good, "tables: [public.orders]}", "tables: [public.orders], tls: {mode: preferred, cert: c.pem, ca: /nonexistent/ca.pem}}", 1),
+			[]string{`source.tls.mode "preferred"`, "source.tls.cert and source.tls.key go together", "source.tls.ca: cannot read the CA file"}},
+		{"misspelled source TLS key", strings.Replace(good, "tables: [public.orders]}", "tables: [public.orders], tls: {mdoe: require}}", 1), []string{"unknown key source.tls.mdoe"}},
 		{"misspelled contract key", good + "contracts: {public.orders: {columns: {a: {typ: string}}}}\n", []string{"unknown key contracts.<table>.columns.<column>.typ"}},
 	}
 	for _, tt := range tests {

@@ -87,6 +87,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	if err != nil {
 		return err
 	}
+	if w := sourceTLSWarning(cfg.Source); w != "" {
+		log.Warn("the source connection is not verify-full TLS", "setting", "source.tls.mode", "warning", w)
+	}
 	src, err := newSource(ctx, cfg.Source, cfg.Backfill.SignalTable, vault, log.With("source", cfg.Source.Name))
 	if err != nil {
 		return err
@@ -344,16 +347,34 @@ func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault 
 		creds = vault
 	}
 	if cfg.Kind == "mysql" {
-		return mysql.New(ctx, mysql.Config{
-			Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID,
-			Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, SignalTable: signalTable, Credentials: creds, Log: log,
-		})
+		return mysql.New(ctx, mysqlConfig(cfg, signalTable, creds, log))
 	}
-	return postgres.New(ctx, postgres.Config{
+	return postgres.New(ctx, postgresConfig(cfg, signalTable, creds, log))
+}
+
+func mysqlConfig(cfg SourceConfig, signalTable string, creds sources.Credentials, log *slog.Logger) mysql.Config {
+	return mysql.Config{
+		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID,
+		Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, SignalTable: signalTable, Credentials: creds, Log: log,
+		TLS: cfg.TLS,
+	}
+}
+
+func postgresConfig(cfg SourceConfig, signalTable string, creds sources.Credentials, log *slog.Logger) postgres.Config {
+	return postgres.Config{
 		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys,
 		Slot: cfg.Slot, Publication: cfg.Publication, SignalTable: signalTable, Credentials: creds, Log: log,
-		Heartbeat: cfg.Heartbeat, MaxRetainedWAL: cfg.MaxRetainedWAL,
-	})
+		Heartbeat: cfg.Heartbeat, MaxRetainedWAL: cfg.MaxRetainedWAL, TLS: cfg.TLS,
+	}
+}
+
+// sourceTLSWarning is the warning for a source off loopback whose
+// connections are not verify-full, "" when there is none.
+func sourceTLSWarning(cfg SourceConfig) string {
+	if cfg.Kind == "mysql" {
+		return mysql.TLSWarning(mysqlConfig(cfg, "", nil, nil))
+	}
+	return postgres.TLSWarning(postgresConfig(cfg, "", nil, nil))
 }
 
 // natsConns are sluice's own connections: events for the stream and its

@@ -134,7 +134,7 @@ func (b *backfillConn) close() {
 // s.dsn: Stream rewrites its user and password from another goroutine, and
 // only the address, fixed since New, is shared.
 func (s *Source) backfillDSN(ctx context.Context) (dsn, *sources.Login, error) {
-	d := dsn{host: s.dsn.host, port: s.dsn.port, db: s.dsn.db}
+	d := dsn{host: s.dsn.host, port: s.dsn.port, db: s.dsn.db, mode: s.dsn.mode, tls: s.dsn.tls}
 	if s.cfg.Credentials == nil {
 		d.user, d.password = s.dsn.user, s.dsn.password
 		return d, nil, nil

@@ -12,21 +12,30 @@ import (
 
 // Check reports every missing prerequisite of cfg at once, each with its
 // fix, without changing anything (the signal table is not created). An
-// empty list means sluice run can start.
-func Check(ctx context.Context, cfg Config) []string {
-	d, err := parseDSN(cfg.DSN)
+// empty list means sluice run can start. query is what the query
+// connection's transport turned out to be, nil when none was made; the
+// binlog connection uses the same TLS settings.
+func Check(ctx context.Context, cfg Config) (problems []string, query *sources.Transport) {
+	d, err := parseConfig(cfg)
 	if err != nil {
-		return []string{sources.Plain(err)}
+		return []string{sources.Plain(err)}, nil
 	}
 	s := &Source{cfg: cfg, dsn: d}
 	if _, err := s.login(ctx); err != nil {
-		return []string{sources.Plain(err)}
+		return []string{sources.Plain(err)}, nil
 	}
 	conn, err := connect(ctx, s.dsn)
 	if err != nil {
-		return []string{sources.Plain(err)}
+		return []string{sources.Plain(err)}, nil
 	}
 	defer conn.Close()
+	t := transportOf(conn, s.dsn)
+	return checkConn(conn, cfg, s.dsn), &t
+}
+
+// checkConn is Check once connected, as d (with the login's user).
+func checkConn(conn *client.Conn, cfg Config, d dsn) []string {
+	s := &Source{cfg: cfg, dsn: d}
 	var problems []string
 	_, server, err := serverProblems(conn, s.dsn.user, cfg.Positions)
 	if err != nil {
@@ -60,7 +69,7 @@ func Check(ctx context.Context, cfg Config) []string {
 // CapturedColumns lists the columns of every captured table, changing
 // nothing: what sluice check shows privacy coverage against.
 func CapturedColumns(ctx context.Context, cfg Config) (map[string][]string, error) {
-	d, err := parseDSN(cfg.DSN)
+	d, err := parseConfig(cfg)
 	if err != nil {
 		return nil, err
 	}

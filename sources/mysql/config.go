@@ -3,10 +3,14 @@
 package mysql
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"net"
+	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -38,7 +42,11 @@ type Config struct {
 	// creates it when missing. Empty means "<DSN database>.sluice_signal"
 	// (or the first captured table's database when the DSN names none).
 	SignalTable string
-	Log         *slog.Logger
+	// TLS is source.tls. Unset, and with no tls= in the DSN, connections
+	// are plaintext as MySQL clients' own default is; TLS may be set in
+	// one of the two places, not both.
+	TLS sources.TLS
+	Log *slog.Logger
 }
 
 // DefaultServerID derives a replica server id from a source name: FNV-1a
@@ -55,6 +63,12 @@ type dsn struct {
 	user, password, host string
 	port                 uint16
 	db                   string
+	// tlsParam is the DSN's tls= as a sources mode, "" when absent.
+	tlsParam string
+	// mode and tls are what every connection uses, query and binlog
+	// alike, once resolveTLS has merged the DSN with source.tls.
+	mode string
+	tls  *tls.Config
 }
 
 func (d dsn) addr() string { return net.JoinHostPort(d.host, strconv.Itoa(int(d.port))) }
@@ -86,9 +100,93 @@ func parseDSN(s string) (dsn, error) {
 	}
 	d.host, d.port = host, uint16(p)
 	db := strings.TrimPrefix(rest[end+1:], "/")
-	d.db, _, _ = strings.Cut(db, "?")
+	db, query, _ := strings.Cut(db, "?")
+	d.db = db
 	if d.user == "" {
 		return d, fmt.Errorf("source.dsn: no user")
 	}
+	params, err := url.ParseQuery(query)
+	if err != nil {
+		return d, errors.New("source.dsn: the parameters after '?' are not name=value pairs joined by '&'")
+	}
+	var unknown []string
+	for name := range params {
+		if name != "tls" {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		// Dropping a parameter would quietly run without what it asked for.
+		return d, fmt.Errorf("source.dsn: parameter %s is not supported: remove it (sluice reads only tls=; other settings have their own keys, TLS files are under source.tls)",
+			strings.Join(unknown, ", "))
+	}
+	if v, ok := params["tls"]; ok {
+		if d.tlsParam, err = dsnTLSMode(v[len(v)-1]); err != nil {
+			return d, err
+		}
+	}
 	return d, nil
+}
+
+// dsnTLSMode maps go-sql-driver's tls= values onto the sources modes.
+func dsnTLSMode(v string) (string, error) {
+	switch v {
+	case "true":
+		return sources.TLSVerifyFull, nil
+	case "skip-verify":
+		return sources.TLSRequire, nil
+	case "false":
+		return sources.TLSDisable, nil
+	case "preferred":
+		return "", errors.New("source.dsn: tls=preferred falls back to plaintext without a word, which sluice never does: use tls=true (verified), tls=skip-verify, or source.tls.mode")
+	}
+	return "", fmt.Errorf("source.dsn: tls=%s is not supported: use tls=true (verify-full), tls=skip-verify (require) or tls=false, or source.tls for a CA, a client certificate or verify-ca", v)
+}
+
+// resolveTLS decides the TLS of d's connections: the DSN's tls= or
+// source.tls, never both, since which should win is a guess.
+func resolveTLS(d *dsn, t sources.TLS) error {
+	if d.tlsParam != "" {
+		if !t.IsZero() {
+			return errors.New("source.dsn has tls= and source.tls is set: set TLS in one place, either remove tls= from source.dsn or remove the source.tls block")
+		}
+		t.Mode = d.tlsParam
+	}
+	if err := t.NeedsMode(); err != nil {
+		return err
+	}
+	cfg, err := t.ClientConfig(d.host)
+	if err != nil {
+		return err
+	}
+	d.mode, d.tls = t.Mode, cfg
+	if d.mode == "" {
+		d.mode = sources.TLSDisable
+	}
+	return nil
+}
+
+// parseConfig reads cfg's DSN and settles its TLS.
+func parseConfig(cfg Config) (dsn, error) {
+	d, err := parseDSN(cfg.DSN)
+	if err != nil {
+		return d, err
+	}
+	return d, resolveTLS(&d, cfg.TLS)
+}
+
+// TLSWarning is the warning sluice run logs and sluice check prints for
+// cfg's transport, "" when there is none (or when the DSN is invalid:
+// connecting reports that).
+func TLSWarning(cfg Config) string {
+	d, err := parseDSN(cfg.DSN)
+	if err != nil {
+		return ""
+	}
+	mode := d.tlsParam
+	if mode == "" {
+		mode = cfg.TLS.Mode
+	}
+	return sources.TLSWarning(d.host, mode)
 }

@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -20,19 +21,56 @@ const defaultTimeout = 10 * time.Second
 
 // connect opens a SQL connection; its errors name the server, not the DSN.
 func connect(ctx context.Context, d dsn) (*client.Conn, error) {
-	conn, err := client.ConnectWithContext(ctx, d.addr(), d.user, d.password, "", defaultTimeout, func(c *client.Conn) error {
+	conn, err := dial(ctx, d, d.tls)
+	if err == nil {
+		return conn, nil
+	}
+	server := "MySQL at " + d.addr()
+	var myErr *mysql.MyError
+	switch {
+	case sources.IsTLSFailure(err):
+		return nil, sources.TLSError(err, server)
+	case d.tls != nil && strings.Contains(err.Error(), "does not support TLS"):
+		return nil, fmt.Errorf("%w: %s offers no TLS but source.tls.mode is %s: enable TLS on the server (ssl_cert, ssl_key), or set source.tls.mode: disable: %w",
+			sources.ErrTLS, server, d.mode, err)
+	case errors.As(err, &myErr) && myErr.Code == mysql.ER_ACCESS_DENIED_ERROR:
+		if d.tls == nil && secureTransportRequired(ctx, d) {
+			return nil, fmt.Errorf("%w: %s refused the plaintext connection: it requires secure transport (require_secure_transport = ON): set source.tls.mode: verify-full (with source.tls.ca for a private CA)",
+				sources.ErrTLS, server)
+		}
+		return nil, fmt.Errorf("%w: %s refused user %q: wrong password or user (check source.dsn or the credentials source)",
+			sources.ErrLoginRejected, server, d.user)
+	}
+	return nil, fmt.Errorf("%w: cannot connect to %s as %q: %w (is the server running and source.dsn right?)",
+		sources.ErrDisconnected, server, d.user, err)
+}
+
+func dial(ctx context.Context, d dsn, tc *tls.Config) (*client.Conn, error) {
+	return client.ConnectWithContext(ctx, d.addr(), d.user, d.password, "", defaultTimeout, func(c *client.Conn) error {
+		if tc != nil {
+			c.SetTLSConfig(tc)
+		}
 		return c.SetCharset("utf8mb4")
 	})
+}
+
+// secureTransportRequired tells whether a login refused in plaintext is
+// accepted over TLS. MariaDB answers a plaintext login under
+// require_secure_transport with "access denied", which would otherwise be
+// reported as a wrong password. The probe is no weaker than the plaintext
+// attempt it follows.
+func secureTransportRequired(ctx context.Context, d dsn) bool {
+	conn, err := dial(ctx, d, &tls.Config{InsecureSkipVerify: true, ServerName: d.host})
 	if err != nil {
-		var myErr *mysql.MyError
-		if errors.As(err, &myErr) && myErr.Code == mysql.ER_ACCESS_DENIED_ERROR {
-			return nil, fmt.Errorf("%w: MySQL at %s refused user %q: wrong password or user (check source.dsn or the credentials source)",
-				sources.ErrLoginRejected, d.addr(), d.user)
-		}
-		return nil, fmt.Errorf("%w: cannot connect to MySQL at %s as %q: %w (is the server running and source.dsn right?)",
-			sources.ErrDisconnected, d.addr(), d.user, err)
+		return false
 	}
-	return conn, nil
+	conn.Close()
+	return true
+}
+
+// transportOf describes conn's socket in d's mode.
+func transportOf(conn *client.Conn, d dsn) sources.Transport {
+	return sources.TransportOf(conn.Conn.Conn, d.mode)
 }
 
 // column is what decoding needs to know about one column beyond the binlog.
@@ -337,7 +375,7 @@ func currentPosition(conn *client.Conn, info serverInfo) (position, error) {
 // classify marks connection-level failures as transient and a purged
 // binlog as a lost position.
 func classify(err error) error {
-	if err == nil || errors.Is(err, sources.ErrDisconnected) || errors.Is(err, sources.ErrLogLost) {
+	if err == nil || errors.Is(err, sources.ErrDisconnected) || errors.Is(err, sources.ErrLogLost) || errors.Is(err, sources.ErrTLS) {
 		return err
 	}
 	var myErr *mysql.MyError

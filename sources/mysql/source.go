@@ -2,12 +2,14 @@ package mysql
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
@@ -50,7 +52,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.HeartbeatPeriod <= 0 {
 		cfg.HeartbeatPeriod = 10 * time.Second
 	}
-	d, err := parseDSN(cfg.DSN)
+	d, err := parseConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +161,30 @@ func (s *Source) login(ctx context.Context) (*sources.Login, error) {
 	return &l, nil
 }
 
+// binlogTLS is the binlog connection's TLS, the query connections' own,
+// and what its handshake turned out to be: go-mysql keeps that connection
+// to itself, so the handshake reports it on the way.
+func (s *Source) binlogTLS() (*tls.Config, *atomic.Pointer[sources.Transport]) {
+	var seen atomic.Pointer[sources.Transport]
+	seen.Store(&sources.Transport{Mode: s.dsn.mode})
+	if s.dsn.tls == nil {
+		return nil, &seen
+	}
+	c := s.dsn.tls.Clone()
+	verify, mode := c.VerifyConnection, s.dsn.mode
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if verify != nil {
+			if err := verify(cs); err != nil {
+				return err
+			}
+		}
+		t := sources.TransportOfState(cs, mode)
+		seen.Store(&t)
+		return nil
+	}
+	return c, &seen
+}
+
 // Database is the DSN's database, for the event's source.db.
 func (s *Source) Database() string { return s.dsn.db }
 
@@ -210,6 +236,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		return err
 	}
 
+	tlsConfig, binlogTransport := s.binlogTLS()
 	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
 		ServerID:                s.cfg.ServerID,
 		Flavor:                  s.info.flavor,
@@ -217,6 +244,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		Port:                    s.dsn.port,
 		User:                    s.dsn.user,
 		Password:                s.dsn.password,
+		TLSConfig:               tlsConfig,
 		Charset:                 "utf8mb4",
 		HeartbeatPeriod:         s.cfg.HeartbeatPeriod,
 		ReadTimeout:             3 * s.cfg.HeartbeatPeriod,
@@ -240,9 +268,12 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		streamer, err = syncer.StartSync(mysql.Position{Name: start.file, Pos: start.pos})
 	}
 	if err != nil {
+		if sources.IsTLSFailure(err) {
+			return sources.TLSError(err, "MySQL at "+s.dsn.addr()+" (binlog connection)")
+		}
 		return sources.RetryRejected(s.cfg.Credentials, login, classify(fmt.Errorf("start binlog dump at %s: %w", start, err)))
 	}
-	s.cfg.Log.Info("streaming", "from", start.String())
+	s.cfg.Log.Info("streaming", "from", start.String(), "tls", binlogTransport.Load().String())
 	sources.Opened(h)
 	sctx, expired, stop := login.UntilExpiring(ctx)
 	defer stop()

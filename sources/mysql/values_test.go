@@ -83,7 +83,7 @@ func TestAppendValueErrors(t *testing.T) {
 }
 
 func TestParseDSN(t *testing.T) {
-	d, err := parseDSN("sluice:p@ss:w0rd@tcp(db.example:3307)/shop?parseTime=true")
+	d, err := parseDSN("sluice:p@ss:w0rd@tcp(db.example:3307)/shop?tls=true")
 	if err != nil {
 		t.Fatal(err)
 	}

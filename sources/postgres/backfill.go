@@ -80,7 +80,7 @@ func (s *Source) backfillConnLocked(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := connect(ctx, s.cfg.DSN, false, login)
+	conn, err := connect(ctx, s.cfg, false, login)
 	if err != nil {
 		return nil, err
 	}

@@ -12,19 +12,27 @@ import (
 
 // Check reports every missing prerequisite of cfg at once, each with its
 // fix, without changing anything: no publication, slot or table is
-// created. An empty list means sluice run can start.
-func Check(ctx context.Context, cfg Config) []string {
+// created. An empty list means sluice run can start. query is what the
+// connection's transport turned out to be, nil when none was made; the
+// replication connection uses the same TLS settings.
+func Check(ctx context.Context, cfg Config) (problems []string, query *sources.Transport) {
 	cfg = cfg.withNames()
 	s := &Source{cfg: cfg}
 	login, err := s.login(ctx)
 	if err != nil {
-		return []string{sources.Plain(err)}
+		return []string{sources.Plain(err)}, nil
 	}
-	conn, err := connect(ctx, cfg.DSN, false, login)
+	conn, err := connect(ctx, cfg, false, login)
 	if err != nil {
-		return []string{sources.Plain(err)}
+		return []string{sources.Plain(err)}, nil
 	}
 	defer conn.Close(context.Background())
+	t := transportOf(conn, cfg)
+	return checkConn(ctx, conn, cfg), &t
+}
+
+// checkConn is Check once connected.
+func checkConn(ctx context.Context, conn *pgx.Conn, cfg Config) []string {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
@@ -138,7 +146,7 @@ func CapturedColumns(ctx context.Context, cfg Config) (map[string][]string, erro
 	if err != nil {
 		return nil, err
 	}
-	conn, err := connect(ctx, cfg.DSN, false, login)
+	conn, err := connect(ctx, cfg, false, login)
 	if err != nil {
 		return nil, err
 	}

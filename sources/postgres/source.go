@@ -51,7 +51,11 @@ type Config struct {
 	// Credentials, when set, supply the user and password on every
 	// connect; the DSN's own are ignored.
 	Credentials sources.Credentials
-	Log         *slog.Logger
+	// TLS is source.tls. Unset, the DSN's sslmode and its companions rule
+	// (libpq's default, prefer, may end in plaintext); set, it applies to
+	// every connection and the DSN must not set TLS too.
+	TLS sources.TLS
+	Log *slog.Logger
 }
 
 // sessionSettings fix the text form of values that pgoutput sends, so the
@@ -143,7 +147,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.conn, err = connect(ctx, cfg.DSN, false, login); err != nil {
+	if s.conn, err = connect(ctx, cfg, false, login); err != nil {
 		return nil, err
 	}
 	s.db = s.conn.Config().Database
@@ -215,10 +219,13 @@ func (s *Source) login(ctx context.Context) (*sources.Login, error) {
 // connect opens a catalog or replication connection, with an error that
 // names the server but never the password. A login overrides the DSN's user
 // and password.
-func connect(ctx context.Context, dsn string, replication bool, login *sources.Login) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+func connect(ctx context.Context, c Config, replication bool, login *sources.Login) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(c.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("source.dsn is not a valid PostgreSQL connection string: %w", redact(err, dsn))
+		return nil, fmt.Errorf("source.dsn is not a valid PostgreSQL connection string: %w", redact(err, c.DSN))
+	}
+	if err := applyTLS(&cfg.Config, c); err != nil {
+		return nil, err
 	}
 	if login != nil {
 		cfg.User, cfg.Password = login.User, login.Password
@@ -234,13 +241,24 @@ func connect(ctx context.Context, dsn string, replication bool, login *sources.L
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
+		server := fmt.Sprintf("PostgreSQL at %s:%d", cfg.Host, cfg.Port)
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "28P01" {
-			return nil, fmt.Errorf("%w: PostgreSQL at %s:%d refused user %q: wrong password or user (check source.dsn or the credentials source)",
-				sources.ErrLoginRejected, cfg.Host, cfg.Port, cfg.User)
+		switch {
+		case sources.IsTLSFailure(err):
+			return nil, sources.TLSError(redact(err, c.DSN), server)
+		case strings.Contains(err.Error(), "server refused TLS connection"):
+			return nil, fmt.Errorf("%w: %s offers no TLS but source.tls.mode is %s: enable it on the server (ssl = on), or set source.tls.mode: disable",
+				sources.ErrTLS, server, tlsMode(c))
+		case errors.As(err, &pgErr) && pgErr.Code == "28P01":
+			return nil, fmt.Errorf("%w: %s refused user %q: wrong password or user (check source.dsn or the credentials source)",
+				sources.ErrLoginRejected, server, cfg.User)
+		case errors.As(err, &pgErr) && pgErr.Code == "28000" && strings.Contains(pgErr.Message, "no encryption"):
+			// pg_hba.conf has hostssl lines only: the server names the cause.
+			return nil, fmt.Errorf("%w: %s refused a plaintext connection (pg_hba.conf allows only TLS): set source.tls.mode: verify-full (with source.tls.ca for a private CA)",
+				sources.ErrTLS, server)
 		}
-		return nil, fmt.Errorf("%w: cannot connect to PostgreSQL at %s:%d as %q: %w (is the server running and source.dsn right?)",
-			sources.ErrDisconnected, cfg.Host, cfg.Port, cfg.User, redact(err, dsn))
+		return nil, fmt.Errorf("%w: cannot connect to %s as %q: %w (is the server running and source.dsn right?)",
+			sources.ErrDisconnected, server, cfg.User, redact(err, c.DSN))
 	}
 	return conn, nil
 }
@@ -285,7 +303,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	}
 	if s.conn.IsClosed() || login != nil && login.User != s.conn.Config().User {
 		s.conn.Close(context.Background())
-		conn, err := connect(ctx, s.cfg.DSN, false, login)
+		conn, err := connect(ctx, s.cfg, false, login)
 		if err != nil {
 			return sources.RetryRejected(s.cfg.Credentials, login, err)
 		}
@@ -305,7 +323,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		start = lsn
 		s.Ack(from)
 	}
-	rconn, err := connect(ctx, s.cfg.DSN, true, login)
+	rconn, err := connect(ctx, s.cfg, true, login)
 	if err != nil {
 		return sources.RetryRejected(s.cfg.Credentials, login, err)
 	}
@@ -317,7 +335,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	if err != nil {
 		return classify(fmt.Errorf("start replication on slot %s: %w", s.cfg.Slot, err))
 	}
-	s.cfg.Log.Info("streaming", "slot", s.cfg.Slot, "from", start)
+	s.cfg.Log.Info("streaming", "slot", s.cfg.Slot, "from", start, "tls", transportOf(rconn, s.cfg).String())
 	sources.Opened(h)
 	sctx, expired, stop := login.UntilExpiring(ctx)
 	defer stop()

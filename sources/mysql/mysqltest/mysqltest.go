@@ -6,6 +6,7 @@ package mysqltest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -43,6 +44,11 @@ type Options struct {
 	Port     int               // 0 = a free loopback port
 	Settings map[string]string // extra server options, override the defaults (e.g. {"binlog_format": "STATEMENT"}); "" = a bare --flag
 	Log      io.Writer         // server error log; nil = <dir>/mariadb.log
+	// TLSCert and TLSKey (PEM files) make the server offer TLS. They are
+	// copied into the server's dir, readable by the account it runs as;
+	// the helper's own connections then use TLS without verifying it, so
+	// they work with require_secure_transport = ON in Settings too.
+	TLSCert, TLSKey string
 }
 
 // Server is a running (or halted) MariaDB server owned by this process.
@@ -56,6 +62,8 @@ type Server struct {
 	settings  map[string]string
 	cred      *syscall.Credential // nil: run as the current user
 	userFlags []string            // --user=root when root must run the server itself
+	tlsCert   string              // empty = plaintext only
+	tlsKey    string
 	out       *output
 	logFile   *os.File
 
@@ -83,6 +91,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.setup(ctx, installDB, opts.Log); err != nil {
 		s.cleanup()
 		return nil, err
+	}
+	if opts.TLSCert != "" || opts.TLSKey != "" {
+		if err := s.installTLS(opts.TLSCert, opts.TLSKey); err != nil {
+			s.cleanup()
+			return nil, err
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		if s.port == 0 || attempt > 0 {
@@ -156,7 +170,12 @@ func (s *Server) Exec(ctx context.Context, db, sql string, args ...any) error {
 // Query runs one statement like Exec and returns all rows as strings, NULL as
 // nil — for tests comparing table state.
 func (s *Server) Query(ctx context.Context, db, sql string, args ...any) ([][]*string, error) {
-	conn, err := client.ConnectWithContext(ctx, s.Addr(), "root", "", db, 10*time.Second)
+	conn, err := client.ConnectWithContext(ctx, s.Addr(), "root", "", db, 10*time.Second, func(c *client.Conn) error {
+		if s.tlsCert != "" {
+			c.SetTLSConfig(&tls.Config{InsecureSkipVerify: true})
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -259,6 +278,34 @@ func (s *Server) Restart(ctx context.Context) error {
 	// gone afterwards, which is all a restart needs.
 	_ = s.halt()
 	return s.launch(ctx)
+}
+
+// installTLS copies the certificate and key beside the data dir, owned
+// by the server's account: a t.TempDir() is not traversable by it.
+func (s *Server) installTLS(cert, key string) error {
+	if cert == "" || key == "" {
+		return errors.New("mysqltest: TLSCert and TLSKey go together")
+	}
+	dir := filepath.Join(s.dir, "tls")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, f := range []struct{ from, to *string }{{&cert, &s.tlsCert}, {&key, &s.tlsKey}} {
+		b, err := os.ReadFile(*f.from)
+		if err != nil {
+			return fmt.Errorf("mysqltest: %w", err)
+		}
+		*f.to = filepath.Join(dir, filepath.Base(*f.from))
+		if err := os.WriteFile(*f.to, b, 0o600); err != nil {
+			return err
+		}
+		if s.cred != nil {
+			if err := os.Chown(*f.to, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // setup prepares the dir layout, the log and, if needed, a new data dir.
@@ -518,6 +565,9 @@ func (s *Server) args() []string {
 		"collation-server":                "utf8mb4_bin",
 		"default-time-zone":               "+00:00",
 		"explicit-defaults-for-timestamp": "ON",
+	}
+	if s.tlsCert != "" {
+		conf["ssl-cert"], conf["ssl-key"] = s.tlsCert, s.tlsKey
 	}
 	for k, v := range s.settings {
 		conf[strings.ReplaceAll(k, "_", "-")] = v

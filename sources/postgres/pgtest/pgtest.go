@@ -45,6 +45,14 @@ type Options struct {
 	// give one (scram-sha-256), as on a real server; local socket logins
 	// stay trusted. Empty = every login is trusted. Applies to new clusters.
 	Password string
+	// TLSCert and TLSKey (PEM files) turn ssl on with this certificate.
+	// They are copied into the server's dir, owned by the account postgres
+	// runs as (it refuses a key others can read); the helper's own
+	// connections then use sslmode=require.
+	TLSCert, TLSKey string
+	// TLSOnly, with TLSCert, accepts TCP logins over TLS only (hostssl in
+	// pg_hba.conf), as a server that forbids plaintext does.
+	TLSOnly bool
 }
 
 // Server is a running (or halted) PostgreSQL server owned by this process.
@@ -55,6 +63,9 @@ type Server struct {
 	port     int
 	settings map[string]string
 	password string
+	tlsCert  string // empty = no ssl
+	tlsKey   string
+	hbaFile  string              // empty = initdb's pg_hba.conf
 	cred     *syscall.Credential // nil: run as the current user
 	out      *output
 	logFile  *os.File
@@ -84,6 +95,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.setup(ctx, opts.Log); err != nil {
 		s.cleanup()
 		return nil, err
+	}
+	if opts.TLSCert != "" || opts.TLSKey != "" || opts.TLSOnly {
+		if err := s.installTLS(opts.TLSCert, opts.TLSKey, opts.TLSOnly); err != nil {
+			s.cleanup()
+			return nil, err
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		if s.port == 0 || attempt > 0 {
@@ -144,7 +161,11 @@ func (s *Server) DSN(db string) string {
 	if s.password != "" {
 		u = url.UserPassword("postgres", s.password)
 	}
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", u.String(), s.port, url.PathEscape(db))
+	mode := "disable"
+	if s.tlsCert != "" {
+		mode = "require"
+	}
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=%s", u.String(), s.port, url.PathEscape(db), mode)
 }
 
 // Password is the superuser's password; empty when logins are trusted.
@@ -206,6 +227,56 @@ func (s *Server) Restart(ctx context.Context) error {
 	// gone afterwards, which is all a restart needs.
 	_ = s.halt()
 	return s.launch(ctx)
+}
+
+// installTLS copies the certificate and key where postgres accepts
+// them, and writes a hostssl-only pg_hba.conf when only TLS may log in.
+func (s *Server) installTLS(cert, key string, only bool) error {
+	if cert == "" || key == "" {
+		return errors.New("pgtest: TLSCert and TLSKey go together, and TLSOnly needs them")
+	}
+	dir := filepath.Join(s.dir, "tls")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	write := func(name string, b []byte) (string, error) {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return "", err
+		}
+		if s.cred != nil {
+			if err := os.Chown(path, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+				return "", err
+			}
+		}
+		return path, nil
+	}
+	for _, f := range []struct{ from, to *string }{{&cert, &s.tlsCert}, {&key, &s.tlsKey}} {
+		b, err := os.ReadFile(*f.from)
+		if err != nil {
+			return fmt.Errorf("pgtest: %w", err)
+		}
+		if *f.to, err = write(filepath.Base(*f.from), b); err != nil {
+			return err
+		}
+	}
+	if !only {
+		return nil
+	}
+	method := "trust"
+	if s.password != "" {
+		method = "scram-sha-256"
+	}
+	var hba strings.Builder
+	hba.WriteString("local all all trust\n")
+	for _, db := range []string{"all", "replication"} {
+		for _, addr := range []string{"127.0.0.1/32", "::1/128"} {
+			fmt.Fprintf(&hba, "hostssl %s all %s %s\n", db, addr, method)
+		}
+	}
+	var err error
+	s.hbaFile, err = write("pg_hba.conf", []byte(hba.String()))
+	return err
 }
 
 // setup prepares the dir layout, the log and, if needed, a new cluster.
@@ -404,6 +475,12 @@ func (s *Server) config() []string {
 		"max_connections":           "100",
 		"logical_decoding_work_mem": "64MB",
 		"wal_sender_timeout":        "60s",
+	}
+	if s.tlsCert != "" {
+		conf["ssl"], conf["ssl_cert_file"], conf["ssl_key_file"] = "on", s.tlsCert, s.tlsKey
+	}
+	if s.hbaFile != "" {
+		conf["hba_file"] = s.hbaFile
 	}
 	for k, v := range s.settings {
 		conf[k] = v
