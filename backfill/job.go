@@ -30,6 +30,9 @@ const (
 	ReasonFlag    = "flag"    // sluice run --backfill
 	ReasonRequest = "request" // sluice backfill, over the control subject
 	ReasonGap     = "gap"     // the log position was lost
+	// ReasonInitial is the table's initial snapshot (backfill.initial), on
+	// a first start or when the table joins the captured ones.
+	ReasonInitial = "initial"
 )
 
 // Job is one table's backfill, as kept in the checkpoint store: after a
@@ -45,7 +48,8 @@ type Job struct {
 	// It is never run: such a job is failed at load, naming the fix.
 	LegacyWhere string `json:"where,omitempty"`
 	ChunkSize   int    `json:"chunk_size"`
-	// Reason is why it runs: ReasonFlag, ReasonRequest or ReasonGap.
+	// Reason is why it runs: ReasonFlag, ReasonRequest, ReasonGap or
+	// ReasonInitial.
 	Reason string `json:"reason"`
 	// Gap is the key of the gap record a ReasonGap job repairs.
 	Gap string `json:"gap,omitempty"`

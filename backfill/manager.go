@@ -260,6 +260,11 @@ func (m *Manager) start(ctx context.Context, tables []string, filters []sources.
 		}
 		m.saveMu.Lock()
 		err = putJSON(ctx, m.store, jobKey(m.cfg.Source, t), j)
+		if err == nil && len(filters) == 0 {
+			// Every row: the table counts as snapshotted; the job resumes
+			// after a restart.
+			err = putJSON(ctx, m.store, snapshotKey(m.cfg.Source, t), snapshot{Table: t, Job: j.ID, At: now})
+		}
 		if err == nil {
 			m.mu.Lock()
 			m.jobs[t] = j

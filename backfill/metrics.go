@@ -7,6 +7,7 @@ import (
 // Metrics exports backfill progress. A nil *Metrics records nothing.
 type Metrics struct {
 	rows, estimated, chunks, running *prometheus.GaugeVec
+	initial                          *prometheus.GaugeVec
 	gaps                             *prometheus.CounterVec
 	source                           string
 }
@@ -24,10 +25,12 @@ func NewMetrics(reg prometheus.Registerer, source string) *Metrics {
 			Help: "Chunks done by the table's current or last backfill."}, labels),
 		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_backfill_running",
 			Help: "1 while a backfill of the table is running."}, labels),
+		initial: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_initial_snapshot_running",
+			Help: "1 while the table's initial snapshot (backfill.initial) is running: until it ends, consumers do not hold the whole table."}, labels),
 		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_log_gaps_total",
 			Help: "Lost log positions detected (and backfilled unless backfill.on_gap is fail)."}, []string{"source"}),
 	}
-	reg.MustRegister(m.rows, m.estimated, m.chunks, m.running, m.gaps)
+	reg.MustRegister(m.rows, m.estimated, m.chunks, m.running, m.initial, m.gaps)
 	return m
 }
 
@@ -43,6 +46,11 @@ func (m *Metrics) observe(j Job) {
 		running = 1
 	}
 	m.running.WithLabelValues(m.source, j.Table).Set(running)
+	initial := 0.0
+	if j.State == StateRunning && j.Reason == ReasonInitial {
+		initial = 1
+	}
+	m.initial.WithLabelValues(m.source, j.Table).Set(initial)
 }
 
 func (m *Metrics) gap() {

@@ -166,6 +166,7 @@ func (r *run) writeConfig() error {
 nats: {listen: %q, store_dir: %q%s}
 stream: {partitions: %d, replicas: %d}
 http: {listen: %q, pprof: true}
+backfill: {initial: false}
 `, r.db.sourceYAML(), natsAddr, filepath.Join(r.dir, "nats"), clusterYAML, r.o.partitions, r.o.replicas, r.http)
 	r.config = filepath.Join(r.dir, "sluice.yaml")
 	return os.WriteFile(r.config, []byte(cfg), 0o600)

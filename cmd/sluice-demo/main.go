@@ -167,6 +167,7 @@ func demo(ctx context.Context, bin string, db database) error {
 	cfg := fmt.Sprintf(`source: {name: %s, kind: %s, dsn: %q, tables: [%s]}
 nats:   {listen: "127.0.0.1:%d", store_dir: %q}
 stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
+backfill: {initial: false}   # the demo's tables start empty: no initial snapshot to show
 `, db.source, db.kind, dsn, strings.Join(db.tables, ", "), natsPort, filepath.Join(dir, "nats"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err

@@ -154,7 +154,7 @@ func waitJob(t *testing.T, e *env, id string) backfill.Job {
 func TestSQLAttacksPostgres(t *testing.T) {
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.orders")
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 16, statement_timeout: 10s}")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 16, statement_timeout: 10s}")
 	e.exec(`CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL, note text)`)
 	e.exec(`INSERT INTO orders SELECT g, 'new', NULL FROM generate_series(1, 50) g`)
 	e.exec(`CREATE TABLE users (id int PRIMARY KEY, email text, ssn text)`)
@@ -172,7 +172,7 @@ func TestSQLAttacksPostgres(t *testing.T) {
 func TestSQLAttacksMySQL(t *testing.T) {
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.orders")
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 16, statement_timeout: 10s}")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 16, statement_timeout: 10s}")
 	e.exec(`CREATE TABLE orders (id int PRIMARY KEY, status varchar(200) NOT NULL, note text)`)
 	e.exec(`INSERT INTO orders SELECT seq, 'new', NULL FROM seq_1_to_50`)
 	e.exec(`CREATE TABLE users (id int PRIMARY KEY, email text, ssn text)`)

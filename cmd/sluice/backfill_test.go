@@ -248,7 +248,7 @@ func readGaps(t *testing.T, e *env) []backfill.Gap {
 func TestBackfillAfterSlotLoss(t *testing.T) {
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 300}")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
 	conn := pgConn(t, pg)
 
@@ -377,7 +377,7 @@ func readGapsStopped(t *testing.T, e *env) []backfill.Gap {
 func TestBackfillOnGapFail(t *testing.T) {
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {on_gap: fail}")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, on_gap: fail}")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
 	stop, _ := e.startRun()
 	e.exec(`INSERT INTO items VALUES (1, 0)`)
@@ -402,7 +402,7 @@ func TestBackfillOnGapFail(t *testing.T) {
 func TestBackfillCommand(t *testing.T) {
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items", "public.accounts")
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 50}")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 50}")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
 	e.exec(`CREATE TABLE accounts (region text, n bigint, v int NOT NULL, PRIMARY KEY (region, n))`)
 	e.exec(`INSERT INTO items SELECT g, g % 5 FROM generate_series(1, 500) g`)
@@ -498,20 +498,32 @@ func TestBackfillUnsupportedKey(t *testing.T) {
 // TestBackfillResumesAfterKill kills sluice with SIGKILL in the middle of a
 // backfill: after restart the job resumes at its last stored chunk rather
 // than from the start, and the view still equals the table.
-func TestBackfillResumesAfterKill(t *testing.T) {
+func TestBackfillResumesAfterKill(t *testing.T) { resumesAfterKill(t, false) }
+
+// TestInitialSnapshotResumesAfterKill: the same for the initial snapshot,
+// which no flag asks for.
+func TestInitialSnapshotResumesAfterKill(t *testing.T) { resumesAfterKill(t, true) }
+
+func resumesAfterKill(t *testing.T, initial bool) {
 	if testing.Short() {
 		t.Skip("builds and kills the binary: skipped in -short")
 	}
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 250}")
+	args := []string{"run", "--config", e.cfgYML, "--backfill", "public.items"}
+	if initial {
+		e.setYAML("backfill: {initial: false}", "backfill: {chunk_size: 250}")
+		args = args[:3]
+	} else {
+		e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 250}")
+	}
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
 	e.exec(`INSERT INTO items SELECT g, 0 FROM generate_series(1, 50000) g`)
 	conn := pgConn(t, pg)
 	bin := buildSluice(t)
 	logPath := filepath.Join(e.dir, "sluice.log")
 
-	p := startProcWith(t, bin, logPath, "run", "--config", e.cfgYML, "--backfill", "public.items")
+	p := startProcWith(t, bin, logPath, args...)
 	waitLog(t, logPath, "msg=streaming", 1, time.Minute)
 	var updates atomic.Int64
 	stopWriter := startWriter(t, 5, time.Millisecond, func(rng *rand.Rand) error {
@@ -526,7 +538,7 @@ func TestBackfillResumesAfterKill(t *testing.T) {
 	}
 	_ = p.cmd.Wait()
 
-	p = startProcWith(t, bin, logPath, "run", "--config", e.cfgYML, "--backfill", "public.items")
+	p = startProcWith(t, bin, logPath, args...)
 	waitLog(t, logPath, "msg=\"backfill done\"", 1, 3*time.Minute)
 	stopWriter()
 	b, _ := os.ReadFile(logPath)
@@ -536,6 +548,9 @@ func TestBackfillResumesAfterKill(t *testing.T) {
 			i := strings.Index(line, "chunks_done=")
 			resumedAt, _ = strconv.Atoi(strings.Fields(line[i+len("chunks_done="):])[0])
 		}
+	}
+	if initial && !strings.Contains(string(b), "reason=initial") {
+		t.Errorf("no initial snapshot in the log:\n%s", tailLines(string(b), 30))
 	}
 	if resumedAt < 20 {
 		t.Fatalf("after the kill the backfill resumed at chunk %d, want at least 20 (the chunks stored before the kill)", resumedAt)
@@ -620,7 +635,7 @@ func startStoreServer(t *testing.T, e *env) func() {
 func TestBackfillCancel(t *testing.T) {
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 2}")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 2}")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
 	e.exec(`INSERT INTO items SELECT g, g FROM generate_series(1, 20000) g`)
 	e.backfill = []string{"public.items"}

@@ -49,6 +49,7 @@ nats:
   cluster: {name: %s, listen: %q, routes: [%s], user: %s, password: %s}
   users: [{user: %s, password: %s, permissions: admin}]
 stream: {subject_prefix: cdc, partitions: 4, replicas: 3, duplicate_window: 100ms}
+backfill: {initial: false}
 `, pg.DSN("shop"), m.Name, m.Listen, m.StoreDir, plan.Name, m.Cluster.Listen, strings.Join(plan.Routes(), ", "),
 		natstest.RouteUser, natstest.RoutePassword, natstest.Admin.User, natstest.Admin.Password)
 	if err := os.WriteFile(e.cfgYML, []byte(yml), 0o600); err != nil {

@@ -72,6 +72,9 @@ type BackfillConfig struct {
 	OnGap string `yaml:"on_gap"`
 	// StatementTimeout bounds each chunk's SELECT on the database server.
 	StatementTimeout time.Duration `yaml:"statement_timeout"`
+	// Initial snapshots every table that never had a full backfill: on the
+	// first start, and when a table joins source.tables.
+	Initial bool `yaml:"initial"`
 }
 
 // SourceConfig is the database to capture.
@@ -207,7 +210,7 @@ func defaults() Config {
 			HotPartitionFactor: 3, HotPartitionWindow: time.Minute,
 		},
 		Checkpoint: CheckpointConfig{Bucket: "sluice_checkpoints", Interval: 250 * time.Millisecond},
-		Backfill:   BackfillConfig{ChunkSize: 2048, OnGap: "backfill", StatementTimeout: time.Minute},
+		Backfill:   BackfillConfig{ChunkSize: 2048, OnGap: "backfill", StatementTimeout: time.Minute, Initial: true},
 		Log:        LogConfig{Level: "info", Format: "text"},
 	}
 }

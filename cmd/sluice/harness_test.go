@@ -71,6 +71,7 @@ func newEnvFor(t testing.TB, kind, dsn string, db execer, tables []string) *env 
 	yml := fmt.Sprintf(`source: {name: %s, kind: %s, dsn: %q, tables: [%s]}
 nats:   {listen: "127.0.0.1:%d", store_dir: %q}
 stream: {subject_prefix: cdc, partitions: 4, replicas: 1}
+backfill: {initial: false}
 `, name, kind, dsn, strings.Join(tables, ", "), natstest.FreePort(t), filepath.Join(dir, "nats"))
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {

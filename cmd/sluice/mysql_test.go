@@ -364,7 +364,7 @@ func TestMySQLPrerequisites(t *testing.T) {
 func TestMySQLPurgedBinlogIsAGap(t *testing.T) {
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.t")
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {on_gap: fail}")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, on_gap: fail}")
 	e.exec(`CREATE TABLE t (id INT PRIMARY KEY)`)
 	stop, _ := e.startRun()
 	e.exec(`INSERT INTO t VALUES (1)`)
@@ -392,7 +392,7 @@ func TestMySQLPurgedBinlogIsAGap(t *testing.T) {
 func TestMySQLBackfillAfterPurge(t *testing.T) {
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.items")
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 300}")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
 	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL)`)
 	stop, _ := e.startRun()
 	for i := 0; i < 2000; i += 500 {

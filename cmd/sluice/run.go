@@ -151,6 +151,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	if err != nil {
 		return err
 	}
+	// No checkpoint: the first start, whose tables all get their initial
+	// snapshot (backfill.initial).
+	var firstStart bool
+	err = sink.Retry(ctx, log, "read the checkpoint", wait, func(ctx context.Context) error {
+		_, ok, err := store.Load(ctx, cfg.Source.Name)
+		firstStart = !ok
+		return err
+	})
+	if err != nil {
+		return err
+	}
 	// Privacy fails closed: a policy that names no captured column would
 	// let the value it was meant to hide leave in clear. A column of an
 	// earlier registered shape counts, for a column renamed since.
@@ -216,6 +227,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	if len(backfillTables) > 0 {
 		if _, err := bf.Start(ctx, backfillTables, nil, backfill.ReasonFlag); err != nil {
 			return fmt.Errorf("--backfill: %w", err)
+		}
+	}
+	if cfg.Backfill.Initial {
+		// Consumers get the whole table, not only what changes from now.
+		if _, err := bf.Initial(ctx, firstStart); err != nil {
+			return fmt.Errorf("initial snapshot (backfill.initial): %w", err)
 		}
 	}
 	log.Info("sluice running", "version", version, "stream", cfg.Stream.Name,
