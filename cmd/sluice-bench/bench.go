@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -43,14 +45,15 @@ const streamName = "SLUICE_BENCH"
 
 // run is one bench run's shared state.
 type run struct {
-	o       options
-	dir     string
-	db      database
-	config  string
-	natsURL string
-	http    string
-	cluster *clusterNodes
-	warmSeq uint64 // the stream's last sequence before the backlog
+	o        options
+	dir      string
+	db       database
+	config   string
+	natsURL  string
+	http     string
+	cluster  *clusterNodes
+	warmSeq  uint64 // the stream's last sequence before the backlog
+	storeKey string // --store-encryption's key, for every start of sluice
 }
 
 func bench(ctx context.Context, o options) (*result, error) {
@@ -162,6 +165,15 @@ func (r *run) writeConfig() error {
 		clusterYAML = fmt.Sprintf(", server_name: n1, cluster: {name: %s, listen: %q, routes: [%s], user: %s, password: %s}",
 			clusterName, r.cluster.ownRoute, strings.Join(r.cluster.routes, ", "), routeUser, routePassword)
 	}
+	if r.o.storeCipher != "" {
+		// A random key: the bench's store lives and dies with the run.
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		r.storeKey = hex.EncodeToString(key)
+		clusterYAML += fmt.Sprintf(", store_encryption: {cipher: %s, key_env: %s}", r.o.storeCipher, storeKeyEnv)
+	}
 	cfg := fmt.Sprintf(`source: %s
 nats: {listen: %q, store_dir: %q%s}
 stream: {partitions: %d, replicas: %d}
@@ -183,7 +195,11 @@ func (r *run) profile(name string) string {
 func (r *run) logPath() string { return filepath.Join(r.dir, "sluice.log") }
 
 func (r *run) start(ctx context.Context, cpuProfile string) (*sluiceProc, *nats.Conn, jetstream.Stream, error) {
-	p, err := startSluice(r.o.sluiceBin, r.config, r.logPath(), r.http, cpuProfile)
+	var env []string
+	if r.storeKey != "" {
+		env = append(env, storeKeyEnv+"="+r.storeKey)
+	}
+	p, err := startSluice(r.o.sluiceBin, r.config, r.logPath(), r.http, cpuProfile, env)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -42,6 +42,8 @@ type options struct {
 	sluiceBin   string
 	profileDir  string
 	json        bool
+	// storeCipher, when set, encrypts sluice's store at rest with it.
+	storeCipher string
 }
 
 func main() {
@@ -93,6 +95,7 @@ NATS, in temp dirs, and reports in one run:
 	f.StringVar(&o.sluiceBin, "sluice", "", "the sluice binary (default: sluice next to sluice-bench, then bin/sluice, then $PATH)")
 	f.StringVar(&o.profileDir, "profile", "", "write sluice's CPU and heap profiles of the catch-up and the big transaction to this dir (go tool pprof)")
 	f.BoolVar(&o.json, "json", false, "print one JSON object instead of the table")
+	f.StringVar(&o.storeCipher, "store-encryption", "", "encrypt sluice's store at rest with this cipher (chacha or aes), to measure what it costs")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
 		os.Exit(1)
@@ -115,6 +118,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--replicas %d: use 1 or 3", o.replicas)
 	case o.latencyRate < 1 || o.latencyFor <= 0:
 		return fmt.Errorf("--latency-rate and --latency-for must be positive")
+	case o.storeCipher != "" && o.storeCipher != "chacha" && o.storeCipher != "aes":
+		return fmt.Errorf("--store-encryption %q: use chacha or aes", o.storeCipher)
 	case o.bigTxRows < 0:
 		return fmt.Errorf("--big-tx %d: use 0 to skip, or a row count", o.bigTxRows)
 	}

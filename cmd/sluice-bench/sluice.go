@@ -52,7 +52,10 @@ type sluiceProc struct {
 	err     error
 }
 
-func startSluice(bin, config, logPath, httpAddr, cpuProfile string) (*sluiceProc, error) {
+// storeKeyEnv holds the store key of --store-encryption for the child.
+const storeKeyEnv = "SLUICE_BENCH_STORE_KEY"
+
+func startSluice(bin, config, logPath, httpAddr, cpuProfile string, env []string) (*sluiceProc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
@@ -62,6 +65,7 @@ func startSluice(bin, config, logPath, httpAddr, cpuProfile string) (*sluiceProc
 		args = append(args, "--cpuprofile", cpuProfile)
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
