@@ -98,6 +98,7 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 			})
 		}
 		report(cfg.Source.Kind+" source "+cfg.Source.Name, problems...)
+		checkKeys(ctx, w, cfg, vault)
 	}
 	privacy, err := newPrivacy(ctx, cfg.Privacy, vault, nil)
 	if err != nil {

@@ -1,8 +1,10 @@
 package mysql
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/go-mysql-org/go-mysql/client"
@@ -110,4 +112,40 @@ func mayCreate(conn *client.Conn, db string) bool {
 		}
 	}
 	return false
+}
+
+// Keys tells, changing nothing, which key each captured table's events
+// carry and why: what sluice check shows. Tables without a usable key are
+// left out; Check names them with the fix.
+func Keys(ctx context.Context, cfg Config) ([]sources.KeyInfo, error) {
+	d, err := parseDSN(cfg.DSN)
+	if err != nil {
+		return nil, err
+	}
+	s := &Source{cfg: cfg, dsn: d}
+	if _, err := s.login(ctx); err != nil {
+		return nil, err
+	}
+	conn, err := connect(ctx, s.dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	tables, _, err := resolveTables(conn, cfg, s.dsn.db)
+	if err != nil {
+		return nil, err
+	}
+	signal, err := signalName(cfg.SignalTable, s.dsn.db, tables)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]sources.KeyInfo, 0, len(tables))
+	for _, t := range tables {
+		if t.db == signal.db && t.name == signal.name {
+			continue
+		}
+		out = append(out, sources.KeyInfo{Table: t.qualified(), Columns: t.key, From: t.keyFrom, Why: t.keyWhy})
+	}
+	slices.SortFunc(out, func(a, b sources.KeyInfo) int { return cmp.Compare(a.Table, b.Table) })
+	return out, nil
 }
