@@ -17,3 +17,29 @@ func Plain(err error) string {
 	}
 	return msg
 }
+
+// KeyInfo is the key a captured table's events carry and why sluice chose
+// it, so an operator sees before the first event which columns partition
+// the table and what a change of them means.
+type KeyInfo struct {
+	Table   string   // schema.table, db.table for MySQL
+	Columns []string // in key order: the order of the event's key and partition hash
+	From    string   // "primary key", "unique index items_code_key" or "source.keys"
+	Why     string   // what makes a key other than the primary key usable; empty for a primary key
+}
+
+// CapturedTable is what sluice check shows of a captured table: its key
+// and its columns (for privacy coverage).
+type CapturedTable struct {
+	Key     KeyInfo
+	Columns []string
+}
+
+// String reads like "unique index items_code_key (code), replica identity USING INDEX".
+func (k KeyInfo) String() string {
+	s := k.From + " (" + strings.Join(k.Columns, ", ") + ")"
+	if k.Why != "" {
+		s += ", " + k.Why
+	}
+	return s
+}

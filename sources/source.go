@@ -51,7 +51,8 @@ func Opened(h Handler) {
 var (
 	// ErrDisconnected wraps a transient loss of the database connection.
 	ErrDisconnected = errors.New("source disconnected")
-	// ErrNoPrimaryKey: a captured table has no primary key.
+	// ErrNoPrimaryKey: a captured table has no key sluice can use: no
+	// primary key, no unique index the log carries, no source.keys entry.
 	ErrNoPrimaryKey = errors.New("table has no primary key")
 	// ErrLogLost: the log position to resume from no longer exists (slot
 	// dropped or invalidated, binlog purged). The gap must be repaired.

@@ -82,6 +82,7 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 			vault = v
 		}
 	}
+	var captured []sources.CapturedTable
 	if vault != nil || cfg.Source.Credentials == nil {
 		var problems []string
 		var query *sources.Transport
@@ -94,6 +95,8 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 		if query != nil {
 			report("TLS (query): " + query.String())
 		}
+		captured = capturedTables(ctx, cfg, vault)
+		printKeys(w, captured)
 	}
 	if warning := sourceTLSWarning(cfg.Source); warning != "" {
 		// A warning, not a failure: sluice run starts, and says the same.
@@ -102,8 +105,8 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 	privacy, err := newPrivacy(ctx, cfg.Privacy, vault, nil)
 	if err != nil {
 		report("privacy", err.Error())
-	} else if vault != nil || cfg.Source.Credentials == nil {
-		checkCoverage(ctx, w, report, cfg, vault, privacy)
+	} else if captured != nil {
+		checkCoverage(ctx, w, report, captured, privacy)
 	}
 	if cfg.NATS.URL != "" {
 		report("NATS at nats.url", checkNATS(ctx, cfg)...)
@@ -133,17 +136,10 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 
 // checkCoverage prints what leaves sluice of each captured table's
 // columns, and fails the policies that match no column.
-func checkCoverage(ctx context.Context, w io.Writer, report func(string, ...string), cfg Config, vault *credentials.Vault, privacy *schemas.Privacy) {
-	var columns map[string][]string
-	var err error
-	quiet := slog.New(slog.DiscardHandler)
-	if cfg.Source.Kind == "mysql" {
-		columns, err = mysql.CapturedColumns(ctx, mysqlConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), quiet))
-	} else {
-		columns, err = postgres.CapturedColumns(ctx, postgresConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), quiet))
-	}
-	if err != nil {
-		return // the source's own check has said why
+func checkCoverage(ctx context.Context, w io.Writer, report func(string, ...string), captured []sources.CapturedTable, privacy *schemas.Privacy) {
+	columns := make(map[string][]string, len(captured))
+	for _, t := range captured {
+		columns[t.Key.Table] = t.Columns
 	}
 	tables := slices.Sorted(maps.Keys(columns))
 	for _, t := range tables {

@@ -378,11 +378,9 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (sources.C
 		if err := markJSON(conn, t); err != nil {
 			return err
 		}
+		t.preferConfigured(s.cfg.Keys[q.Table])
 		if len(t.key) == 0 {
-			t.key = s.cfg.Keys[q.Table]
-		}
-		if len(t.key) == 0 {
-			return fmt.Errorf("%w: %s: add one, or list its key columns under source.keys", sources.ErrNoPrimaryKey, tn)
+			return fmt.Errorf("%w: %s: add one or a unique index over NOT NULL columns, or list its key columns under source.keys", sources.ErrNoPrimaryKey, tn)
 		}
 		sql, args, err := chunkSQL(t, q, s.info.flavor)
 		if err != nil {

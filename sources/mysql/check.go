@@ -1,8 +1,10 @@
 package mysql
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/go-mysql-org/go-mysql/client"
@@ -66,35 +68,6 @@ func checkConn(conn *client.Conn, cfg Config, d dsn) []string {
 	return problems
 }
 
-// CapturedColumns lists the columns of every captured table, changing
-// nothing: what sluice check shows privacy coverage against.
-func CapturedColumns(ctx context.Context, cfg Config) (map[string][]string, error) {
-	d, err := parseConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	s := &Source{cfg: cfg, dsn: d}
-	if _, err := s.login(ctx); err != nil {
-		return nil, err
-	}
-	conn, err := connect(ctx, s.dsn)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	tables, err := discoverTables(conn, cfg, s.dsn.db)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string][]string, len(tables))
-	for _, t := range tables {
-		for _, c := range t.columns {
-			out[t.qualified()] = append(out[t.qualified()], c.name)
-		}
-	}
-	return out, nil
-}
-
 // mayCreate tells whether the login may create tables in db, by its
 // grants (ALL or CREATE on *.* or on db.*).
 func mayCreate(conn *client.Conn, db string) bool {
@@ -119,4 +92,44 @@ func mayCreate(conn *client.Conn, db string) bool {
 		}
 	}
 	return false
+}
+
+// Captured tells, changing nothing, which key each captured table's
+// events carry and why, and its columns: what sluice check shows. Tables
+// without a usable key are left out; Check names them with the fix.
+func Captured(ctx context.Context, cfg Config) ([]sources.CapturedTable, error) {
+	d, err := parseConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Source{cfg: cfg, dsn: d}
+	if _, err := s.login(ctx); err != nil {
+		return nil, err
+	}
+	conn, err := connect(ctx, s.dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	tables, _, err := resolveTables(conn, cfg, s.dsn.db)
+	if err != nil {
+		return nil, err
+	}
+	signal, err := signalName(cfg.SignalTable, s.dsn.db, tables)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]sources.CapturedTable, 0, len(tables))
+	for _, t := range tables {
+		if t.db == signal.db && t.name == signal.name {
+			continue
+		}
+		c := sources.CapturedTable{Key: sources.KeyInfo{Table: t.qualified(), Columns: t.key, From: t.keyFrom, Why: t.keyWhy}}
+		for _, col := range t.columns {
+			c.Columns = append(c.Columns, col.name)
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b sources.CapturedTable) int { return cmp.Compare(a.Key.Table, b.Key.Table) })
+	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +87,10 @@ type column struct {
 	// binlog writes and a chunk read must write alike.
 	precision, scale, fsp int
 	notNull               bool
+	// clustered: part of the index InnoDB clusters rows by (COLUMN_KEY
+	// PRI), the primary key or, without one, the first unique index over
+	// NOT NULL columns.
+	clustered bool
 }
 
 // tableSchema is a captured table as information_schema describes it.
@@ -93,6 +98,8 @@ type tableSchema struct {
 	db, name string
 	columns  []column
 	key      []string
+	keyFrom  string // as sources.KeyInfo.From
+	keyWhy   string // as sources.KeyInfo.Why
 }
 
 func (t *tableSchema) qualified() string { return t.db + "." + t.name }
@@ -189,35 +196,42 @@ func missingPrivileges(conn *client.Conn) []string {
 
 // discoverTables resolves the captured tables, their columns and keys.
 func discoverTables(conn *client.Conn, cfg Config, db string) ([]*tableSchema, error) {
+	tables, refused, err := resolveTables(conn, cfg, db)
+	if err != nil {
+		return nil, err
+	}
+	if refused != nil {
+		return nil, refused
+	}
+	if len(tables) == 0 {
+		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of %q primary keys", db)
+	}
+	return tables, nil
+}
+
+// resolveTables is discoverTables that also returns the tables it could
+// resolve when others are refused; refused lists every problem.
+func resolveTables(conn *client.Conn, cfg Config, db string) (tables []*tableSchema, refused, err error) {
 	names := cfg.Tables
+	// scoped: every table of db, where a table without a usable key is
+	// left out rather than refused.
+	scoped := false
 	if len(names) == 0 {
 		if db == "" {
-			return nil, errors.New("source.tables is empty and source.dsn names no database: list the tables as db.table")
+			return nil, nil, errors.New("source.tables is empty and source.dsn names no database: list the tables as db.table")
 		}
-		// KEY_COLUMN_USAGE, not TABLE_CONSTRAINTS: MariaDB hides the latter
-		// from a user who may only SELECT, and would skip every table.
-		r, err := conn.Execute(`SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME), EXISTS (SELECT 1 FROM information_schema.KEY_COLUMN_USAGE c
-			WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_NAME = 'PRIMARY')
-			FROM information_schema.TABLES t WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1`, db)
+		r, err := conn.Execute(`SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES
+			WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1`, db)
 		if err != nil {
-			return nil, fmt.Errorf("list tables of %s: %w", db, err)
+			return nil, nil, fmt.Errorf("list tables of %s: %w", db, err)
 		}
-		var skipped []string
 		for i := range r.RowNumber() {
 			n, _ := r.GetString(i, 0)
-			hasKey, _ := r.GetInt(i, 1)
-			if _, listed := cfg.Keys[n]; hasKey == 1 || listed {
-				names = append(names, n)
-			} else {
-				skipped = append(skipped, n)
-			}
+			names = append(names, n)
 		}
-		if len(skipped) > 0 {
-			cfg.Log.Warn("tables without a primary key are not captured: add a key, or list the key under source.keys", "tables", strings.Join(skipped, ","))
-		}
+		scoped = true
 	}
-	var tables []*tableSchema
-	var problems, noKey []string
+	var problems, noKey, skipped []string
 	for _, qn := range names {
 		dbName, name, ok := strings.Cut(qn, ".")
 		if !ok {
@@ -226,42 +240,44 @@ func discoverTables(conn *client.Conn, cfg Config, db string) ([]*tableSchema, e
 		}
 		t, err := loadTable(conn, dbName, name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if t == nil {
 			problems = append(problems, fmt.Sprintf("table %s does not exist (source.tables)", qn))
 			continue
 		}
-		if len(t.key) == 0 {
-			if k, ok := cfg.Keys[qn]; ok {
-				t.key = k
-			} else {
-				noKey = append(noKey, qn)
-				continue
-			}
+		t.preferConfigured(cfg.Keys[qn])
+		switch {
+		case len(t.key) == 0 && scoped:
+			skipped = append(skipped, qn)
+		case len(t.key) == 0:
+			noKey = append(noKey, qn)
+		default:
+			tables = append(tables, t)
 		}
-		tables = append(tables, t)
+	}
+	if len(skipped) > 0 && cfg.Log != nil { // sluice check passes none
+		cfg.Log.Warn("tables without a usable key are not captured: add a primary key or a unique index over NOT NULL columns, or list the key under source.keys",
+			"tables", strings.Join(skipped, ","))
 	}
 	if len(noKey) > 0 {
-		problems = append(problems, fmt.Sprintf("%v: %s: add one (ALTER TABLE %s ADD PRIMARY KEY (...)), or list its key columns under source.keys (the binlog carries full rows)",
+		problems = append(problems, fmt.Sprintf("%v: %s: add one (ALTER TABLE %s ADD PRIMARY KEY (...)) or a unique index over NOT NULL columns, or list its key columns under source.keys (the binlog carries full rows)",
 			sources.ErrNoPrimaryKey, strings.Join(noKey, ", "), noKey[0]))
 	}
-	if len(problems) > 0 {
-		if len(noKey) > 0 {
-			return nil, fmt.Errorf("%w: %s", sources.ErrNoPrimaryKey, strings.Join(problems, "; "))
-		}
-		return nil, errors.New(strings.Join(problems, "; "))
+	switch {
+	case len(noKey) > 0:
+		refused = fmt.Errorf("%w: %s", sources.ErrNoPrimaryKey, strings.Join(problems, "; "))
+	case len(problems) > 0:
+		refused = errors.New(strings.Join(problems, "; "))
 	}
-	if len(tables) == 0 {
-		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of %q primary keys", db)
-	}
-	return tables, nil
+	return tables, refused, nil
 }
 
-// loadTable reads a table's columns and primary key; nil if it does not exist.
+// loadTable reads a table's columns and key, the primary key or else a
+// unique index (see chooseUnique); nil if the table does not exist.
 func loadTable(conn *client.Conn, db, name string) (*tableSchema, error) {
 	r, err := conn.Execute(`SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IFNULL(CHARACTER_SET_NAME, ''),
-		IFNULL(NUMERIC_PRECISION, 0), IFNULL(NUMERIC_SCALE, 0), IFNULL(DATETIME_PRECISION, 0), IFNULL(COLLATION_NAME, ''), IS_NULLABLE
+		IFNULL(NUMERIC_PRECISION, 0), IFNULL(NUMERIC_SCALE, 0), IFNULL(DATETIME_PRECISION, 0), IFNULL(COLLATION_NAME, ''), IS_NULLABLE, COLUMN_KEY
 		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`, db, name)
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s.%s: %w", db, name, err)
@@ -283,6 +299,8 @@ func loadTable(conn *client.Conn, db, name string) (*tableSchema, error) {
 		c.collation, _ = r.GetString(i, 7)
 		nullable, _ := r.GetString(i, 8)
 		c.notNull = nullable == "NO"
+		colKey, _ := r.GetString(i, 9)
+		c.clustered = colKey == "PRI"
 		c.dataType = strings.ToLower(c.dataType)
 		c.unsigned = strings.Contains(strings.ToLower(colType), "unsigned")
 		if c.dataType == "enum" || c.dataType == "set" {
@@ -303,7 +321,114 @@ func loadTable(conn *client.Conn, db, name string) (*tableSchema, error) {
 		k, _ := r.GetString(i, 0)
 		t.key = append(t.key, k)
 	}
+	if len(t.key) > 0 {
+		t.keyFrom = "primary key"
+		return t, nil
+	}
+	// Prefix parts (SUB_PART) and expressions (no COLUMN_NAME) make an
+	// index that the values of its columns do not identify a row by.
+	r, err = conn.Execute(`SELECT INDEX_NAME, IFNULL(COLUMN_NAME, ''), SUB_PART IS NOT NULL FROM information_schema.STATISTICS
+		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 ORDER BY INDEX_NAME, SEQ_IN_INDEX`, db, name)
+	if err != nil {
+		return nil, fmt.Errorf("read unique indexes of %s.%s: %w", db, name, err)
+	}
+	var indexes []uniqueIndex
+	for i := range r.RowNumber() {
+		ixName, _ := r.GetString(i, 0)
+		col, _ := r.GetString(i, 1)
+		prefix, _ := r.GetInt(i, 2)
+		if len(indexes) == 0 || indexes[len(indexes)-1].name != ixName {
+			indexes = append(indexes, uniqueIndex{name: ixName, usable: true})
+		}
+		ix := &indexes[len(indexes)-1]
+		ix.columns = append(ix.columns, col)
+		c := t.column(col)
+		ix.usable = ix.usable && c != nil && c.notNull && prefix == 0
+	}
+	if ix, ok := chooseUnique(indexes, t.clusteredColumns()); ok {
+		t.key, t.keyFrom, t.keyWhy = ix.columns, "unique index "+ix.name, "over NOT NULL columns"
+		if ix.clustered {
+			t.keyWhy += ", InnoDB's clustered index"
+		}
+	}
 	return t, nil
+}
+
+// uniqueIndex is a unique index other than the primary key.
+type uniqueIndex struct {
+	name    string
+	columns []string // in SEQ_IN_INDEX order
+	// usable: every column NOT NULL and whole (no prefix, no expression),
+	// so the columns' values identify one row.
+	usable    bool
+	clustered bool // set by chooseUnique: the index InnoDB clusters the rows by
+}
+
+// chooseUnique picks the key of a table without a primary key: the usable
+// unique index that InnoDB clusters the rows by (the first such index the
+// server lists, whose columns information_schema marks PRI), so the key is
+// the one the server itself treats as primary; otherwise, as on other
+// engines, the one with the fewest columns, then the first by name.
+func chooseUnique(indexes []uniqueIndex, clustered []string) (uniqueIndex, bool) {
+	var best *uniqueIndex
+	for i := range indexes {
+		ix := &indexes[i]
+		if !ix.usable {
+			continue
+		}
+		ix.clustered = len(clustered) > 0 && sameColumns(ix.columns, clustered)
+		switch {
+		case best == nil,
+			ix.clustered && !best.clustered,
+			ix.clustered == best.clustered && len(ix.columns) < len(best.columns),
+			ix.clustered == best.clustered && len(ix.columns) == len(best.columns) && ix.name < best.name:
+			best = ix
+		}
+	}
+	if best == nil {
+		return uniqueIndex{}, false
+	}
+	return *best, true
+}
+
+// sameColumns tells whether a and b hold the same columns in any order.
+func sameColumns(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, c := range a {
+		if !slices.Contains(b, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// preferConfigured applies source.keys to a table without a primary key:
+// the operator's choice beats a unique index sluice picked.
+func (t *tableSchema) preferConfigured(configured []string) {
+	if t.keyFrom != "primary key" && len(configured) > 0 {
+		t.key, t.keyFrom, t.keyWhy = configured, "source.keys", "the binlog carries full rows"
+	}
+}
+
+func (t *tableSchema) column(name string) *column {
+	for i := range t.columns {
+		if t.columns[i].name == name {
+			return &t.columns[i]
+		}
+	}
+	return nil
+}
+
+func (t *tableSchema) clusteredColumns() []string {
+	var out []string
+	for _, c := range t.columns {
+		if c.clustered {
+			out = append(out, c.name)
+		}
+	}
+	return out
 }
 
 // parseLabels reads the members of enum('a','b”c') or set(...).

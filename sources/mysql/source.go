@@ -451,8 +451,11 @@ func (s *Source) reload(t *tableSchema) error {
 	if err := markJSON(s.conn, fresh); err != nil {
 		return err
 	}
+	fresh.preferConfigured(s.cfg.Keys[t.qualified()])
 	if len(fresh.key) == 0 {
-		fresh.key = t.key // a configured key
+		// The key left the catalog (its index was dropped): keep the
+		// old one, an event is never without a key.
+		fresh.key, fresh.keyFrom, fresh.keyWhy = t.key, t.keyFrom, t.keyWhy
 	}
 	*t = *fresh
 	return nil

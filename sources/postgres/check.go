@@ -137,37 +137,6 @@ func checkConn(ctx context.Context, conn *pgx.Conn, cfg Config) []string {
 	return problems
 }
 
-// CapturedColumns lists the columns of every captured table, changing
-// nothing: what sluice check shows privacy coverage against.
-func CapturedColumns(ctx context.Context, cfg Config) (map[string][]string, error) {
-	cfg = cfg.withNames()
-	s := &Source{cfg: cfg}
-	login, err := s.login(ctx)
-	if err != nil {
-		return nil, err
-	}
-	conn, err := connect(ctx, cfg, false, login)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(context.Background())
-	tables, err := discoverTables(ctx, conn, cfg)
-	if err != nil {
-		return nil, err
-	}
-	signalSchema, signalName, _ := strings.Cut(cfg.SignalTable, ".")
-	out := make(map[string][]string, len(tables))
-	for _, t := range tables {
-		if t.schema == signalSchema && t.name == signalName {
-			continue
-		}
-		if out[t.qualified()], err = tableColumns(ctx, conn, t); err != nil {
-			return nil, valueFree(err)
-		}
-	}
-	return out, nil
-}
-
 func tablesOf(infos []tableInfo) []string {
 	out := make([]string, len(infos))
 	for i, t := range infos {

@@ -16,7 +16,9 @@ import (
 // tableInfo is what setup learns about one captured table.
 type tableInfo struct {
 	schema, name string
-	key          []string // primary-key (or configured key) columns in key order
+	key          []string // key columns in key order (see chooseKey)
+	keyFrom      string   // where the key comes from, as sources.KeyInfo.From
+	keyWhy       string   // as sources.KeyInfo.Why
 	identity     byte     // relreplident: 'd' default, 'f' full, 'i' index, 'n' nothing
 }
 
@@ -36,19 +38,35 @@ func checkWALLevel(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // discoverTables resolves the configured tables (or, when none are given,
-// every table with a primary key in the publication's scope) and their keys.
+// every table with a usable key in the publication's scope) and their keys.
 // Every problem is reported in one error, not just the first.
 func discoverTables(ctx context.Context, conn *pgx.Conn, cfg Config) ([]tableInfo, error) {
+	infos, refused, err := resolveTables(ctx, conn, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if refused != nil {
+		return nil, refused
+	}
+	if len(infos) == 0 {
+		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of database %q primary keys", conn.Config().Database)
+	}
+	return infos, nil
+}
+
+// resolveTables is discoverTables that also returns the tables it could
+// resolve when others are refused: refused lists every problem, wrapping
+// ErrNoPrimaryKey when a table lacks a usable key.
+func resolveTables(ctx context.Context, conn *pgx.Conn, cfg Config) (infos []tableInfo, refused, err error) {
 	names := cfg.Tables
+	scoped := false
 	if len(names) == 0 {
-		var err error
-		if names, err = tablesInScope(ctx, conn, cfg); err != nil {
-			return nil, err
+		if names, scoped, err = tablesInScope(ctx, conn, cfg); err != nil {
+			return nil, nil, err
 		}
 	}
-	var infos []tableInfo
-	var problems []string
-	var noKey []string
+	var problems, noKey, skipped []string
+	keyProblem := false
 	for _, qn := range names {
 		schema, name, ok := strings.Cut(qn, ".")
 		if !ok {
@@ -64,96 +82,79 @@ func discoverTables(ctx context.Context, conn *pgx.Conn, cfg Config) ([]tableInf
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("look up table %s: %w", qn, err)
+			return nil, nil, fmt.Errorf("look up table %s: %w", qn, err)
 		}
-		rows, err := conn.Query(ctx, `SELECT a.attname FROM pg_index i
-			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-			WHERE i.indrelid = $1 AND i.indisprimary
-			ORDER BY array_position(i.indkey::int2[], a.attnum)`, oid)
+		indexes, err := readIndexes(ctx, conn, oid)
 		if err != nil {
-			return nil, fmt.Errorf("read primary key of %s: %w", qn, err)
+			return nil, nil, fmt.Errorf("read the keys of %s: %w", qn, err)
 		}
-		key, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return nil, fmt.Errorf("read primary key of %s: %w", qn, err)
-		}
-		if len(key) == 0 {
-			configured, listed := cfg.Keys[qn]
-			switch {
-			case listed && identity == 'f':
-				key = configured
-			case listed:
-				problems = append(problems, fmt.Sprintf("table %s has no primary key and source.keys lists its key, but its replica identity is not FULL: run ALTER TABLE %s REPLICA IDENTITY FULL", qn, qn))
-				continue
-			default:
-				noKey = append(noKey, qn)
-				continue
+		configured, listed := cfg.Keys[qn]
+		k := chooseKey(qn, identity, indexes, configured, listed)
+		switch {
+		case k.problem != "" && (listed || !scoped):
+			problems = append(problems, k.problem)
+			keyProblem = true
+		case k.columns == nil && scoped:
+			// Leaving them out is what "every table with a key" means,
+			// but not silently.
+			skipped = append(skipped, qn)
+			if k.problem != "" {
+				cfg.Log.Warn("table not captured", "table", qn, "why", k.problem)
 			}
+		case k.columns == nil:
+			noKey = append(noKey, qn)
+		default:
+			infos = append(infos, tableInfo{schema: schema, name: name, key: k.columns, keyFrom: k.from, keyWhy: k.why, identity: identity})
 		}
-		infos = append(infos, tableInfo{schema: schema, name: name, key: key, identity: identity})
+	}
+	if len(skipped) > 0 {
+		cfg.Log.Warn("tables without a usable key are not captured: add a primary key, or a unique index over NOT NULL columns as the replica identity (REPLICA IDENTITY USING INDEX), or set REPLICA IDENTITY FULL and list the key under source.keys",
+			"tables", strings.Join(skipped, ","))
 	}
 	if len(noKey) > 0 {
-		problems = append(problems, fmt.Sprintf("%s: add one (ALTER TABLE %s ADD PRIMARY KEY (...)), or set REPLICA IDENTITY FULL (ALTER TABLE %s REPLICA IDENTITY FULL) and list its key columns under source.keys",
-			strings.Join(noKey, ", "), noKey[0], noKey[0]))
+		keyProblem = true
+		first := quoteQualified(noKey[0])
+		problems = append(problems, fmt.Sprintf("%s: add one (ALTER TABLE %s ADD PRIMARY KEY (...)), or make a unique index over NOT NULL columns its replica identity (ALTER TABLE %s REPLICA IDENTITY USING INDEX ...), or set REPLICA IDENTITY FULL (ALTER TABLE %s REPLICA IDENTITY FULL) and list its key columns under source.keys",
+			strings.Join(noKey, ", "), first, first, first))
 	}
-	if len(problems) > 0 {
-		err := errors.New(strings.Join(problems, "; "))
-		if len(noKey) > 0 {
-			err = fmt.Errorf("%w: %s", sources.ErrNoPrimaryKey, strings.Join(problems, "; "))
-		}
-		return nil, err
+	switch {
+	case keyProblem:
+		refused = fmt.Errorf("%w: %s", sources.ErrNoPrimaryKey, strings.Join(problems, "; "))
+	case len(problems) > 0:
+		refused = errors.New(strings.Join(problems, "; "))
 	}
-	if len(infos) == 0 {
-		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of database %q primary keys", conn.Config().Database)
-	}
-	return infos, nil
+	return infos, refused, nil
 }
 
-// tablesInScope lists the tables of an existing publication, or every user
-// table with a primary key. Tables without one are named in the log: leaving
-// them out is what "every table with a primary key" means, but not silently.
-func tablesInScope(ctx context.Context, conn *pgx.Conn, cfg Config) ([]string, error) {
+// tablesInScope lists the tables of an existing publication, or else every
+// user table; scoped tells the latter, where a table without a usable key
+// is left out rather than refused.
+func tablesInScope(ctx context.Context, conn *pgx.Conn, cfg Config) (names []string, scoped bool, err error) {
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", cfg.Publication).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("look up publication %s: %w", cfg.Publication, err)
+		return nil, false, fmt.Errorf("look up publication %s: %w", cfg.Publication, err)
 	}
 	if exists {
 		rows, err := conn.Query(ctx, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", cfg.Publication)
 		if err != nil {
-			return nil, fmt.Errorf("list tables of publication %s: %w", cfg.Publication, err)
+			return nil, false, fmt.Errorf("list tables of publication %s: %w", cfg.Publication, err)
 		}
-		return pgx.CollectRows(rows, pgx.RowTo[string])
+		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return names, false, err
 	}
-	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname,
-			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
 		  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
 		ORDER BY 1`)
 	if err != nil {
-		return nil, fmt.Errorf("list tables: %w", err)
+		return nil, false, fmt.Errorf("list tables: %w", err)
 	}
-	var names, skipped []string
-	for rows.Next() {
-		var name string
-		var hasKey bool
-		if err := rows.Scan(&name, &hasKey); err != nil {
-			return nil, err
-		}
-		if _, listed := cfg.Keys[name]; hasKey || listed {
-			names = append(names, name)
-		} else {
-			skipped = append(skipped, name)
-		}
+	names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, false, fmt.Errorf("list tables: %w", err)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if len(skipped) > 0 {
-		cfg.Log.Warn("tables without a primary key are not captured: add a key, or set REPLICA IDENTITY FULL and list the key under source.keys",
-			"tables", strings.Join(skipped, ","))
-	}
-	return names, nil
+	return names, true, nil
 }
 
 // ensurePublication creates the publication for the tables, or adds the

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/credentials"
+	"github.com/sluice-cdc/sluice/sources/mysql"
+	"github.com/sluice-cdc/sluice/sources/postgres"
+)
+
+// capturedTables reads each captured table's key and columns, changing
+// nothing; nil when the source cannot be read (its check says why).
+func capturedTables(ctx context.Context, cfg Config, vault *credentials.Vault) []sources.CapturedTable {
+	var tables []sources.CapturedTable
+	var err error
+	quiet := slog.New(slog.DiscardHandler)
+	if cfg.Source.Kind == "mysql" {
+		tables, err = mysql.Captured(ctx, mysqlConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), quiet))
+	} else {
+		tables, err = postgres.Captured(ctx, postgresConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), quiet))
+	}
+	if err != nil {
+		return nil
+	}
+	return tables
+}
+
+// printKeys prints the key each captured table's events carry and why it
+// was chosen: a unique index or source.keys partitions events as surely
+// as a primary key, and the operator should see which one before the
+// first event.
+func printKeys(w io.Writer, tables []sources.CapturedTable) {
+	for _, t := range tables {
+		fmt.Fprintf(w, "      key of %s: %s\n", t.Key.Table, t.Key)
+	}
+}
