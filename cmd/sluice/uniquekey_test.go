@@ -78,7 +78,7 @@ func assertUniqueKeyCapture(t *testing.T, e *env, tables ...string) {
 			e.exec(fmt.Sprintf("INSERT INTO %s (region, code, v) VALUES (%s, '%s', 0)", unqualified(table), r[0], r[1]))
 		}
 	}
-	e.setYAML("replicas: 1}", "replicas: 1}\nbackfill: {chunk_size: 2}")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 2}")
 	e.backfill = tables
 	stop, logs := e.startRun()
 	waitBackfills(t, logs, len(tables), 2*time.Minute)
