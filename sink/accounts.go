@@ -101,7 +101,13 @@ func accountsConf(cfg ServerConfig, l layout) string {
 	b.WriteString("accounts {\n")
 
 	// The events account.
-	fmt.Fprintf(&b, "  %s: {\n    jetstream: {max_consumers: %d}\n    exports: [\n", q(AccountEvents), maxConsumers)
+	// max_file bounds the events' storage (nats.max_store): past it a
+	// publish is refused, and sluice waits with its position kept.
+	maxFile := ""
+	if cfg.MaxStore > 0 {
+		maxFile = fmt.Sprintf(", max_file: %d", cfg.MaxStore)
+	}
+	fmt.Fprintf(&b, "  %s: {\n    jetstream: {max_consumers: %d%s}\n    exports: [\n", q(AccountEvents), maxConsumers, maxFile)
 	fmt.Fprintf(&b, "      {service: %s, response_type: stream, accounts: %s}\n", q("$JS.API.>"), list([]string{AccountState}))
 	fmt.Fprintf(&b, "      {service: %s, accounts: %s}\n", q("$JS.ACK.>"), list([]string{AccountState}))
 	if cfg.Prefix != "" {

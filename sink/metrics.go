@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -30,6 +31,10 @@ type Metrics struct {
 	saved         time.Time
 	saveErr       error
 	open          bool
+	// full is why JetStream refuses publishes for lack of storage, since
+	// fullSince; nil while it takes them.
+	full      error
+	fullSince time.Time
 }
 
 type sourcePoint struct {
@@ -58,6 +63,16 @@ func NewMetrics(reg prometheus.Registerer, source string) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_lag_seconds", ConstLabels: labels,
 			Help: "Age of the oldest transaction read but not yet stored in JetStream; 0 when everything read is stored."},
 			m.lagSeconds),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_store_full", ConstLabels: labels,
+			Help: "1 while JetStream refuses publishes for lack of storage: sluice waits with its position kept."},
+			func() float64 {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				if m.full != nil {
+					return 1
+				}
+				return 0
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_checkpoint_age_seconds", ConstLabels: labels,
 			Help: "Seconds since the checkpoint was last written."},
 			m.checkpointAge),
@@ -173,10 +188,28 @@ func (m *Metrics) Ready() error {
 	if !m.open {
 		return errors.New("the source's log is not open (database down or unreachable?)")
 	}
+	if m.full != nil {
+		return fmt.Errorf("the JetStream store is full since %s (%v): free space or raise nats.max_store; sluice resumes by itself",
+			m.fullSince.UTC().Format(time.RFC3339), m.full)
+	}
 	if m.saveErr != nil {
 		return errors.New("the last checkpoint write failed: " + m.saveErr.Error())
 	}
 	return nil
+}
+
+// storeFull records whether JetStream refuses publishes for lack of
+// storage (err set) or takes them again (nil).
+func (m *Metrics) storeFull(err error) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil && m.full == nil {
+		m.fullSince = time.Now()
+	}
+	m.full = err
 }
 
 // SkewConfig sets when a partition counts as hot.

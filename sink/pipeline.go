@@ -148,7 +148,7 @@ func NewPipeline(ctx context.Context, cfg PipelineConfig, src sources.Source, st
 	}
 	var pub *Publisher
 	err := Retry(ctx, cfg.Log, "read the stream state", cfg.StartupTimeout, func(ctx context.Context) (err error) {
-		pub, err = NewPublisher(ctx, js, stream, PublisherConfig{Window: cfg.Window, OnAcked: p.onAcked, Log: cfg.Log})
+		pub, err = NewPublisher(ctx, js, stream, PublisherConfig{Window: cfg.Window, OnAcked: p.onAcked, OnStoreFull: cfg.Metrics.storeFull, Log: cfg.Log})
 		return err
 	})
 	if err != nil {

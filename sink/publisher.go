@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -62,6 +63,10 @@ type Publisher struct {
 	failures  int      // consecutive failed publishes
 	waiting   []*entry // messages that asked for an ack not yet received, in order
 	sinceAck  int      // messages published since the last one that asked for an ack
+	// fullSince is when the store first refused a publish for lack of
+	// storage, zero while it takes them; fullLogged when that was last said.
+	fullSince, fullLogged time.Time
+	onStoreFull           func(error)
 }
 
 // entry is a message to publish, or a marker that resolves once every
@@ -82,7 +87,11 @@ type PublisherConfig struct {
 	// OnAcked is called, in order and from Run's goroutine, for every
 	// transaction boundary once everything before it is stored.
 	OnAcked func(Acked)
-	Log     *slog.Logger
+	// OnStoreFull, when set, is told when JetStream starts refusing
+	// publishes for lack of storage (err set) and when it takes them again
+	// (err nil).
+	OnStoreFull func(err error)
+	Log         *slog.Logger
 }
 
 // NewPublisher prepares publishing to stream, starting after its current
@@ -96,16 +105,17 @@ func NewPublisher(ctx context.Context, js jetstream.JetStream, stream jetstream.
 		cfg.Window = 4096
 	}
 	return &Publisher{
-		js:        js,
-		nc:        js.Conn(),
-		stream:    stream,
-		window:    cfg.Window,
-		ackEvery:  max(cfg.Window/16, 1),
-		in:        make(chan *entry, 1024),
-		onAcked:   cfg.OnAcked,
-		log:       cfg.Log,
-		storedSeq: info.State.LastSeq,
-		nextSeq:   info.State.LastSeq + 1,
+		js:          js,
+		nc:          js.Conn(),
+		stream:      stream,
+		window:      cfg.Window,
+		ackEvery:    max(cfg.Window/16, 1),
+		in:          make(chan *entry, 1024),
+		onStoreFull: cfg.OnStoreFull,
+		onAcked:     cfg.OnAcked,
+		log:         cfg.Log,
+		storedSeq:   info.State.LastSeq,
+		nextSeq:     info.State.LastSeq + 1,
 	}, nil
 }
 
@@ -177,6 +187,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 			e := p.pop()
 			if !ack.Duplicate && ack.Sequence == e.seq {
 				p.failures = 0
+				p.storeRoom()
 				var n int
 				q, n = p.stored(q, e.seq)
 				inflight -= n
@@ -198,8 +209,12 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case perr := <-errc:
 			e := p.pop()
 			p.failures++
-			p.log.Warn("publish failed; republishing from the stream's last stored message",
-				"msg_id", e.id, "subject", e.msg.Subject, "attempt", p.failures, "error", perr)
+			if StoreFull(perr) {
+				p.storeFull(perr)
+			} else {
+				p.log.Warn("publish failed; republishing from the stream's last stored message",
+					"msg_id", e.id, "subject", e.msg.Subject, "attempt", p.failures, "error", perr)
+			}
 			if err = sleep(ctx, backoff(p.failures)); err == nil {
 				q, err = p.repair(ctx, q)
 			}
@@ -408,6 +423,60 @@ func newFailedFuture(m *nats.Msg, err error) failedFuture {
 func (f failedFuture) Ok() <-chan *jetstream.PubAck { return nil }
 func (f failedFuture) Err() <-chan error            { return f.err }
 func (f failedFuture) Msg() *nats.Msg               { return f.msg }
+
+// StoreFull tells whether JetStream refused a publish for lack of
+// storage: the account's limit (nats.max_store), the server's, or the disk.
+// The database keeps its log meanwhile, so waiting loses nothing.
+func StoreFull(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jsErrCodeAccountResourcesExceeded, jsErrCodeStorageResourcesExceeded, jsErrCodeInsufficientResources:
+			return true
+		}
+	}
+	return err != nil && strings.Contains(err.Error(), "no space left on device")
+}
+
+// nats-server's codes for a store without room that nats.go does not name.
+const (
+	jsErrCodeAccountResourcesExceeded jetstream.ErrorCode = 10002
+	jsErrCodeInsufficientResources    jetstream.ErrorCode = 10023
+	jsErrCodeStorageResourcesExceeded jetstream.ErrorCode = 10047
+)
+
+// storeFullLogEvery spaces the store-full warnings: the retries behind
+// them run every few seconds for as long as the store is full.
+const storeFullLogEvery = time.Minute
+
+// storeFull records a publish refused for lack of storage: sluice keeps
+// its position and retries; it says so once a minute, not per retry.
+func (p *Publisher) storeFull(err error) {
+	now := time.Now()
+	if p.fullSince.IsZero() {
+		p.fullSince = now
+		if f := p.onStoreFull; f != nil {
+			f(err)
+		}
+	}
+	if now.Sub(p.fullLogged) >= storeFullLogEvery {
+		p.fullLogged = now
+		p.log.Warn("JetStream store full: sluice keeps its position and retries until there is room; the database keeps the log meanwhile. Free space on the store's disk, or raise nats.max_store (or the stream's limits) and restart",
+			"since", p.fullSince.UTC().Format(time.RFC3339), "error", err)
+	}
+}
+
+// storeRoom records a publish stored after the store was full.
+func (p *Publisher) storeRoom() {
+	if p.fullSince.IsZero() {
+		return
+	}
+	p.log.Info("JetStream store has room again: publishing resumed", "full_for", time.Since(p.fullSince).Round(time.Second).String())
+	p.fullSince, p.fullLogged = time.Time{}, time.Time{}
+	if f := p.onStoreFull; f != nil {
+		f(nil)
+	}
+}
 
 // backoff is the capped exponential wait before retry attempt n (from 1).
 func backoff(n int) time.Duration {

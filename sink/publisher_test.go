@@ -380,3 +380,24 @@ func TestCappedAck(t *testing.T) {
 		t.Fatalf("acked %+v, want sequences 2 (capped), 0 (capped at an empty resume) and 5 (the stream's last)", got)
 	}
 }
+
+// The errors of a store without room, whatever ran out, and no other.
+func TestStoreFullErrors(t *testing.T) {
+	tests := []struct {
+		err  error
+		full bool
+	}{
+		{&jetstream.APIError{Code: 400, ErrorCode: 10002, Description: "resource limits exceeded for account"}, true},
+		{&jetstream.APIError{Code: 500, ErrorCode: 10047, Description: "insufficient storage resources available"}, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10023, Description: "insufficient resources"}, true},
+		{fmt.Errorf("publish: %w", errors.New("write /data/jetstream/msgs/3.blk: no space left on device")), true},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10071, Description: "wrong last sequence: 41"}, false},
+		{errors.New("nats: timeout"), false},
+		{nil, false},
+	}
+	for _, tt := range tests {
+		if got := sink.StoreFull(tt.err); got != tt.full {
+			t.Errorf("StoreFull(%v) = %v, want %v", tt.err, got, tt.full)
+		}
+	}
+}

@@ -53,6 +53,9 @@ type ServerConfig struct {
 	// MaxConsumers caps the number of consumers in the events account (all
 	// logins together); 0 means DefaultMaxConsumers.
 	MaxConsumers int
+	// MaxStore bounds, in bytes, the disk the event streams may take
+	// (nats.max_store); 0 leaves it to the disk.
+	MaxStore int64
 	// Encryption, when set, encrypts the JetStream store at rest; every
 	// cluster member needs it, each with the same or its own key.
 	Encryption *StoreEncryption

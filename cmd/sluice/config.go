@@ -119,6 +119,10 @@ type NATSConfig struct {
 	// MaxConsumers bounds the JetStream consumers of the event streams
 	// (embedded server), so no login can exhaust the server with them.
 	MaxConsumers int `yaml:"max_consumers"`
+	// MaxStore bounds, in bytes, the disk the event streams may take on
+	// the embedded server; past it sluice waits with its position kept.
+	// 0 leaves it to the disk.
+	MaxStore int64 `yaml:"max_store"`
 	// StoreEncryption encrypts the embedded server's JetStream store at
 	// rest: events, the checkpoint bucket, everything.
 	StoreEncryption *StoreEncryptionConfig `yaml:"store_encryption"`
@@ -490,6 +494,9 @@ func (c Config) Validate() error {
 		if t.VerifyClients && t.CA == "" {
 			add("nats.tls.verify_clients needs nats.tls.ca")
 		}
+	}
+	if c.NATS.MaxStore < 0 {
+		add("nats.max_store %d: use 0 (no limit but the disk) or a size in bytes", c.NATS.MaxStore)
 	}
 	if c.NATS.MaxConsumers < 0 {
 		add("nats.max_consumers must not be negative (0 = the default, 10000)")

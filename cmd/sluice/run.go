@@ -465,6 +465,7 @@ func serverConfig(cfg Config) sink.ServerConfig {
 		Source:       cfg.Source.Name,
 		Stream:       cfg.Stream.Name,
 		MaxConsumers: cfg.NATS.MaxConsumers,
+		MaxStore:     cfg.NATS.MaxStore,
 	}
 	if c := cfg.NATS.Cluster; c != nil {
 		scfg.Cluster = &sink.ClusterConfig{Name: c.Name, Listen: c.Listen, Routes: c.Routes, User: c.User, Password: c.Password}
