@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -297,7 +298,21 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 	if chunks == 0 {
 		t.Error("no chunk events were published")
 	}
-	// sluice status shows the gap, the finished backfill and the partitions.
+	// A durable consumer that read nothing yet.
+	admin, err := controlClient(e.cfg, e.client).connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	ejs, err := jetstream.NewWithAPIPrefix(admin, sink.EventsAPIPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ejs.CreateConsumer(context.Background(), e.cfg.Stream.Name, jetstream.ConsumerConfig{Durable: "analytics", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	// sluice status shows the gap, the finished backfill, the partitions
+	// and the consumers.
 	st, err := readStatus(context.Background(), e.cfg, natsClient{})
 	if err != nil {
 		t.Fatal(err)
@@ -314,7 +329,7 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 	if err := printStatus(&out, st, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"checkpoint  0/", "gap  ", "public.items: done", "partitions  0:"} {
+	for _, want := range []string{"checkpoint  0/", "gap  ", "public.items: done", "partitions  0:", fmt.Sprintf("consumer    analytics: %d pending, acknowledged to seq 0, oldest unacknowledged from", len(events))} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("sluice status has no %q:\n%s", want, out.String())
 		}

@@ -244,6 +244,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	if err := bf.Serve(bctx, conns.control); err != nil {
 		return err
 	}
+	// Consumers that fall behind the stream's retention miss events: say
+	// so while they can still catch up.
+	go sink.WatchConsumers(bctx, metrics, cfg.Source.Name, stream, 30*time.Second, log)
+	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_stream_max_age_seconds",
+		ConstLabels: prometheus.Labels{"source": cfg.Source.Name},
+		Help:        "How long the event stream keeps a message (stream.max_age); 0 = forever."},
+		func() float64 { return cfg.Stream.MaxAge.Seconds() }))
 	go pipelineMetrics.WatchSkew(bctx, metrics, cfg.Stream.Partitions,
 		sink.SkewConfig{Factor: cfg.Stream.HotPartitionFactor, Window: cfg.Stream.HotPartitionWindow}, log)
 	if cfg.HTTP.Listen != "" {

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-cdc/sluice/backfill"
+	"github.com/sluice-cdc/sluice/sink"
 )
 
 // Status is what sluice status reports (its --json form).
@@ -27,6 +28,8 @@ type Status struct {
 	Checkpoint *StatusPosition  `json:"checkpoint"` // nil before the first one
 	Gaps       []backfill.Gap   `json:"gaps"`
 	Backfills  []backfill.Job   `json:"backfills"`
+	// Consumers are the stream's durable consumers and how far behind.
+	Consumers []sink.ConsumerLag `json:"consumers"`
 	Other      map[string]int64 `json:"other_subjects,omitempty"` // _schema, _dlq
 }
 
@@ -120,6 +123,9 @@ func readStatus(ctx context.Context, cfg Config, conn natsClient) (Status, error
 		return st, err
 	}
 	sort.Slice(st.Backfills, func(a, b int) bool { return st.Backfills[a].Started.After(st.Backfills[b].Started) })
+	if st.Consumers, err = sink.ConsumerLags(ctx, stream); err != nil {
+		return st, err
+	}
 	return st, nil
 }
 
@@ -167,6 +173,19 @@ func printStatus(w io.Writer, st Status, now time.Time) error {
 			extra += ": " + j.Error
 		}
 		fmt.Fprintf(tw, "backfill\t%s %s: %s, %d/%d rows, %d/%d chunks%s%s\n", j.ID, j.Table, j.State, j.Rows, j.Estimate, j.Chunks, j.ChunksEstimated(), rateETA(j), extra)
+	}
+	if len(st.Consumers) == 0 {
+		fmt.Fprintf(tw, "consumers\tno durable consumer\n")
+	}
+	for _, c := range st.Consumers {
+		state := "caught up"
+		switch {
+		case c.Behind():
+			state = fmt.Sprintf("BEHIND RETENTION: missed %d events the stream no longer holds; backfill its tables (README \"Incidents\")", c.Missed)
+		case !c.Oldest.IsZero():
+			state = fmt.Sprintf("oldest unacknowledged from %s ago", now.Sub(c.Oldest).Round(time.Second))
+		}
+		fmt.Fprintf(tw, "consumer\t%s: %d pending, acknowledged to seq %d, %s\n", c.Name, c.Pending, c.AckFloor, state)
 	}
 	return tw.Flush()
 }
