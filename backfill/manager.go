@@ -70,6 +70,9 @@ type Manager struct {
 	win    *window         // the chunk between its watermarks, if any
 	recent recentTxs
 	wake   chan struct{}
+	// pendingGap is touched only by OnGap, which the pipeline calls from
+	// one goroutine.
+	pendingGap pendingGap
 }
 
 // recentTxs remembers the transactions the log brought lately, in order,
@@ -373,6 +376,11 @@ func (m *Manager) OnGap(ctx context.Context, lost sources.Position, cause error)
 	}
 	now := time.Now().UTC()
 	key := gapKey(m.cfg.Source, now)
+	// A repair retried after the source was unreachable keeps its record.
+	if g := m.pendingGap; g.lost == lost && g.key != "" {
+		now, key = g.at, g.key
+	}
+	m.pendingGap = pendingGap{lost: lost, key: key, at: now}
 	// The jobs are stored before the position moves on: a crash in between
 	// finds the position lost again and starts over.
 	jobs, err := m.start(ctx, m.src.Tables(), nil, ReasonGap, key)
@@ -400,10 +408,18 @@ func (m *Manager) OnGap(ctx context.Context, lost sources.Position, cause error)
 	if err := putJSON(ctx, m.store, key, gap); err != nil {
 		return "", err
 	}
+	m.pendingGap = pendingGap{}
 	m.cfg.Metrics.gap()
 	m.log.Warn("log position lost: gap recorded, streaming resumes at the current position, and every captured table is backfilled",
 		"from", lost, "to", pos, "gap", key, "tables", len(jobs), "cause", cause)
 	return pos, nil
+}
+
+// pendingGap is a gap whose repair has not started yet.
+type pendingGap struct {
+	lost sources.Position
+	key  string
+	at   time.Time
 }
 
 // Change is the Tap: it drops the signal table's changes, opens and closes

@@ -80,7 +80,7 @@ func TestConsumerLags(t *testing.T) {
 		t.Errorf("slow: %+v, want 3 pending, an oldest unacknowledged message, not behind", s)
 	}
 
-	publish(20) // the stream keeps sequences 16..25
+	publish(20)         // the stream keeps sequences 16..25
 	consume("fast", 10) // what is left of the 20
 	if lags, err = sink.ConsumerLags(ctx, stream); err != nil {
 		t.Fatal(err)

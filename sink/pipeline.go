@@ -266,6 +266,17 @@ func (p *Pipeline) streamLoop(ctx context.Context) error {
 				return nil
 			}
 			pos, gerr := p.cfg.OnGap(ctx, from.Position, err)
+			// A failover loses the slot and, for a while, the source: the
+			// repair is retried until the source answers; only other
+			// errors (configuration, permissions) stop sluice.
+			for try := 1; gerr != nil && errors.Is(gerr, sources.ErrDisconnected); try++ {
+				wait := backoff(try)
+				p.log.Warn("log position lost and the source is unreachable: the gap repair starts once it answers", "in", wait, "attempt", try, "error", gerr)
+				if err := sleep(ctx, wait); err != nil {
+					return nil
+				}
+				pos, gerr = p.cfg.OnGap(ctx, from.Position, err)
+			}
 			if gerr != nil {
 				return gerr
 			}

@@ -688,3 +688,65 @@ func TestBackfillCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestGapRepairRetriedWhileSourceAway: the slot is lost while sluice runs
+// and every connection it holds is cut, the idle backfill connection
+// included, as a failover does. Starting the repair fails on that stale
+// connection first; sluice retries instead of exiting, records the gap
+// once, backfills, and the view equals the table.
+func TestGapRepairRetriedWhileSourceAway(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.items")
+	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+	e.exec(`INSERT INTO items SELECT g, 0 FROM generate_series(1, 2000) g`)
+	conn := pgConn(t, pg)
+	e.backfill = []string{"public.items"}
+	stop, logs := e.startRun()
+	waitBackfills(t, logs, 1, time.Minute) // the backfill connection is open, idle
+	e.backfill = nil
+
+	// Cut every sluice connection and drop the slot before sluice can
+	// take it again.
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sluice'`); err != nil {
+			t.Fatal(err)
+		}
+		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot('sluice_pg1')`)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("could not drop the slot: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.exec(`UPDATE items SET v = v + 1 WHERE id % 3 = 0`)
+	e.exec(`DELETE FROM items WHERE id % 5 = 0`)
+
+	deadline = time.Now().Add(time.Minute)
+	for !strings.Contains(logs.String(), "gap recorded") {
+		select {
+		case <-e.finished:
+			t.Fatalf("sluice exited after the slot and its connections were lost:\n%s", tailLines(logs.String(), 30))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no gap recorded within a minute:\n%s", tailLines(logs.String(), 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitBackfills(t, logs, 2, time.Minute)
+	e.exec(`INSERT INTO items SELECT g, 9 FROM generate_series(2001, 2100) g`)
+	assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))
+	gaps := readGaps(t, e)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(gaps) != 1 || gaps[0].To == "" {
+		t.Errorf("gaps %+v, want one, with where streaming resumed", gaps)
+	}
+	t.Logf("repair retried: %v", strings.Contains(logs.String(), "the gap repair starts once it answers"))
+}
