@@ -28,6 +28,14 @@ type KeyInfo struct {
 	Why     string   // what makes a key other than the primary key usable; empty for a primary key
 }
 
+// Catalog is what sluice check shows of the source beyond its problems:
+// each captured table, and notes that stop nothing but an operator should
+// know (whether the log position survives a failover).
+type Catalog struct {
+	Tables []CapturedTable
+	Notes  []string
+}
+
 // CapturedTable is what sluice check shows of a captured table: its key
 // and its columns (for privacy coverage).
 type CapturedTable struct {

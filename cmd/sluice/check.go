@@ -82,7 +82,7 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 			vault = v
 		}
 	}
-	var captured []sources.CapturedTable
+	var captured sources.Catalog
 	if vault != nil || cfg.Source.Credentials == nil {
 		var problems []string
 		var query *sources.Transport
@@ -105,8 +105,8 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 	privacy, err := newPrivacy(ctx, cfg.Privacy, vault, nil)
 	if err != nil {
 		report("privacy", err.Error())
-	} else if captured != nil {
-		checkCoverage(ctx, w, report, captured, privacy)
+	} else if captured.Tables != nil {
+		checkCoverage(ctx, w, report, captured.Tables, privacy)
 	}
 	if cfg.NATS.URL != "" {
 		report("NATS at nats.url", checkNATS(ctx, cfg)...)

@@ -14,8 +14,8 @@ import (
 
 // capturedTables reads each captured table's key and columns, changing
 // nothing; nil when the source cannot be read (its check says why).
-func capturedTables(ctx context.Context, cfg Config, vault *credentials.Vault) []sources.CapturedTable {
-	var tables []sources.CapturedTable
+func capturedTables(ctx context.Context, cfg Config, vault *credentials.Vault) sources.Catalog {
+	var tables sources.Catalog
 	var err error
 	quiet := slog.New(slog.DiscardHandler)
 	if cfg.Source.Kind == "mysql" {
@@ -24,7 +24,7 @@ func capturedTables(ctx context.Context, cfg Config, vault *credentials.Vault) [
 		tables, err = postgres.Captured(ctx, postgresConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), quiet))
 	}
 	if err != nil {
-		return nil
+		return sources.Catalog{}
 	}
 	return tables
 }
@@ -33,8 +33,11 @@ func capturedTables(ctx context.Context, cfg Config, vault *credentials.Vault) [
 // was chosen: a unique index or source.keys partitions events as surely
 // as a primary key, and the operator should see which one before the
 // first event.
-func printKeys(w io.Writer, tables []sources.CapturedTable) {
-	for _, t := range tables {
+func printKeys(w io.Writer, cat sources.Catalog) {
+	for _, t := range cat.Tables {
 		fmt.Fprintf(w, "      key of %s: %s\n", t.Key.Table, t.Key)
+	}
+	for _, n := range cat.Notes {
+		fmt.Fprintf(w, "      %s\n", n)
 	}
 }

@@ -97,27 +97,28 @@ func mayCreate(conn *client.Conn, db string) bool {
 // Captured tells, changing nothing, which key each captured table's
 // events carry and why, and its columns: what sluice check shows. Tables
 // without a usable key are left out; Check names them with the fix.
-func Captured(ctx context.Context, cfg Config) ([]sources.CapturedTable, error) {
+func Captured(ctx context.Context, cfg Config) (sources.Catalog, error) {
+	var cat sources.Catalog
 	d, err := parseConfig(cfg)
 	if err != nil {
-		return nil, err
+		return cat, err
 	}
 	s := &Source{cfg: cfg, dsn: d}
 	if _, err := s.login(ctx); err != nil {
-		return nil, err
+		return cat, err
 	}
 	conn, err := connect(ctx, s.dsn)
 	if err != nil {
-		return nil, err
+		return cat, err
 	}
 	defer conn.Close()
 	tables, _, err := resolveTables(conn, cfg, s.dsn.db)
 	if err != nil {
-		return nil, err
+		return cat, err
 	}
 	signal, err := signalName(cfg.SignalTable, s.dsn.db, tables)
 	if err != nil {
-		return nil, err
+		return cat, err
 	}
 	out := make([]sources.CapturedTable, 0, len(tables))
 	for _, t := range tables {
@@ -131,5 +132,6 @@ func Captured(ctx context.Context, cfg Config) ([]sources.CapturedTable, error) 
 		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b sources.CapturedTable) int { return cmp.Compare(a.Key.Table, b.Key.Table) })
-	return out, nil
+	cat.Tables = out
+	return cat, nil
 }

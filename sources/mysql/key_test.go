@@ -59,7 +59,7 @@ func TestKeysFromCatalog(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	for _, k := range keys {
+	for _, k := range keys.Tables {
 		got = append(got, k.Key.Table+": "+k.Key.String())
 	}
 	want := []string{

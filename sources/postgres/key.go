@@ -151,21 +151,35 @@ func quoteQualified(qn string) string {
 // Captured tells, changing nothing, which key each captured table's
 // events carry and why, and its columns: what sluice check shows. Tables
 // that cannot be captured are left out; Check names them with the fix.
-func Captured(ctx context.Context, cfg Config) ([]sources.CapturedTable, error) {
+func Captured(ctx context.Context, cfg Config) (sources.Catalog, error) {
+	var cat sources.Catalog
 	cfg = cfg.withNames()
 	s := &Source{cfg: cfg}
 	login, err := s.login(ctx)
 	if err != nil {
-		return nil, err
+		return cat, err
 	}
 	conn, err := connect(ctx, cfg, false, login)
 	if err != nil {
-		return nil, err
+		return cat, err
 	}
 	defer conn.Close(context.Background())
 	tables, _, err := resolveTables(ctx, conn, cfg)
 	if err != nil {
-		return nil, err
+		return cat, err
+	}
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return cat, fmt.Errorf("read the server version: %w", err)
+	}
+	st, err := readSlot(ctx, conn, cfg.Slot)
+	if err != nil {
+		return cat, err
+	}
+	if st.exists || version < failoverSlots {
+		cat.Notes = append(cat.Notes, "slot "+cfg.Slot+": "+slotFailover(version, st.failover))
+	} else {
+		cat.Notes = append(cat.Notes, "slot "+cfg.Slot+" (created at first start): "+slotFailover(version, true))
 	}
 	signalSchema, signalName, _ := strings.Cut(cfg.SignalTable, ".")
 	var out []sources.CapturedTable
@@ -175,10 +189,11 @@ func Captured(ctx context.Context, cfg Config) ([]sources.CapturedTable, error) 
 		}
 		cols, err := tableColumns(ctx, conn, t)
 		if err != nil {
-			return nil, valueFree(err)
+			return cat, valueFree(err)
 		}
 		out = append(out, sources.CapturedTable{Key: sources.KeyInfo{Table: t.qualified(), Columns: t.key, From: t.keyFrom, Why: t.keyWhy}, Columns: cols})
 	}
 	slices.SortFunc(out, func(a, b sources.CapturedTable) int { return cmp.Compare(a.Key.Table, b.Key.Table) })
-	return out, nil
+	cat.Tables = out
+	return cat, nil
 }

@@ -206,14 +206,18 @@ type slotState struct {
 	plugin         string
 	confirmedFlush pglogrepl.LSN
 	walStatus      string // reserved, extended, unreserved, lost
+	failover       bool   // kept by standbys (PostgreSQL 17 failover slot)
 }
 
 func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotState, error) {
 	var s slotState
 	var plugin, walStatus *string
 	var confirmed *string
-	err := conn.QueryRow(ctx, `SELECT plugin, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1`, slot).
-		Scan(&plugin, &confirmed, &walStatus)
+	// failover is a column from PostgreSQL 17 on; to_jsonb reads it
+	// where it exists.
+	err := conn.QueryRow(ctx, `SELECT plugin, confirmed_flush_lsn::text, wal_status, coalesce((to_jsonb(s) ->> 'failover')::boolean, false)
+		FROM pg_replication_slots s WHERE slot_name = $1`, slot).
+		Scan(&plugin, &confirmed, &walStatus, &s.failover)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s, nil
 	}
@@ -235,9 +239,6 @@ func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotState, erro
 	return s, nil
 }
 
-// ensureSlot checks that the slot can resume from `from`, creating it on a
-// first start. A slot that is gone or invalidated while a checkpoint exists
-// means the log in between is lost: that is a gap, never a silent restart.
 // createSlot creates the slot unless it exists, and tells where it
 // captures from: its consistent point when created, else its confirmed
 // position.
@@ -249,15 +250,47 @@ func createSlot(ctx context.Context, conn *pgx.Conn, slot string) (created bool,
 	if st.exists {
 		return false, st.confirmedFlush, nil
 	}
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return false, 0, fmt.Errorf("read the server version: %w", err)
+	}
 	var lsn string
-	if err := conn.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot).Scan(&lsn); err != nil {
+	if err := conn.QueryRow(ctx, createSlotSQL(version), slot).Scan(&lsn); err != nil {
 		return false, 0, fmt.Errorf("create replication slot %s: %w (the user needs the REPLICATION attribute: ALTER ROLE ... REPLICATION; and max_replication_slots must have room)", slot, err)
 	}
 	at, err = pglogrepl.ParseLSN(lsn)
 	return true, at, err
 }
 
-// ensureSlot checks the slot can resume from the checkpoint at from.
+// failoverSlots is the first server version (server_version_num) whose
+// logical slots can follow a failover to a standby.
+const failoverSlots = 170000
+
+// createSlotSQL creates the slot; from PostgreSQL 17 on as a failover slot,
+// which standbys with sync_replication_slots keep, so a promoted standby
+// resumes the stream with no gap and no backfill.
+func createSlotSQL(version int) string {
+	if version >= failoverSlots {
+		return "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+	}
+	return "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')"
+}
+
+// slotFailover says whether the slot survives a failover, for sluice check.
+func slotFailover(version int, failover bool) string {
+	switch {
+	case version < failoverSlots:
+		return "the slot does not survive a failover (PostgreSQL 17 adds failover slots): a promoted standby means a recorded gap and a backfill of every table"
+	case failover:
+		return "failover slot: a standby with sync_replication_slots = on (and the primary's synchronized_standby_slots naming it) keeps it, so a promotion needs no backfill"
+	default:
+		return "the slot was created without failover, so a promoted standby will not have it: run ALTER_REPLICATION_SLOT <slot> (FAILOVER true) over a replication connection (psql \"dbname=<db> replication=database\"), or drop the slot while sluice is stopped and let sluice create it again (a gap, backfilled)"
+	}
+}
+
+// ensureSlot checks that the slot can resume from the checkpoint at from;
+// a slot that is gone or invalidated while a checkpoint exists means the
+// log in between is lost: that is a gap, never a silent restart.
 // createdAt is where New created the slot (0: it existed): a checkpoint
 // before it means the slot was gone.
 func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, from sources.Position, createdAt pglogrepl.LSN) error {
