@@ -20,17 +20,17 @@ import (
 
 // Status is what sluice status reports (its --json form).
 type Status struct {
-	Source     string           `json:"source"`
-	Stream     string           `json:"stream"`
-	Messages   uint64           `json:"messages"`
-	Bytes      uint64           `json:"bytes"`
-	Partitions []uint64         `json:"partitions"` // messages per partition
-	Checkpoint *StatusPosition  `json:"checkpoint"` // nil before the first one
-	Gaps       []backfill.Gap   `json:"gaps"`
-	Backfills  []backfill.Job   `json:"backfills"`
+	Source     string          `json:"source"`
+	Stream     string          `json:"stream"`
+	Messages   uint64          `json:"messages"`
+	Bytes      uint64          `json:"bytes"`
+	Partitions []uint64        `json:"partitions"` // messages per partition
+	Checkpoint *StatusPosition `json:"checkpoint"` // nil before the first one
+	Gaps       []backfill.Gap  `json:"gaps"`
+	Backfills  []backfill.Job  `json:"backfills"`
 	// Consumers are the stream's durable consumers and how far behind.
 	Consumers []sink.ConsumerLag `json:"consumers"`
-	Other      map[string]int64 `json:"other_subjects,omitempty"` // _schema, _dlq
+	Other     map[string]int64   `json:"other_subjects,omitempty"` // _schema, _dlq
 }
 
 // StatusPosition is the checkpoint as status shows it.
