@@ -53,22 +53,27 @@ type Options struct {
 	// TLSOnly, with TLSCert, accepts TCP logins over TLS only (hostssl in
 	// pg_hba.conf), as a server that forbids plaintext does.
 	TLSOnly bool
+	// StandbyOf, when set, makes the server a streaming standby of that
+	// running primary: its data dir is the primary's pg_basebackup (-R),
+	// and it follows the primary until Promote.
+	StandbyOf *Server
 }
 
 // Server is a running (or halted) PostgreSQL server owned by this process.
 type Server struct {
-	bin      string
-	dir      string
-	ownDir   bool // Start created dir, so Stop removes it
-	port     int
-	settings map[string]string
-	password string
-	tlsCert  string // empty = no ssl
-	tlsKey   string
-	hbaFile  string              // empty = initdb's pg_hba.conf
-	cred     *syscall.Credential // nil: run as the current user
-	out      *output
-	logFile  *os.File
+	bin       string
+	dir       string
+	ownDir    bool // Start created dir, so Stop removes it
+	port      int
+	settings  map[string]string
+	password  string
+	tlsCert   string // empty = no ssl
+	tlsKey    string
+	hbaFile   string              // empty = initdb's pg_hba.conf
+	standbyOf *Server             // the primary whose base backup the data dir is
+	cred      *syscall.Credential // nil: run as the current user
+	out       *output
+	logFile   *os.File
 
 	mu      sync.Mutex
 	proc    *process // nil while halted
@@ -91,7 +96,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
 		return nil, fmt.Errorf("PostgreSQL 15 server binaries not found in %s: install the Debian package postgresql-15 or set SLUICE_PG_BIN", bin)
 	}
-	s := &Server{bin: bin, dir: opts.Dir, port: opts.Port, settings: opts.Settings, password: opts.Password}
+	s := &Server{bin: bin, dir: opts.Dir, port: opts.Port, settings: opts.Settings, password: opts.Password, standbyOf: opts.StandbyOf}
+	if p := opts.StandbyOf; p != nil {
+		s.password = p.password
+	}
 	if err := s.setup(ctx, opts.Log); err != nil {
 		s.cleanup()
 		return nil, err
@@ -327,7 +335,31 @@ func (s *Server) setup(ctx context.Context, log io.Writer) error {
 	if _, err := os.Stat(filepath.Join(s.dataDir(), "PG_VERSION")); err == nil {
 		return nil // reuse the existing cluster
 	}
+	if s.standbyOf != nil {
+		return s.baseBackup(ctx, s.standbyOf)
+	}
 	return s.initdb(ctx)
+}
+
+// baseBackup copies the running primary into the data dir, set up to
+// follow it (standby.signal and primary_conninfo, pg_basebackup -R).
+func (s *Server) baseBackup(ctx context.Context, primary *Server) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, "pg_basebackup"), "-h", "127.0.0.1", "-p", strconv.Itoa(primary.port),
+		"-U", "postgres", "-D", s.dataDir(), "-R", "-X", "stream", "--checkpoint=fast")
+	cmd.Dir = s.dir
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+primary.password)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	out, err := cmd.CombinedOutput()
+	s.out.Write(out)
+	if err != nil {
+		return fmt.Errorf("pgtest: pg_basebackup of 127.0.0.1:%d: %v\n%s", primary.port, err, lastLines(out, 20))
+	}
+	return nil
+}
+
+// Promote makes a standby the primary and waits until it accepts writes.
+func (s *Server) Promote(ctx context.Context) error {
+	return s.Exec(ctx, "postgres", "SELECT pg_promote(true, 60)")
 }
 
 func (s *Server) initdb(ctx context.Context) error {
