@@ -371,7 +371,7 @@ func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault 
 
 func mysqlConfig(cfg SourceConfig, signalTable string, creds sources.Credentials, log *slog.Logger) mysql.Config {
 	return mysql.Config{
-		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID,
+		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Exclude: cfg.Exclude, Keys: cfg.Keys, ServerID: cfg.ServerID,
 		Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, SignalTable: signalTable, Credentials: creds, Log: log,
 		TLS: cfg.TLS,
 	}
@@ -379,7 +379,7 @@ func mysqlConfig(cfg SourceConfig, signalTable string, creds sources.Credentials
 
 func postgresConfig(cfg SourceConfig, signalTable string, creds sources.Credentials, log *slog.Logger) postgres.Config {
 	return postgres.Config{
-		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys,
+		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Exclude: cfg.Exclude, Keys: cfg.Keys,
 		Slot: cfg.Slot, Publication: cfg.Publication, SignalTable: signalTable, Credentials: creds, Log: log,
 		Heartbeat: cfg.Heartbeat, MaxRetainedWAL: cfg.MaxRetainedWAL, TLS: cfg.TLS,
 	}

@@ -27,9 +27,13 @@ import (
 
 // Config configures a PostgreSQL source.
 type Config struct {
-	Name   string // source name; slot and publication names derive from it
-	DSN    string
-	Tables []string // schema.table; empty = every table with a primary key
+	Name string // source name; slot and publication names derive from it
+	DSN  string
+	// Tables are schema.table names or patterns (sources.TableSet);
+	// empty = every table with a key (the publication's, if it exists).
+	Tables []string
+	// Exclude removes the tables its names or patterns match.
+	Exclude []string
 	// Keys gives the key columns of tables without a primary key, which must
 	// have REPLICA IDENTITY FULL.
 	Keys        map[string][]string
