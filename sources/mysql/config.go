@@ -50,7 +50,11 @@ type Config struct {
 	// are plaintext as MySQL clients' own default is; TLS may be set in
 	// one of the two places, not both.
 	TLS sources.TLS
-	Log *slog.Logger
+	// OnTableAdded, when set, is told of a table that a pattern of Tables
+	// matched while sluice runs, once it is captured: from its first
+	// rows in the binlog that follow. It must not block.
+	OnTableAdded func(table string)
+	Log          *slog.Logger
 }
 
 // DefaultServerID derives a replica server id from a source name: FNV-1a

@@ -203,7 +203,7 @@ func discoverTables(conn *client.Conn, cfg Config, db string) ([]*tableSchema, e
 	if refused != nil {
 		return nil, refused
 	}
-	if len(tables) == 0 {
+	if len(tables) == 0 && !slices.ContainsFunc(cfg.Tables, sources.IsTablePattern) {
 		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of %q primary keys", db)
 	}
 	return tables, nil

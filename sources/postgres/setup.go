@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -48,7 +49,7 @@ func discoverTables(ctx context.Context, conn *pgx.Conn, cfg Config) ([]tableInf
 	if refused != nil {
 		return nil, refused
 	}
-	if len(infos) == 0 {
+	if len(infos) == 0 && !slices.ContainsFunc(cfg.Tables, sources.IsTablePattern) {
 		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of database %q primary keys", conn.Config().Database)
 	}
 	return infos, nil
