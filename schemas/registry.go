@@ -79,11 +79,28 @@ type Registry struct {
 	mu       sync.Mutex
 	versions map[string][]Shape // schema.table → its shapes, by version
 	out      map[*sources.Table]*sources.Table
+	// known, once set, holds the tables captured at start: the first shape
+	// of any other table is announced (AnnounceFirstShapes).
+	known map[string]bool
 }
 
 // NewRegistry returns the registry of one source's shapes.
 func NewRegistry(source string, store Store) *Registry {
 	return &Registry{source: source, store: store, versions: make(map[string][]Shape), out: make(map[*sources.Table]*sources.Table)}
+}
+
+// AnnounceFirstShapes makes the first shape of a table outside known (the
+// tables captured at start) a schema-change event from an empty shape: a
+// table that joins while sluice runs is new to consumers, who learn its
+// columns and key before its first row. The tables of known keep the
+// silent first shape they always had.
+func (r *Registry) AnnounceFirstShapes(known []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.known = make(map[string]bool, len(known))
+	for _, t := range known {
+		r.known[t] = true
+	}
 }
 
 // Observe returns the table to publish t's changes with, its Version the
@@ -110,6 +127,10 @@ func (r *Registry) Observe(ctx context.Context, t *sources.Table) (*sources.Tabl
 	}
 	shape.Version = len(shapes) + 1
 	shape.Registered = time.Now().UTC()
+	if len(shapes) == 0 && r.known != nil && !r.known[qn] {
+		empty := Shape{Source: r.source, Schema: t.Schema, Table: t.Name, Columns: []Column{}, Key: []string{}}
+		return r.versionedCopy(t, shape.Version), &Change{Old: empty, New: shape}, nil
+	}
 	if len(shapes) == 0 {
 		// A table's first shape changes nothing for consumers.
 		if err := r.put(ctx, shape); err != nil {

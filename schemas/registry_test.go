@@ -112,3 +112,29 @@ func TestJSONSchemaTypes(t *testing.T) {
 		t.Errorf("schema %v", js)
 	}
 }
+
+// A table that joins while sluice runs announces its first shape; the
+// tables captured at start keep theirs silent.
+func TestAnnounceFirstShapes(t *testing.T) {
+	ctx := context.Background()
+	r := NewRegistry("pg1", memStore{})
+	r.AnnounceFirstShapes([]string{"public.items"})
+	if _, ch, err := r.Observe(ctx, table("id", "v")); err != nil || ch != nil {
+		t.Fatalf("a table captured at start: change %+v, %v", ch, err)
+	}
+	fresh := table("id", "name")
+	fresh.Name = "fresh"
+	out, ch, err := r.Observe(ctx, fresh)
+	if err != nil || ch == nil {
+		t.Fatalf("a table that joined: change %+v, %v", ch, err)
+	}
+	if out.Version != 1 || ch.Old.Version != 0 || len(ch.Old.Columns) != 0 || ch.New.Table != "fresh" || len(ch.New.Columns) != 2 {
+		t.Errorf("announced %+v at version %d", ch, out.Version)
+	}
+	if err := r.Register(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if _, ch, err := r.Observe(ctx, fresh); err != nil || ch != nil {
+		t.Errorf("the registered shape is announced again: %+v, %v", ch, err)
+	}
+}

@@ -97,6 +97,21 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 		}
 		captured = capturedTables(ctx, cfg, vault)
 		printKeys(w, captured)
+		if len(cfg.Source.Exclude) > 0 || slices.ContainsFunc(cfg.Source.Tables, sources.IsTablePattern) {
+			printResolved(w, captured)
+		}
+		if cfg.Source.Kind == "postgres" && slices.ContainsFunc(cfg.Source.Tables, sources.IsTablePattern) {
+			// A warning, not a failure: the tables there now are captured.
+			ok, note, err := postgres.LaterTables(ctx, postgresConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), slog.New(slog.DiscardHandler)))
+			switch {
+			case err != nil:
+				fmt.Fprintf(w, "WARN  tables created later: cannot tell whether they can join the publication: %s\n", sources.Plain(err))
+			case ok:
+				report("tables created later: " + note)
+			default:
+				fmt.Fprintf(w, "WARN  tables created later: %s\n", note)
+			}
+		}
 	}
 	if warning := sourceTLSWarning(cfg.Source); warning != "" {
 		// A warning, not a failure: sluice run starts, and says the same.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/credentials"
@@ -40,4 +41,19 @@ func printKeys(w io.Writer, cat sources.Catalog) {
 	for _, n := range cat.Notes {
 		fmt.Fprintf(w, "      %s\n", n)
 	}
+}
+
+// printResolved prints what source.tables and source.exclude resolve to
+// now: a pattern takes in tables by their names, and the operator should
+// see which before they stream.
+func printResolved(w io.Writer, tables []sources.CapturedTable) {
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.Key.Table
+	}
+	list := strings.Join(names, ", ")
+	if list == "" {
+		list = "no table"
+	}
+	fmt.Fprintf(w, "      source.tables resolve to: %s\n", list)
 }

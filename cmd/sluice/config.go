@@ -79,10 +79,15 @@ type BackfillConfig struct {
 
 // SourceConfig is the database to capture.
 type SourceConfig struct {
-	Name        string              `yaml:"name"`
-	Kind        string              `yaml:"kind"`
-	DSN         string              `yaml:"dsn"`
-	Tables      []string            `yaml:"tables"`
+	Name string `yaml:"name"`
+	Kind string `yaml:"kind"`
+	DSN  string `yaml:"dsn"`
+	// Tables are names or patterns (public.*, shop.order_*); a table
+	// created later that a pattern matches is captured while sluice runs.
+	Tables []string `yaml:"tables"`
+	// Exclude removes the tables its names or patterns match, from
+	// Tables and from the default (every table).
+	Exclude     []string            `yaml:"exclude"`
 	Keys        map[string][]string `yaml:"keys"`
 	Slot        string              `yaml:"slot"`
 	Publication string              `yaml:"publication"`
@@ -429,8 +434,13 @@ func (c Config) Validate() error {
 	}
 	p = append(p, c.Source.TLS.Validate()...)
 	for _, t := range c.Source.Tables {
-		if s, n, ok := strings.Cut(t, "."); !ok || s == "" || n == "" || strings.Contains(n, ".") {
-			add("source.tables: %q is not schema.table (db.table for mysql)", t)
+		if p := sources.CheckTableEntry("source.tables", t); p != "" {
+			add("%s", p)
+		}
+	}
+	for _, t := range c.Source.Exclude {
+		if p := sources.CheckTableEntry("source.exclude", t); p != "" {
+			add("%s", p)
 		}
 	}
 	if c.NATS.URL == "" {

@@ -40,6 +40,9 @@ stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
 stream: {partitions: 0, replicas: 2, subject_prefix: "a..b"}
 log: {level: loud}
 `, []string{`source.name "pg 1"`, `source.kind "oracle"`, `"orders" is not schema.table`, "stream.partitions 0", "stream.replicas 2", "stream.subject_prefix", `log.level "loud"`}},
+		{"bad table patterns", strings.Replace(good, "tables: [public.orders]}", `tables: [public.orders, "public.order_[", "*"], exclude: ["shop.x[a-", public]}`, 1),
+			[]string{`source.tables: "public.order_[" is not a valid pattern`, `source.tables: "*" is not schema.table`,
+				`source.exclude: "shop.x[a-" is not a valid pattern`, `source.exclude: "public" is not schema.table`}},
 		{"bad duration", good + "checkpoint: {interval: soon}\n", []string{"soon"}},
 		{"duplicate window below JetStream's minimum", strings.Replace(good, "replicas: 1", "replicas: 1, duplicate_window: 50ms", 1), []string{"stream.duplicate_window 50ms: use at least 100ms"}},
 		{"replicas without a cluster", strings.Replace(good, "replicas: 1", "replicas: 3", 1), []string{"stream.replicas 3 needs a cluster"}},

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -90,7 +91,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	if w := sourceTLSWarning(cfg.Source); w != "" {
 		log.Warn("the source connection is not verify-full TLS", "setting", "source.tls.mode", "warning", w)
 	}
-	src, err := newSource(ctx, cfg.Source, cfg.Backfill.SignalTable, vault, log.With("source", cfg.Source.Name))
+	joined := &joinedTables{wake: make(chan struct{}, 1)}
+	src, err := newSource(ctx, cfg.Source, cfg.Backfill.SignalTable, vault, joined.add, log.With("source", cfg.Source.Name))
 	if err != nil {
 		return err
 	}
@@ -200,6 +202,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	if err != nil {
 		return err
 	}
+	registry := schemas.NewRegistry(cfg.Source.Name, store)
+	registry.AnnounceFirstShapes(bsrc.Tables())
 	p, err := sink.NewPipeline(ctx, sink.PipelineConfig{
 		SourceName:         cfg.Source.Name,
 		SourceKind:         cfg.Source.Kind,
@@ -212,7 +216,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		StartupTimeout:     wait,
 		Tap:                bf,
 		Transform:          transform(privacy),
-		Schemas:            schemas.NewRegistry(cfg.Source.Name, store),
+		Schemas:            registry,
 		Contracts:          contracts,
 		OnBreach: func(table, policy string) {
 			breaches.WithLabelValues(cfg.Source.Name, table, policy).Inc()
@@ -263,10 +267,61 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		defer close(runnerDone)
 		_ = bf.Run(bctx, p)
 	}()
+	joinedDone := make(chan struct{})
+	go func() {
+		defer close(joinedDone)
+		joined.snapshot(bctx, bf, cfg.Backfill.Initial, log)
+	}()
 	err = p.Run(ctx)
 	stopBackfill()
 	<-runnerDone
+	<-joinedDone
 	return err
+}
+
+// joinedTables queues the tables the source starts capturing while it
+// runs: the source tells them from its stream, which must not wait for
+// a backfill to be queued.
+type joinedTables struct {
+	mu     sync.Mutex
+	tables []string
+	wake   chan struct{}
+}
+
+func (j *joinedTables) add(table string) {
+	j.mu.Lock()
+	j.tables = append(j.tables, table)
+	j.mu.Unlock()
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+}
+
+// snapshot gives each table that joins its initial snapshot (with
+// backfill.initial), until ctx ends: consumers get its rows from before
+// it was captured, as they do for the tables captured at start.
+func (j *joinedTables) snapshot(ctx context.Context, bf *backfill.Manager, initial bool, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-j.wake:
+		}
+		j.mu.Lock()
+		tables := j.tables
+		j.tables = nil
+		j.mu.Unlock()
+		if !initial {
+			continue
+		}
+		for _, t := range tables {
+			if _, err := bf.Start(ctx, []string{t}, nil, backfill.ReasonInitial); err != nil && ctx.Err() == nil {
+				log.Error("initial snapshot of a table created while sluice runs not started: run sluice backfill "+t+" (consumers have its changes, not its earlier rows)",
+					"table", t, "error", err)
+			}
+		}
+	}
 }
 
 // source is a database source as run drives it.
@@ -365,20 +420,26 @@ func storeEncryption(ctx context.Context, cfg NATSConfig, vault *credentials.Vau
 	return enc, nil
 }
 
-func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault *credentials.Vault, log *slog.Logger) (source, error) {
+// newSource connects the source; onTableAdded is told of each table it
+// starts capturing while it runs.
+func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault *credentials.Vault, onTableAdded func(string), log *slog.Logger) (source, error) {
 	var creds sources.Credentials
 	if vault != nil {
 		creds = vault
 	}
 	if cfg.Kind == "mysql" {
-		return mysql.New(ctx, mysqlConfig(cfg, signalTable, creds, log))
+		c := mysqlConfig(cfg, signalTable, creds, log)
+		c.OnTableAdded = onTableAdded
+		return mysql.New(ctx, c)
 	}
-	return postgres.New(ctx, postgresConfig(cfg, signalTable, creds, log))
+	c := postgresConfig(cfg, signalTable, creds, log)
+	c.OnTableAdded = onTableAdded
+	return postgres.New(ctx, c)
 }
 
 func mysqlConfig(cfg SourceConfig, signalTable string, creds sources.Credentials, log *slog.Logger) mysql.Config {
 	return mysql.Config{
-		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys, ServerID: cfg.ServerID,
+		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Exclude: cfg.Exclude, Keys: cfg.Keys, ServerID: cfg.ServerID,
 		Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, SignalTable: signalTable, Credentials: creds, Log: log,
 		TLS: cfg.TLS,
 	}
@@ -386,7 +447,7 @@ func mysqlConfig(cfg SourceConfig, signalTable string, creds sources.Credentials
 
 func postgresConfig(cfg SourceConfig, signalTable string, creds sources.Credentials, log *slog.Logger) postgres.Config {
 	return postgres.Config{
-		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Keys: cfg.Keys,
+		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Exclude: cfg.Exclude, Keys: cfg.Keys,
 		Slot: cfg.Slot, Publication: cfg.Publication, SignalTable: signalTable, Credentials: creds, Log: log,
 		Heartbeat: cfg.Heartbeat, MaxRetainedWAL: cfg.MaxRetainedWAL, TLS: cfg.TLS,
 	}

@@ -215,6 +215,8 @@ func (s *Source) withBackfill(ctx context.Context, fn func(*client.Conn) error) 
 // Tables lists the captured tables as db.table; the signal table is
 // sluice's own and not among them.
 func (s *Source) Tables() []string {
+	s.tablesMu.RLock()
+	defer s.tablesMu.RUnlock()
 	names := make([]string, 0, len(s.tables))
 	for n := range s.tables {
 		if n != s.signal.String() {
@@ -228,7 +230,10 @@ func (s *Source) Tables() []string {
 // userTable checks that name is a captured table, not the signal table.
 func (s *Source) userTable(name string) (tableName, error) {
 	db, t, ok := strings.Cut(name, ".")
-	if _, captured := s.tables[name]; !ok || !captured || name == s.signal.String() {
+	s.tablesMu.RLock()
+	_, captured := s.tables[name]
+	s.tablesMu.RUnlock()
+	if !ok || !captured || name == s.signal.String() {
 		return tableName{}, fmt.Errorf("table %q is not captured by source %s: backfill one of %s", name, s.cfg.Name, strings.Join(s.Tables(), ", "))
 	}
 	return tableName{db, t}, nil

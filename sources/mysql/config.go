@@ -22,8 +22,12 @@ import (
 type Config struct {
 	Name string // source name
 	// DSN is "user:password@tcp(host:port)/database" (the go-sql-driver form).
-	DSN    string
-	Tables []string // db.table; empty = every table with a primary key in the DSN's database
+	DSN string
+	// Tables are db.table names or patterns (sources.TableSet); empty =
+	// every table with a key in the DSN's database.
+	Tables []string
+	// Exclude removes the tables its names or patterns match.
+	Exclude []string
 	// Keys gives the key columns of tables without a primary key.
 	Keys map[string][]string
 	// ServerID identifies sluice as a replica; it must differ from every
@@ -46,7 +50,11 @@ type Config struct {
 	// are plaintext as MySQL clients' own default is; TLS may be set in
 	// one of the two places, not both.
 	TLS sources.TLS
-	Log *slog.Logger
+	// OnTableAdded, when set, is told of a table that a pattern of Tables
+	// matched while sluice runs, once it is captured: from its first
+	// rows in the binlog that follow. It must not block.
+	OnTableAdded func(table string)
+	Log          *slog.Logger
 }
 
 // DefaultServerID derives a replica server id from a source name: FNV-1a

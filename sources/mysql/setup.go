@@ -203,33 +203,54 @@ func discoverTables(conn *client.Conn, cfg Config, db string) ([]*tableSchema, e
 	if refused != nil {
 		return nil, refused
 	}
-	if len(tables) == 0 {
+	if len(tables) == 0 && !slices.ContainsFunc(cfg.Tables, sources.IsTablePattern) {
 		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of %q primary keys", db)
 	}
 	return tables, nil
 }
 
 // resolveTables is discoverTables that also returns the tables it could
-// resolve when others are refused; refused lists every problem.
+// resolve when others are refused; refused lists every problem. A table
+// named in source.tables must exist and have a key; one that only a
+// pattern (or the every-table default) finds is left out, with a
+// warning, when it has none.
 func resolveTables(conn *client.Conn, cfg Config, db string) (tables []*tableSchema, refused, err error) {
-	names := cfg.Tables
-	// scoped: every table of db, where a table without a usable key is
-	// left out rather than refused.
-	scoped := false
-	if len(names) == 0 {
+	set, err := sources.NewTableSet(cfg.Tables, cfg.Exclude)
+	if err != nil {
+		return nil, nil, err
+	}
+	var names []string
+	lenient := map[string]bool{}
+	switch {
+	case set.Everything():
 		if db == "" {
-			return nil, nil, errors.New("source.tables is empty and source.dsn names no database: list the tables as db.table")
+			return nil, nil, errors.New("source.tables is empty and source.dsn names no database: list the tables as db.table, or a pattern such as shop.*")
 		}
-		r, err := conn.Execute(`SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES
-			WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1`, db)
+		all, err := userTables(conn, db)
 		if err != nil {
-			return nil, nil, fmt.Errorf("list tables of %s: %w", db, err)
+			return nil, nil, err
 		}
-		for i := range r.RowNumber() {
-			n, _ := r.GetString(i, 0)
-			names = append(names, n)
+		for _, qn := range all {
+			if !set.Excluded(qn) {
+				names = append(names, qn)
+				lenient[qn] = true
+			}
 		}
-		scoped = true
+	default:
+		names = set.Listed()
+		if set.HasPatterns() {
+			all, err := userTables(conn, "")
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, qn := range all {
+				// The signal table is captured anyway, as sluice's own.
+				if !isSignal(cfg, db, qn) && set.Matches(qn) {
+					names = append(names, qn)
+					lenient[qn] = true
+				}
+			}
+		}
 	}
 	var problems, noKey, skipped []string
 	for _, qn := range names {
@@ -248,7 +269,7 @@ func resolveTables(conn *client.Conn, cfg Config, db string) (tables []*tableSch
 		}
 		t.preferConfigured(cfg.Keys[qn])
 		switch {
-		case len(t.key) == 0 && scoped:
+		case len(t.key) == 0 && lenient[qn]:
 			skipped = append(skipped, qn)
 		case len(t.key) == 0:
 			noKey = append(noKey, qn)
@@ -271,6 +292,41 @@ func resolveTables(conn *client.Conn, cfg Config, db string) (tables []*tableSch
 		refused = errors.New(strings.Join(problems, "; "))
 	}
 	return tables, refused, nil
+}
+
+// systemSchemas are the server's own databases: no pattern matches them.
+var systemSchemas = []string{"mysql", "information_schema", "performance_schema", "sys"}
+
+// userTables lists the base tables of db, or with db "" of every
+// database but the server's own, as db.table: what patterns are matched
+// against.
+func userTables(conn *client.Conn, db string) ([]string, error) {
+	r, err := conn.Execute(`SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES
+		WHERE TABLE_TYPE = 'BASE TABLE' AND (TABLE_SCHEMA = ? OR ? = '') AND TABLE_SCHEMA NOT IN (?, ?, ?, ?) ORDER BY 1`,
+		db, db, systemSchemas[0], systemSchemas[1], systemSchemas[2], systemSchemas[3])
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	names := make([]string, 0, r.RowNumber())
+	for i := range r.RowNumber() {
+		n, _ := r.GetString(i, 0)
+		names = append(names, n)
+	}
+	return names, nil
+}
+
+// isSignal tells whether qn is the backfill's signal table as
+// signalName will settle it; with neither source.signal_table nor a DSN
+// database, any sluice_signal table.
+func isSignal(cfg Config, db, qn string) bool {
+	if cfg.SignalTable != "" {
+		return qn == cfg.SignalTable
+	}
+	if db != "" {
+		return qn == db+".sluice_signal"
+	}
+	_, name, _ := strings.Cut(qn, ".")
+	return name == "sluice_signal"
 }
 
 // loadTable reads a table's columns and key, the primary key or else a

@@ -21,11 +21,19 @@ import (
 
 // Source reads one server's binlog.
 type Source struct {
-	cfg    Config
-	dsn    dsn
-	info   serverInfo
-	conn   *client.Conn            // catalog queries, used only by the goroutine in Stream
-	tables map[string]*tableSchema // captured tables, the signal table included
+	cfg  Config
+	dsn  dsn
+	info serverInfo
+	conn *client.Conn // catalog queries, used only by the goroutine in Stream
+	// tables are the captured tables, the signal table included. Only the
+	// goroutine in Stream changes them (a table created or dropped while
+	// it runs), under tablesMu; others read them under it.
+	tablesMu sync.RWMutex
+	tables   map[string]*tableSchema
+	set      sources.TableSet
+	// skipped: tables a pattern matches that could not be captured, told
+	// once; cleared by DDL, which may have given them a key.
+	skipped map[string]bool
 	// signal is the backfill's watermark table: captured like the others,
 	// but not one of the user's tables.
 	signal tableName
@@ -56,7 +64,10 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, dsn: d, tables: map[string]*tableSchema{}, shapes: map[string]*sources.Table{}}
+	s := &Source{cfg: cfg, dsn: d, tables: map[string]*tableSchema{}, shapes: map[string]*sources.Table{}, skipped: map[string]bool{}}
+	if s.set, err = sources.NewTableSet(cfg.Tables, cfg.Exclude); err != nil {
+		return nil, err
+	}
 	if _, err := s.login(ctx); err != nil {
 		return nil, err
 	}
@@ -101,8 +112,11 @@ func (s *Source) setup() error {
 		s.tables[t.qualified()] = t
 		names = append(names, t.qualified())
 	}
-	if len(names) == 0 {
+	if len(names) == 0 && !s.set.HasPatterns() {
 		return fmt.Errorf("no table to capture besides the signal table %s: list tables under source.tables, or give the tables of %q primary keys", s.signal, s.dsn.db)
+	}
+	if len(names) == 0 {
+		s.cfg.Log.Warn("no table matches source.tables yet: tables created later that match are captured", "tables", strings.Join(s.cfg.Tables, ","))
 	}
 	signal, err := ensureSignalTable(s.conn, s.signal, s.dsn.user)
 	if err != nil {
@@ -215,10 +229,8 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		}
 		s.conn = conn
 		// Shapes may have changed while we were away.
-		for _, t := range s.tables {
-			if err := s.reload(t); err != nil {
-				return classify(err)
-			}
+		if err := s.reloadAll(); err != nil {
+			return classify(err)
 		}
 	}
 	var start position
@@ -398,12 +410,11 @@ func (r *reader) query(ctx context.Context, e *replication.QueryEvent, hdr *repl
 	} else if ddl.MatchString(q) {
 		// The shape of captured tables may have changed: read it again,
 		// and forget table maps, so the next rows get the new shape.
-		for _, t := range r.s.tables {
-			if err := r.s.reload(t); err != nil {
-				return err
-			}
+		if err := r.s.reloadAll(); err != nil {
+			return err
 		}
 		clear(r.maps)
+		clear(r.s.skipped)
 	}
 	// A statement outside BEGIN ... COMMIT (DDL, TRUNCATE) commits by itself.
 	if !r.tx.inBegin {
@@ -439,17 +450,41 @@ func (r *reader) commit(ctx context.Context, hdr *replication.EventHeader) error
 	return r.h.Commit(ctx, sources.Commit{Pos: sources.Position(r.pos.String()), Time: t})
 }
 
-// reload reads a table's shape from information_schema again.
-func (s *Source) reload(t *tableSchema) error {
+// reloadAll reads the shapes of the captured tables again, and stops
+// capturing the dropped ones.
+func (s *Source) reloadAll() error {
+	var dropped []string
+	for qn, t := range s.tables {
+		gone, err := s.reload(t)
+		if err != nil {
+			return err
+		}
+		if gone && qn != s.signal.String() {
+			dropped = append(dropped, qn)
+		}
+	}
+	slices.Sort(dropped)
+	for _, qn := range dropped {
+		s.tablesMu.Lock()
+		delete(s.tables, qn)
+		s.tablesMu.Unlock()
+		s.cfg.Log.Warn("table dropped: no longer captured", "table", qn)
+	}
+	return nil
+}
+
+// reload reads a table's shape from information_schema again; gone tells
+// that the table no longer exists.
+func (s *Source) reload(t *tableSchema) (gone bool, err error) {
 	fresh, err := loadTable(s.conn, t.db, t.name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if fresh == nil {
-		return nil // dropped: its last shape stays until rows say otherwise
+		return true, nil
 	}
 	if err := markJSON(s.conn, fresh); err != nil {
-		return err
+		return false, err
 	}
 	fresh.preferConfigured(s.cfg.Keys[t.qualified()])
 	if len(fresh.key) == 0 {
@@ -458,7 +493,39 @@ func (s *Source) reload(t *tableSchema) error {
 		fresh.key, fresh.keyFrom, fresh.keyWhy = t.key, t.keyFrom, t.keyWhy
 	}
 	*t = *fresh
-	return nil
+	return false, nil
+}
+
+// join captures table db.name when a pattern of source.tables matches it
+// and it has a key: a table created while sluice runs, met in the binlog.
+// nil when it is not captured.
+func (s *Source) join(db, name string) (*tableSchema, error) {
+	qn := db + "." + name
+	if !s.set.Matches(qn) || s.skipped[qn] || isSignal(s.cfg, s.dsn.db, qn) || slices.Contains(systemSchemas, db) {
+		return nil, nil
+	}
+	t, err := loadTable(s.conn, db, name)
+	if err != nil || t == nil {
+		return nil, err
+	}
+	if err := markJSON(s.conn, t); err != nil {
+		return nil, err
+	}
+	t.preferConfigured(s.cfg.Keys[qn])
+	if len(t.key) == 0 {
+		s.skipped[qn] = true
+		s.cfg.Log.Warn("a table that source.tables matches is not captured: it has no usable key; add a primary key or a unique index over NOT NULL columns, or list the key under source.keys",
+			"table", qn)
+		return nil, nil
+	}
+	s.tablesMu.Lock()
+	s.tables[qn] = t
+	s.tablesMu.Unlock()
+	s.cfg.Log.Info("table created: captured", "table", qn, "key", strings.Join(t.key, ","))
+	if s.cfg.OnTableAdded != nil {
+		s.cfg.OnTableAdded(qn)
+	}
+	return t, nil
 }
 
 func (r *reader) tableMap(e *replication.TableMapEvent) error {
@@ -468,6 +535,12 @@ func (r *reader) tableMap(e *replication.TableMapEvent) error {
 	}
 	t, ok := r.s.tables[string(e.Schema)+"."+string(e.Table)]
 	if !ok {
+		var err error
+		if t, err = r.s.join(string(e.Schema), string(e.Table)); err != nil {
+			return err
+		}
+	}
+	if t == nil {
 		r.maps[e.TableID] = &tableMap{tme: e}
 		return nil
 	}

@@ -53,6 +53,8 @@ func ensureSignalTable(ctx context.Context, conn *pgx.Conn, qualified string) (t
 
 // Tables lists the captured tables, without the signal table.
 func (s *Source) Tables() []string {
+	s.tablesMu.RLock()
+	defer s.tablesMu.RUnlock()
 	names := make([]string, 0, len(s.tables))
 	for qn := range s.tables {
 		if qn != s.signal.qualified() {
@@ -310,7 +312,7 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (_ sources
 
 // userTable returns a captured table other than the signal table.
 func (s *Source) userTable(table string) (tableInfo, error) {
-	info, ok := s.tables[table]
+	info, ok := s.captured(table)
 	if !ok || table == s.signal.qualified() {
 		names := s.Tables()
 		slices.Sort(names)

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -143,4 +144,66 @@ func tablesOf(infos []tableInfo) []string {
 		out[i] = t.qualified()
 	}
 	return out
+}
+
+// LaterTables tells whether a table created while sluice runs, that a
+// pattern of source.tables matches, can join the publication: it is FOR
+// ALL TABLES, or the login may ALTER PUBLICATION ... ADD TABLE, which
+// takes owning both the publication and the table. The note says which,
+// or names the fix.
+func LaterTables(ctx context.Context, cfg Config) (ok bool, note string, err error) {
+	cfg = cfg.withNames()
+	s := &Source{cfg: cfg}
+	login, err := s.login(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	conn, err := connect(ctx, cfg, false, login)
+	if err != nil {
+		return false, "", err
+	}
+	defer conn.Close(context.Background())
+	pub := pgx.Identifier{cfg.Publication}.Sanitize()
+	var user string
+	var super bool
+	if err := conn.QueryRow(ctx, "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&user, &super); err != nil {
+		return false, "", fmt.Errorf("read the role of the login: %w", err)
+	}
+	var all, ownsPub bool
+	err = conn.QueryRow(ctx, "SELECT puballtables, pg_has_role(pubowner, 'USAGE') FROM pg_publication WHERE pubname = $1", cfg.Publication).Scan(&all, &ownsPub)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		ownsPub = true // sluice creates it, as the login
+	case err != nil:
+		return false, "", fmt.Errorf("look up publication %s: %w", cfg.Publication, err)
+	case all:
+		return true, fmt.Sprintf("publication %s is FOR ALL TABLES: tables created later are in it already", cfg.Publication), nil
+	}
+	if super {
+		return true, fmt.Sprintf("user %q is a superuser: sluice adds tables created later to publication %s", user, cfg.Publication), nil
+	}
+	if !ownsPub {
+		return false, fmt.Sprintf("publication %s belongs to another role, so user %q cannot add tables created later to it: as a superuser run ALTER PUBLICATION %s OWNER TO %s, or recreate it as CREATE PUBLICATION %s FOR ALL TABLES",
+			cfg.Publication, user, pub, pgx.Identifier{user}.Sanitize(), pub), nil
+	}
+	tables, _, err := resolveTables(ctx, conn, cfg)
+	if err != nil {
+		return false, "", err
+	}
+	var notOwned []string
+	for _, t := range tables {
+		var owns bool
+		if err := conn.QueryRow(ctx, "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = $1::regclass",
+			pgx.Identifier{t.schema, t.name}.Sanitize()).Scan(&owns); err == nil && !owns {
+			notOwned = append(notOwned, t.qualified())
+		}
+	}
+	fix := fmt.Sprintf("create them as %s (or as a role it is a member of: GRANT <owner> TO %s), or as a superuser use a publication FOR ALL TABLES (CREATE PUBLICATION %s FOR ALL TABLES)",
+		user, pgx.Identifier{user}.Sanitize(), pub)
+	if len(notOwned) > 0 {
+		return false, fmt.Sprintf("user %q does not own %s, so a table created later by their owner cannot join publication %s: %s",
+			user, strings.Join(notOwned, ", "), cfg.Publication, fix), nil
+	}
+	return true, fmt.Sprintf("user %q owns the matched tables and publication %s: a table created later joins it when %s owns it too; otherwise %s",
+		user, cfg.Publication, user, fix), nil
 }

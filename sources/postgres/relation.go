@@ -19,14 +19,19 @@ type relation struct {
 	table    *sources.Table // nil when the table is not captured
 	decoders []valueDecoder
 	identity []bool // column belongs to the replica identity
+	// msg and gen: what pgoutput sent, and Source.tablesGen when it was
+	// read, for a relation not captured then.
+	msg *pglogrepl.RelationMessage
+	gen uint64
 }
 
 // relation builds the decoder for a Relation message of a captured table.
 func (s *Source) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*relation, error) {
 	qn := m.Namespace + "." + m.RelationName
-	info, ok := s.tables[qn]
+	gen := s.tablesGen.Load()
+	info, ok := s.captured(qn)
 	if !ok {
-		return &relation{}, nil
+		return &relation{msg: m, gen: gen}, nil
 	}
 	rel := &relation{
 		decoders: make([]valueDecoder, len(m.Columns)),

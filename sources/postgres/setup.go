@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -48,7 +49,7 @@ func discoverTables(ctx context.Context, conn *pgx.Conn, cfg Config) ([]tableInf
 	if refused != nil {
 		return nil, refused
 	}
-	if len(infos) == 0 {
+	if len(infos) == 0 && !slices.ContainsFunc(cfg.Tables, sources.IsTablePattern) {
 		return nil, fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of database %q primary keys", conn.Config().Database)
 	}
 	return infos, nil
@@ -56,40 +57,63 @@ func discoverTables(ctx context.Context, conn *pgx.Conn, cfg Config) ([]tableInf
 
 // resolveTables is discoverTables that also returns the tables it could
 // resolve when others are refused: refused lists every problem, wrapping
-// ErrNoPrimaryKey when a table lacks a usable key.
+// ErrNoPrimaryKey when a table lacks a usable key. A table named in
+// source.tables must exist and have a key; one that only a pattern (or
+// the every-table default) finds is left out, with a warning, when it has
+// none.
 func resolveTables(ctx context.Context, conn *pgx.Conn, cfg Config) (infos []tableInfo, refused, err error) {
-	names := cfg.Tables
-	scoped := false
-	if len(names) == 0 {
-		if names, scoped, err = tablesInScope(ctx, conn, cfg); err != nil {
+	set, err := sources.NewTableSet(cfg.Tables, cfg.Exclude)
+	if err != nil {
+		return nil, nil, err
+	}
+	var names []string
+	lenient := map[string]bool{}
+	switch {
+	case set.Everything():
+		all, scoped, err := tablesInScope(ctx, conn, cfg)
+		if err != nil {
 			return nil, nil, err
+		}
+		for _, qn := range all {
+			if !set.Excluded(qn) && (!scoped || qn != cfg.SignalTable) {
+				names = append(names, qn)
+				lenient[qn] = scoped
+			}
+		}
+	default:
+		names = set.Listed()
+		if set.HasPatterns() {
+			all, err := userTables(ctx, conn)
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, qn := range all {
+				// The signal table is captured anyway, as sluice's own.
+				if qn != cfg.SignalTable && set.Matches(qn) {
+					names = append(names, qn)
+					lenient[qn] = true
+				}
+			}
 		}
 	}
 	var problems, noKey, skipped []string
 	keyProblem := false
 	for _, qn := range names {
+		scoped := lenient[qn]
 		schema, name, ok := strings.Cut(qn, ".")
 		if !ok {
 			problems = append(problems, fmt.Sprintf("source.tables: %q is not schema.table", qn))
 			continue
 		}
-		var identity byte
-		var oid uint32
-		err := conn.QueryRow(ctx, `SELECT c.oid, c.relreplident::text::"char" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).Scan(&oid, &identity)
-		if errors.Is(err, pgx.ErrNoRows) {
+		info, k, found, err := readTable(ctx, conn, cfg, schema, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !found {
 			problems = append(problems, fmt.Sprintf("table %s does not exist (source.tables)", qn))
 			continue
 		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("look up table %s: %w", qn, err)
-		}
-		indexes, err := readIndexes(ctx, conn, oid)
-		if err != nil {
-			return nil, nil, fmt.Errorf("read the keys of %s: %w", qn, err)
-		}
-		configured, listed := cfg.Keys[qn]
-		k := chooseKey(qn, identity, indexes, configured, listed)
+		_, listed := cfg.Keys[qn]
 		switch {
 		case k.problem != "" && (listed || !scoped):
 			problems = append(problems, k.problem)
@@ -104,7 +128,7 @@ func resolveTables(ctx context.Context, conn *pgx.Conn, cfg Config) (infos []tab
 		case k.columns == nil:
 			noKey = append(noKey, qn)
 		default:
-			infos = append(infos, tableInfo{schema: schema, name: name, key: k.columns, keyFrom: k.from, keyWhy: k.why, identity: identity})
+			infos = append(infos, info)
 		}
 	}
 	if len(skipped) > 0 {
@@ -126,6 +150,29 @@ func resolveTables(ctx context.Context, conn *pgx.Conn, cfg Config) (infos []tab
 	return infos, refused, nil
 }
 
+// readTable reads one table's replica identity and indexes, and the key
+// chooseKey settles on; found is false when the table does not exist.
+func readTable(ctx context.Context, conn *pgx.Conn, cfg Config, schema, name string) (t tableInfo, k keyChoice, found bool, err error) {
+	qn := schema + "." + name
+	var identity byte
+	var oid uint32
+	err = conn.QueryRow(ctx, `SELECT c.oid, c.relreplident::text::"char" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).Scan(&oid, &identity)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, k, false, nil
+	}
+	if err != nil {
+		return t, k, false, fmt.Errorf("look up table %s: %w", qn, err)
+	}
+	indexes, err := readIndexes(ctx, conn, oid)
+	if err != nil {
+		return t, k, false, fmt.Errorf("read the keys of %s: %w", qn, err)
+	}
+	configured, listed := cfg.Keys[qn]
+	k = chooseKey(qn, identity, indexes, configured, listed)
+	return tableInfo{schema: schema, name: name, key: k.columns, keyFrom: k.from, keyWhy: k.why, identity: identity}, k, true, nil
+}
+
 // tablesInScope lists the tables of an existing publication, or else every
 // user table; scoped tells the latter, where a table without a usable key
 // is left out rather than refused.
@@ -142,19 +189,27 @@ func tablesInScope(ctx context.Context, conn *pgx.Conn, cfg Config) (names []str
 		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return names, false, err
 	}
+	names, err = userTables(ctx, conn)
+	return names, true, err
+}
+
+// userTables lists every table outside the system schemas, as
+// schema.table: what patterns are matched against. Partitions are left
+// out, as the every-table default leaves them.
+func userTables(ctx context.Context, conn *pgx.Conn) ([]string, error) {
 	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
 		  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
 		ORDER BY 1`)
 	if err != nil {
-		return nil, false, fmt.Errorf("list tables: %w", err)
+		return nil, fmt.Errorf("list tables: %w", err)
 	}
-	names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, false, fmt.Errorf("list tables: %w", err)
+		return nil, fmt.Errorf("list tables: %w", err)
 	}
-	return names, true, nil
+	return names, nil
 }
 
 // ensurePublication creates the publication for the tables, or adds the

@@ -27,9 +27,13 @@ import (
 
 // Config configures a PostgreSQL source.
 type Config struct {
-	Name   string // source name; slot and publication names derive from it
-	DSN    string
-	Tables []string // schema.table; empty = every table with a primary key
+	Name string // source name; slot and publication names derive from it
+	DSN  string
+	// Tables are schema.table names or patterns (sources.TableSet);
+	// empty = every table with a key (the publication's, if it exists).
+	Tables []string
+	// Exclude removes the tables its names or patterns match.
+	Exclude []string
 	// Keys gives the key columns of tables without a primary key, which must
 	// have REPLICA IDENTITY FULL.
 	Keys        map[string][]string
@@ -55,7 +59,12 @@ type Config struct {
 	// (libpq's default, prefer, may end in plaintext); set, it applies to
 	// every connection and the DSN must not set TLS too.
 	TLS sources.TLS
-	Log *slog.Logger
+	// OnTableAdded, when set, is told of a table that a pattern of Tables
+	// matched while sluice runs, once it is captured: its changes from
+	// then on are in the stream, its earlier rows are not (a backfill's).
+	// It must not block.
+	OnTableAdded func(table string)
+	Log          *slog.Logger
 }
 
 // sessionSettings fix the text form of values that pgoutput sends, so the
@@ -70,9 +79,18 @@ var sessionSettings = map[string]string{
 
 // Source reads one database's logical replication slot.
 type Source struct {
-	cfg    Config
-	conn   *pgx.Conn // catalog queries; the replication connection is per Stream
-	tables map[string]tableInfo
+	cfg  Config
+	conn *pgx.Conn // catalog queries; the replication connection is per Stream
+	// tables are the captured tables, the signal table included. The
+	// stream, the backfill runner and watchTables use them at once.
+	tablesMu sync.RWMutex
+	tables   map[string]tableInfo
+	// tablesGen counts changes of tables: a relation decoded while its
+	// table was not captured is decoded again once it may be.
+	tablesGen atomic.Uint64
+	set       sources.TableSet
+	// warned: tables watchTables found and could not capture, told once.
+	warned map[string]bool
 	db     string
 	acked  atomic.Uint64 // LSN every change before which is stored
 	// lastCommit is when the stream last saw a commit (unix nanos), and
@@ -142,7 +160,12 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap(), keyTypes: make(map[string][]uint32), columns: make(map[string][]string)}
+	s := &Source{cfg: cfg, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap(), keyTypes: make(map[string][]uint32), columns: make(map[string][]string),
+		warned: make(map[string]bool)}
+	var err error
+	if s.set, err = sources.NewTableSet(cfg.Tables, cfg.Exclude); err != nil {
+		return nil, err
+	}
 	login, err := s.login(ctx)
 	if err != nil {
 		return nil, err
@@ -170,7 +193,7 @@ func (s *Source) setup(ctx context.Context) (err error) {
 		return err
 	}
 	tables = slices.DeleteFunc(tables, func(t tableInfo) bool { return t.qualified() == s.signal.qualified() })
-	if len(tables) == 0 {
+	if len(tables) == 0 && !s.set.HasPatterns() {
 		return fmt.Errorf("no table to capture: list tables under source.tables, or give the tables of database %q primary keys", s.conn.Config().Database)
 	}
 	if err := ensurePublication(ctx, s.conn, s.cfg.Publication, append(slices.Clip(tables), s.signal)); err != nil {
@@ -183,6 +206,9 @@ func (s *Source) setup(ctx context.Context) (err error) {
 		names = append(names, t.qualified())
 	}
 	s.tables[s.signal.qualified()] = s.signal
+	if len(names) == 0 {
+		s.cfg.Log.Warn("no table matches source.tables yet: tables created later that match are captured", "tables", strings.Join(s.cfg.Tables, ","))
+	}
 	s.cfg.Log.Info("capturing tables", "tables", strings.Join(names, ","), "slot", s.cfg.Slot, "publication", s.cfg.Publication)
 	// The capture point is fixed before anything else waits (NATS, a
 	// cluster forming): from the slot's creation PostgreSQL keeps every
@@ -342,6 +368,7 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	hctx, stopHeartbeat := context.WithCancel(sctx)
 	defer stopHeartbeat()
 	go s.heartbeat(hctx)
+	go s.watchTables(hctx)
 	r := &reader{s: s, h: h, relations: make(map[uint32]*relation)}
 	err = r.loop(sctx, pc)
 	switch {
@@ -498,7 +525,7 @@ func (r *reader) message(ctx context.Context, data []byte) error {
 		r.s.lastCommit.Store(time.Now().UnixNano())
 		return r.h.Commit(ctx, sources.Commit{Pos: sources.Position(m.TransactionEndLSN.String()), Time: m.CommitTime})
 	case *pglogrepl.InsertMessage:
-		rel, err := r.rel(m.RelationID)
+		rel, err := r.rel(ctx, m.RelationID)
 		if err != nil || rel.table == nil {
 			return err
 		}
@@ -510,7 +537,7 @@ func (r *reader) message(ctx context.Context, data []byte) error {
 	case *pglogrepl.UpdateMessage:
 		return r.update(ctx, m)
 	case *pglogrepl.DeleteMessage:
-		rel, err := r.rel(m.RelationID)
+		rel, err := r.rel(ctx, m.RelationID)
 		if err != nil || rel.table == nil {
 			return err
 		}
@@ -521,7 +548,7 @@ func (r *reader) message(ctx context.Context, data []byte) error {
 		return r.emit(ctx, rel, sources.OpDelete, before, nil)
 	case *pglogrepl.TruncateMessage:
 		for _, id := range m.RelationIDs {
-			rel, err := r.rel(id)
+			rel, err := r.rel(ctx, id)
 			if err != nil {
 				return err
 			}
@@ -538,10 +565,21 @@ func (r *reader) message(ctx context.Context, data []byte) error {
 	return nil
 }
 
-func (r *reader) rel(id uint32) (*relation, error) {
+func (r *reader) rel(ctx context.Context, id uint32) (*relation, error) {
 	rel, ok := r.relations[id]
 	if !ok {
 		return nil, fmt.Errorf("pgoutput sent a change for relation %d before describing it", id)
+	}
+	if rel.table == nil && rel.gen != r.s.tablesGen.Load() {
+		// pgoutput describes a relation once per stream: a table that
+		// joined since (FOR ALL TABLES publishes it from its creation)
+		// is decoded from the description it sent.
+		fresh, err := r.s.relation(ctx, rel.msg)
+		if err != nil {
+			return nil, err
+		}
+		r.relations[id] = fresh
+		rel = fresh
 	}
 	return rel, nil
 }
@@ -549,7 +587,7 @@ func (r *reader) rel(id uint32) (*relation, error) {
 // update emits an update, or, when the key changed, a delete of the old key
 // and a create of the new one (they may land in different partitions).
 func (r *reader) update(ctx context.Context, m *pglogrepl.UpdateMessage) error {
-	rel, err := r.rel(m.RelationID)
+	rel, err := r.rel(ctx, m.RelationID)
 	if err != nil || rel.table == nil {
 		return err
 	}
