@@ -98,7 +98,7 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 		captured = capturedTables(ctx, cfg, vault)
 		printKeys(w, captured)
 		if len(cfg.Source.Exclude) > 0 || slices.ContainsFunc(cfg.Source.Tables, sources.IsTablePattern) {
-			printResolved(w, captured)
+			printResolved(w, captured.Tables)
 		}
 		if cfg.Source.Kind == "postgres" && slices.ContainsFunc(cfg.Source.Tables, sources.IsTablePattern) {
 			// A warning, not a failure: the tables there now are captured.
