@@ -39,6 +39,10 @@ type Source struct {
 	// waits for NATS are not skipped.
 	anchor   position
 	anchored bool
+	// hostMu guards host, the server Stream reads from, which the backfill
+	// follows from its own goroutine.
+	hostMu sync.Mutex
+	host   hostPort
 }
 
 // New connects, checks the prerequisites and reads the captured tables.
@@ -60,10 +64,12 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if _, err := s.login(ctx); err != nil {
 		return nil, err
 	}
-	if s.conn, err = connect(ctx, s.dsn); err != nil {
+	conn, d, err := connectPrimary(ctx, s.dsn, hostPort{})
+	if err != nil {
 		return nil, err
 	}
-	conn := s.conn
+	s.conn = conn
+	s.useHost(d)
 	if err := s.setup(); err != nil {
 		conn.Close()
 		return nil, err
@@ -185,6 +191,27 @@ func (s *Source) binlogTLS() (*tls.Config, *atomic.Pointer[sources.Transport]) {
 	return c, &seen
 }
 
+// useHost makes d's server the one every connection uses from now on,
+// and says so when it changes: after a failover that is the one line
+// naming where sluice went.
+func (s *Source) useHost(d dsn) {
+	h := hostPort{host: d.host, port: d.port}
+	s.hostMu.Lock()
+	prev := s.host
+	s.host = h
+	s.hostMu.Unlock()
+	s.dsn.host, s.dsn.port, s.dsn.tls = d.host, d.port, d.tls
+	if prev != (hostPort{}) && prev != h {
+		s.cfg.Log.Warn("source host changed: reading from the writable one", "from", prev.String(), "to", h.String())
+	}
+}
+
+func (s *Source) currentHost() hostPort {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	return s.host
+}
+
 // Database is the DSN's database, for the event's source.db.
 func (s *Source) Database() string { return s.dsn.db }
 
@@ -195,6 +222,9 @@ func (s *Source) Ack(sources.Position) {}
 // Close releases the catalog and backfill connections.
 func (s *Source) Close(context.Context) error {
 	s.bf.close()
+	if s.conn == nil {
+		return nil
+	}
 	return s.conn.Close()
 }
 
@@ -205,15 +235,18 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	if err != nil {
 		return err
 	}
-	if s.conn == nil || s.dsn.user != prevUser || s.conn.Ping() != nil {
+	if s.conn == nil || s.dsn.user != prevUser || s.conn.Ping() != nil ||
+		(s.dsn.multiHost() && checkWritable(s.conn, s.dsn) != nil) {
 		if s.conn != nil {
 			s.conn.Close()
+			s.conn = nil
 		}
-		conn, err := connect(ctx, s.dsn)
+		conn, d, err := connectPrimary(ctx, s.dsn, s.currentHost())
 		if err != nil {
 			return sources.RetryRejected(s.cfg.Credentials, login, err)
 		}
 		s.conn = conn
+		s.useHost(d)
 		// Shapes may have changed while we were away.
 		for _, t := range s.tables {
 			if err := s.reload(t); err != nil {
@@ -234,6 +267,8 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		}
 	} else if start, err = parsePosition(s.info.flavor, from); err != nil {
 		return err
+	} else if err := checkHasGTIDs(s.conn, s.info, start, s.dsn.addr()); err != nil {
+		return classify(err)
 	}
 
 	tlsConfig, binlogTransport := s.binlogTLS()
