@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -313,8 +314,25 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	sctx, expired, stop := login.UntilExpiring(ctx)
 	defer stop()
 	r := &reader{s: s, h: h, pos: start, maps: map[uint64]*tableMap{}}
+	// A primary demoted in a switchover stays up and keeps the binlog
+	// connection open, but its binlog ends: with several hosts, sluice
+	// checks every heartbeat period that it still reads the writable one.
+	// One deadline serves every read of a period, none is made per event.
+	var check period
+	defer check.stop()
+	gctx := sctx
+	if s.dsn.multiHost() {
+		gctx = check.renew(sctx, s.cfg.HeartbeatPeriod)
+	}
 	for {
-		ev, err := streamer.GetEvent(sctx)
+		ev, err := streamer.GetEvent(gctx)
+		if err != nil && sctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			if err := checkWritable(s.conn, s.dsn); err != nil {
+				return fmt.Errorf("%w: sluice moves to the writable host of source.dsn", err)
+			}
+			gctx = check.renew(sctx, s.cfg.HeartbeatPeriod)
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -327,6 +345,22 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		if err := r.event(ctx, ev); err != nil {
 			return classify(err)
 		}
+	}
+}
+
+// period is a context that ends after a while, renewed each time.
+type period struct{ cancel context.CancelFunc }
+
+func (p *period) renew(parent context.Context, d time.Duration) context.Context {
+	p.stop()
+	ctx, cancel := context.WithTimeout(parent, d)
+	p.cancel = cancel
+	return ctx
+}
+
+func (p *period) stop() {
+	if p.cancel != nil {
+		p.cancel()
 	}
 }
 
