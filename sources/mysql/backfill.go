@@ -113,6 +113,7 @@ func ensureSignalTable(conn *client.Conn, t tableName, user string) (*tableSchem
 type backfillConn struct {
 	mu       sync.Mutex
 	conn     *client.Conn
+	host     hostPort        // conn's server
 	expiring <-chan struct{} // the login's, nil if it does not expire
 }
 
@@ -130,11 +131,17 @@ func (b *backfillConn) close() {
 	b.drop()
 }
 
-// backfillDSN is the DSN to connect the backfill with now. It never writes
-// s.dsn: Stream rewrites its user and password from another goroutine, and
-// only the address, fixed since New, is shared.
+// backfillDSN is the DSN to connect the backfill with now, at the server
+// Stream reads from: watermarks must land in the binlog it reads. It never
+// touches s.dsn's user, password or server: Stream rewrites them from
+// another goroutine; the host list, database and TLS settings are fixed
+// since New.
 func (s *Source) backfillDSN(ctx context.Context) (dsn, *sources.Login, error) {
-	d := dsn{host: s.dsn.host, port: s.dsn.port, db: s.dsn.db, mode: s.dsn.mode, tls: s.dsn.tls}
+	base := dsn{hosts: s.dsn.hosts, db: s.dsn.db, mode: s.dsn.mode, tlsSettings: s.dsn.tlsSettings}
+	d, err := base.at(s.currentHost())
+	if err != nil {
+		return d, nil, err
+	}
 	if s.cfg.Credentials == nil {
 		d.user, d.password = s.dsn.user, s.dsn.password
 		return d, nil, nil
@@ -172,12 +179,15 @@ func (s *Source) withBackfill(ctx context.Context, fn func(*client.Conn) error) 
 		default:
 		}
 	}
+	if b.conn != nil && b.host != s.currentHost() {
+		b.drop() // Stream moved to another server: a failover
+	}
 	if b.conn == nil {
 		d, login, err := s.backfillDSN(ctx)
 		if err != nil {
 			return err
 		}
-		conn, err := connect(ctx, d)
+		conn, err := connectWritable(ctx, d)
 		if err != nil {
 			return sources.RetryRejected(s.cfg.Credentials, login, err)
 		}
@@ -185,7 +195,7 @@ func (s *Source) withBackfill(ctx context.Context, fn func(*client.Conn) error) 
 			conn.Close()
 			return classify(fmt.Errorf("set up the backfill connection: %w", err))
 		}
-		b.conn = conn
+		b.conn, b.host = conn, hostPort{host: d.host, port: d.port}
 		if login != nil {
 			b.expiring = login.Expiring
 		}

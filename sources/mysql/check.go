@@ -26,10 +26,11 @@ func Check(ctx context.Context, cfg Config) (problems []string, query *sources.T
 	if _, err := s.login(ctx); err != nil {
 		return []string{sources.Plain(err)}, nil
 	}
-	conn, err := connect(ctx, s.dsn)
+	conn, d, err := connectPrimary(ctx, s.dsn, hostPort{})
 	if err != nil {
 		return []string{sources.Plain(err)}, nil
 	}
+	s.dsn = d
 	defer conn.Close()
 	t := transportOf(conn, s.dsn)
 	return checkConn(conn, cfg, s.dsn), &t
@@ -107,7 +108,7 @@ func Captured(ctx context.Context, cfg Config) (sources.Catalog, error) {
 	if _, err := s.login(ctx); err != nil {
 		return cat, err
 	}
-	conn, err := connect(ctx, s.dsn)
+	conn, _, err := connectPrimary(ctx, s.dsn, hostPort{})
 	if err != nil {
 		return cat, err
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,7 +22,9 @@ import (
 // Config configures a MySQL or MariaDB source.
 type Config struct {
 	Name string // source name
-	// DSN is "user:password@tcp(host:port)/database" (the go-sql-driver form).
+	// DSN is "user:password@tcp(host:port)/database" (the go-sql-driver
+	// form), or with several hosts "user:password@tcp(h1:3306,h2:3306)/db":
+	// sluice then reads from the first writable one (see connectPrimary).
 	DSN string
 	// Tables are db.table names or patterns (sources.TableSet); empty =
 	// every table with a key in the DSN's database.
@@ -68,15 +71,22 @@ func DefaultServerID(name string) uint32 {
 
 // dsn is a parsed connection string.
 type dsn struct {
-	user, password, host string
-	port                 uint16
-	db                   string
+	user, password string
+	// host and port are the server in use; hosts lists every server of
+	// source.dsn in order and never changes after parsing.
+	host  string
+	port  uint16
+	hosts []hostPort
+	db    string
 	// tlsParam is the DSN's tls= as a sources mode, "" when absent.
 	tlsParam string
 	// mode and tls are what every connection uses, query and binlog
 	// alike, once resolveTLS has merged the DSN with source.tls.
 	mode string
 	tls  *tls.Config
+	// tlsSettings is the merged TLS setting, for the tls.Config of each
+	// host: its server name differs.
+	tlsSettings sources.TLS
 }
 
 func (d dsn) addr() string { return net.JoinHostPort(d.host, strconv.Itoa(int(d.port))) }
@@ -98,15 +108,12 @@ func parseDSN(s string) (dsn, error) {
 	if end < 0 {
 		return d, fmt.Errorf("source.dsn: unclosed tcp(")
 	}
-	host, port, err := net.SplitHostPort(rest[4:end])
+	hosts, err := parseHosts(rest[4:end])
 	if err != nil {
-		host, port = rest[4:end], "3306"
+		return d, err
 	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return d, fmt.Errorf("source.dsn: port %q is not a number", port)
-	}
-	d.host, d.port = host, uint16(p)
+	d.hosts = hosts
+	d.host, d.port = hosts[0].host, hosts[0].port
 	db := strings.TrimPrefix(rest[end+1:], "/")
 	db, query, _ := strings.Cut(db, "?")
 	d.db = db
@@ -168,7 +175,7 @@ func resolveTLS(d *dsn, t sources.TLS) error {
 	if err != nil {
 		return err
 	}
-	d.mode, d.tls = t.Mode, cfg
+	d.mode, d.tls, d.tlsSettings = t.Mode, cfg, t
 	if d.mode == "" {
 		d.mode = sources.TLSDisable
 	}
@@ -196,5 +203,55 @@ func TLSWarning(cfg Config) string {
 	if mode == "" {
 		mode = cfg.TLS.Mode
 	}
-	return sources.TLSWarning(d.host, mode)
+	for _, h := range d.hosts {
+		if w := sources.TLSWarning(h.host, mode); w != "" {
+			return w
+		}
+	}
+	return ""
+}
+
+// hostPort is one server of source.dsn.
+type hostPort struct {
+	host string
+	port uint16
+}
+
+func (h hostPort) String() string { return net.JoinHostPort(h.host, strconv.Itoa(int(h.port))) }
+
+// parseHosts reads the inside of tcp(...): "host[:port]" or several joined
+// by commas. A lone host may be a bare IPv6 address, as before; among
+// several, an address with colons must be bracketed ([::1]:3306), or
+// where its port starts is a guess.
+func parseHosts(s string) ([]hostPort, error) {
+	parts := strings.Split(s, ",")
+	hosts := make([]hostPort, 0, len(parts))
+	for _, part := range parts {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			return nil, errors.New(`source.dsn: an empty host in tcp(...): list hosts as tcp(host1:3306,host2:3306)`)
+		}
+		host, port, err := net.SplitHostPort(part)
+		switch {
+		case err == nil && host == "":
+			return nil, fmt.Errorf("source.dsn: %q names no host", part)
+		case err == nil:
+		case !strings.Contains(part, ":") || len(parts) == 1:
+			host, port = part, "3306"
+		case strings.HasPrefix(part, "[") && strings.HasSuffix(part, "]"):
+			host, port = part[1:len(part)-1], "3306"
+		default:
+			return nil, fmt.Errorf("source.dsn: %q among several hosts is ambiguous: write an IPv6 address in brackets with its port, as [::1]:3306", part)
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("source.dsn: port %q is not a number from 1 to 65535", port)
+		}
+		h := hostPort{host: host, port: uint16(p)}
+		if slices.Contains(hosts, h) {
+			return nil, fmt.Errorf("source.dsn: host %s is listed twice", h)
+		}
+		hosts = append(hosts, h)
+	}
+	return hosts, nil
 }

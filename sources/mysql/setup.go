@@ -563,7 +563,7 @@ func classify(err error) error {
 	if errors.As(err, &myErr) {
 		switch myErr.Code {
 		case mysql.ER_MASTER_FATAL_ERROR_READING_BINLOG:
-			return fmt.Errorf("%w: the server no longer has the binlog at the checkpoint (purged?): %s", sources.ErrLogLost, myErr.Message)
+			return fmt.Errorf("%w: the server does not have the binlog at the checkpoint (purged, or a promoted replica that lacks it): %s", sources.ErrLogLost, myErr.Message)
 		case mysql.ER_SERVER_SHUTDOWN, mysql.ER_CON_COUNT_ERROR, mysql.ER_TOO_MANY_USER_CONNECTIONS:
 			return fmt.Errorf("%w: %w", sources.ErrDisconnected, err)
 		case mysql.ER_ACCESS_DENIED_ERROR:

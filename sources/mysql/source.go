@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -47,6 +48,10 @@ type Source struct {
 	// waits for NATS are not skipped.
 	anchor   position
 	anchored bool
+	// hostMu guards host, the server Stream reads from, which the backfill
+	// follows from its own goroutine.
+	hostMu sync.Mutex
+	host   hostPort
 }
 
 // New connects, checks the prerequisites and reads the captured tables.
@@ -71,10 +76,12 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if _, err := s.login(ctx); err != nil {
 		return nil, err
 	}
-	if s.conn, err = connect(ctx, s.dsn); err != nil {
+	conn, d, err := connectPrimary(ctx, s.dsn, hostPort{})
+	if err != nil {
 		return nil, err
 	}
-	conn := s.conn
+	s.conn = conn
+	s.useHost(d)
 	if err := s.setup(); err != nil {
 		conn.Close()
 		return nil, err
@@ -199,6 +206,27 @@ func (s *Source) binlogTLS() (*tls.Config, *atomic.Pointer[sources.Transport]) {
 	return c, &seen
 }
 
+// useHost makes d's server the one every connection uses from now on,
+// and says so when it changes: after a failover that is the one line
+// naming where sluice went.
+func (s *Source) useHost(d dsn) {
+	h := hostPort{host: d.host, port: d.port}
+	s.hostMu.Lock()
+	prev := s.host
+	s.host = h
+	s.hostMu.Unlock()
+	s.dsn.host, s.dsn.port, s.dsn.tls = d.host, d.port, d.tls
+	if prev != (hostPort{}) && prev != h {
+		s.cfg.Log.Warn("source host changed: reading from the writable one", "from", prev.String(), "to", h.String())
+	}
+}
+
+func (s *Source) currentHost() hostPort {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	return s.host
+}
+
 // Database is the DSN's database, for the event's source.db.
 func (s *Source) Database() string { return s.dsn.db }
 
@@ -209,6 +237,9 @@ func (s *Source) Ack(sources.Position) {}
 // Close releases the catalog and backfill connections.
 func (s *Source) Close(context.Context) error {
 	s.bf.close()
+	if s.conn == nil {
+		return nil
+	}
 	return s.conn.Close()
 }
 
@@ -219,15 +250,18 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	if err != nil {
 		return err
 	}
-	if s.conn == nil || s.dsn.user != prevUser || s.conn.Ping() != nil {
+	if s.conn == nil || s.dsn.user != prevUser || s.conn.Ping() != nil ||
+		(s.dsn.multiHost() && checkWritable(s.conn, s.dsn) != nil) {
 		if s.conn != nil {
 			s.conn.Close()
+			s.conn = nil
 		}
-		conn, err := connect(ctx, s.dsn)
+		conn, d, err := connectPrimary(ctx, s.dsn, s.currentHost())
 		if err != nil {
 			return sources.RetryRejected(s.cfg.Credentials, login, err)
 		}
 		s.conn = conn
+		s.useHost(d)
 		// Shapes may have changed while we were away.
 		if err := s.reloadAll(); err != nil {
 			return classify(err)
@@ -246,6 +280,8 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		}
 	} else if start, err = parsePosition(s.info.flavor, from); err != nil {
 		return err
+	} else if err := checkHasGTIDs(s.conn, s.info, start, s.dsn.addr()); err != nil {
+		return classify(err)
 	}
 
 	tlsConfig, binlogTransport := s.binlogTLS()
@@ -290,8 +326,25 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	sctx, expired, stop := login.UntilExpiring(ctx)
 	defer stop()
 	r := &reader{s: s, h: h, pos: start, maps: map[uint64]*tableMap{}}
+	// A primary demoted in a switchover stays up and keeps the binlog
+	// connection open, but its binlog ends: with several hosts, sluice
+	// checks every heartbeat period that it still reads the writable one.
+	// One deadline serves every read of a period, none is made per event.
+	var check period
+	defer check.stop()
+	gctx := sctx
+	if s.dsn.multiHost() {
+		gctx = check.renew(sctx, s.cfg.HeartbeatPeriod)
+	}
 	for {
-		ev, err := streamer.GetEvent(sctx)
+		ev, err := streamer.GetEvent(gctx)
+		if err != nil && sctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			if err := checkWritable(s.conn, s.dsn); err != nil {
+				return fmt.Errorf("%w: sluice moves to the writable host of source.dsn", err)
+			}
+			gctx = check.renew(sctx, s.cfg.HeartbeatPeriod)
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -304,6 +357,22 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 		if err := r.event(ctx, ev); err != nil {
 			return classify(err)
 		}
+	}
+}
+
+// period is a context that ends after a while, renewed each time.
+type period struct{ cancel context.CancelFunc }
+
+func (p *period) renew(parent context.Context, d time.Duration) context.Context {
+	p.stop()
+	ctx, cancel := context.WithTimeout(parent, d)
+	p.cancel = cancel
+	return ctx
+}
+
+func (p *period) stop() {
+	if p.cancel != nil {
+		p.cancel()
 	}
 }
 

@@ -205,6 +205,111 @@ func (s *Server) Query(ctx context.Context, db, sql string, args ...any) ([][]*s
 	return rows, nil
 }
 
+// StartReplica starts a server that replicates primary by GTID, as a
+// failover candidate: it logs what it applies (log_slave_updates, so its
+// binlog has the primary's transactions under their own GTIDs), in the
+// same GTID domain, with its own server_id, and read-only until Promote.
+// It replicates from the start of primary's binlog, so none of it may
+// have been purged. opts.Settings override these settings as in Start.
+func StartReplica(ctx context.Context, primary *Server, opts Options) (*Server, error) {
+	rows, err := primary.Query(ctx, "", "SELECT @@server_id, @@gtid_domain_id")
+	if err != nil {
+		return nil, fmt.Errorf("mysqltest: read the primary's server_id: %w", err)
+	}
+	serverID, _ := strconv.Atoi(*rows[0][0])
+	settings := map[string]string{
+		"server-id":         strconv.Itoa(serverID + 1),
+		"gtid-domain-id":    *rows[0][1],
+		"log-slave-updates": "ON",
+		"read-only":         "ON",
+	}
+	for k, v := range opts.Settings {
+		settings[strings.ReplaceAll(k, "_", "-")] = v
+	}
+	opts.Settings = settings
+	r, err := Start(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range []string{
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = %d, MASTER_USER = 'root', MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1", primary.port),
+		"START SLAVE",
+	} {
+		if err := r.Exec(ctx, "", q); err != nil {
+			r.Stop()
+			return nil, fmt.Errorf("mysqltest: %s: %w", q, err)
+		}
+	}
+	if err := r.WaitReplicated(ctx, primary); err != nil {
+		r.Stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// NewReplica is StartReplica for tests: it fails the test on error and
+// stops the replica when the test ends.
+func NewReplica(t testing.TB, primary *Server, opts ...Options) *Server {
+	t.Helper()
+	if len(opts) > 1 {
+		t.Fatalf("mysqltest.NewReplica: at most one Options, got %d", len(opts))
+	}
+	var o Options
+	if len(opts) == 1 {
+		o = opts[0]
+	}
+	r, err := StartReplica(context.Background(), primary, o)
+	if err != nil {
+		t.Fatalf("mysqltest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := r.Stop(); err != nil {
+			t.Errorf("mysqltest: stop replica: %v", err)
+		}
+	})
+	return r
+}
+
+// WaitReplicated waits until s, a replica, has applied every transaction
+// primary has logged so far.
+func (s *Server) WaitReplicated(ctx context.Context, primary *Server) error {
+	rows, err := primary.Query(ctx, "", "SELECT @@GLOBAL.gtid_binlog_pos")
+	if err != nil {
+		return fmt.Errorf("mysqltest: read the primary's GTID position: %w", err)
+	}
+	pos := *rows[0][0]
+	rows, err = s.Query(ctx, "", "SELECT MASTER_GTID_WAIT(?, ?)", pos, readyTimeout.Seconds())
+	if err != nil {
+		return fmt.Errorf("mysqltest: wait for the replica to reach %s: %w", pos, err)
+	}
+	if rows[0][0] == nil || *rows[0][0] != "0" {
+		status, _ := s.Query(ctx, "", "SELECT @@GLOBAL.gtid_slave_pos")
+		var at string
+		if len(status) == 1 && status[0][0] != nil {
+			at = *status[0][0]
+		}
+		return fmt.Errorf("mysqltest: the replica did not reach the primary's %s within %v (it is at %q); its log:\n%s", pos, readyTimeout, at, s.out.lastLines(20))
+	}
+	return nil
+}
+
+// StopReplication stops applying the primary's transactions (STOP SLAVE):
+// what the primary logs from then on, the replica lacks.
+func (s *Server) StopReplication(ctx context.Context) error {
+	return s.Exec(ctx, "", "STOP SLAVE")
+}
+
+// Promote makes a replica a primary, as a failover does: it stops
+// replicating, forgets its primary and becomes writable.
+func (s *Server) Promote(ctx context.Context) error {
+	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = OFF"} {
+		if err := s.Exec(ctx, "", q); err != nil {
+			return fmt.Errorf("mysqltest: promote: %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
 // PurgeBinlogs rotates the binlog (FLUSH BINARY LOGS) and purges everything
 // before the new file (PURGE BINARY LOGS TO ...), so earlier positions are
 // gone — used to test gap detection.
