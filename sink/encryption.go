@@ -123,23 +123,10 @@ func writeKeyCheck(storeDir, key string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(storeDir, ".store-key-*.check")
-	if err != nil {
+	if err := writeFileAtomic(filepath.Join(storeDir, KeyCheckFile), append(b, '\n')); err != nil {
 		return fmt.Errorf("nats.store_encryption: write the key check file: %w", err)
 	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), filepath.Join(storeDir, KeyCheckFile))
+	return nil
 }
 
 // storeStreams counts the streams of the store whose metadata is

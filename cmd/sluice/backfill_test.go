@@ -299,16 +299,7 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 		t.Error("no chunk events were published")
 	}
 	// A durable consumer that read nothing yet.
-	admin, err := controlClient(e.cfg, e.client).connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	ejs, err := jetstream.NewWithAPIPrefix(admin, sink.EventsAPIPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ejs.CreateConsumer(context.Background(), e.cfg.Stream.Name, jetstream.ConsumerConfig{Durable: "analytics", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	if _, err := e.eventsAdmin().CreateConsumer(context.Background(), e.cfg.Stream.Name, jetstream.ConsumerConfig{Durable: "analytics", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
 	// sluice status shows the gap, the finished backfill, the partitions
@@ -726,18 +717,7 @@ func TestGapRepairRetriedWhileSourceAway(t *testing.T) {
 	e.exec(`UPDATE items SET v = v + 1 WHERE id % 3 = 0`)
 	e.exec(`DELETE FROM items WHERE id % 5 = 0`)
 
-	deadline = time.Now().Add(time.Minute)
-	for !strings.Contains(logs.String(), "gap recorded") {
-		select {
-		case <-e.finished:
-			t.Fatalf("sluice exited after the slot and its connections were lost:\n%s", tailLines(logs.String(), 30))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no gap recorded within a minute:\n%s", tailLines(logs.String(), 30))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	e.waitLog(logs, "gap recorded", time.Minute)
 	waitBackfills(t, logs, 2, time.Minute)
 	e.exec(`INSERT INTO items SELECT g, 9 FROM generate_series(2001, 2100) g`)
 	assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))

@@ -46,18 +46,7 @@ func TestPostgresFailover(t *testing.T) {
 	if err := standby.Promote(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(logs.String(), "gap recorded") {
-		select {
-		case <-e.finished:
-			t.Fatalf("sluice exited on the failover:\n%s", tailLines(logs.String(), 30))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no gap recorded after the failover:\n%s", tailLines(logs.String(), 30))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e.waitLog(logs, "gap recorded", 2*time.Minute)
 	waitGapRepaired(t, logs.String, 2*time.Minute)
 	time.Sleep(500 * time.Millisecond) // a few more writes on the new primary
 	stopWriter()

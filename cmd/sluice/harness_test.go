@@ -188,6 +188,40 @@ func (e *env) startRun() (stop func() error, logs *logBuffer) {
 	return stop, logs
 }
 
+// eventsAdmin is the JetStream of the event streams as the local admin
+// login sees it (under sink.EventsAPIPrefix), closed with the test.
+func (e *env) eventsAdmin() jetstream.JetStream {
+	e.t.Helper()
+	nc, err := controlClient(e.cfg, e.client).connect("test")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	js, err := jetstream.NewWithAPIPrefix(nc, sink.EventsAPIPrefix)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return js
+}
+
+// waitLog waits until sluice's log shows text, failing the test if sluice
+// exits first: an incident it must ride out.
+func (e *env) waitLog(logs *logBuffer, text string, timeout time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(logs.String(), text) {
+		select {
+		case <-e.finished:
+			e.t.Fatalf("sluice exited before its log showed %q:\n%s", text, tailLines(logs.String(), 30))
+		default:
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("sluice's log did not show %q within %s:\n%s", text, timeout, tailLines(logs.String(), 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // waitStream waits until sluice has created its stream.
 func (e *env) waitStream(finished <-chan struct{}, logs fmt.Stringer) {
 	e.t.Helper()

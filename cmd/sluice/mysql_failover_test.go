@@ -66,18 +66,7 @@ func (w *writes) run(t *testing.T, db mysqlCrashDB, n int) {
 // primary being down and the replica not yet promoted.
 func waitNoWritable(t *testing.T, e *env, logs *logBuffer) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(logs.String(), "is read-only") {
-		select {
-		case <-e.finished:
-			t.Fatalf("sluice exited while the primary was down:\n%s", tailLines(logs.String(), 30))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sluice did not report the read-only replica within a minute:\n%s", tailLines(logs.String(), 30))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e.waitLog(logs, "is read-only", time.Minute)
 }
 
 // TestMySQLFailover: the primary stops, its replica, which logged every
@@ -156,18 +145,7 @@ func TestMySQLFailoverMissingTransactions(t *testing.T) {
 	// No write on the new primary before sluice is on it: the checkpoint's
 	// GTID is then past the end of its binlog, which MariaDB accepts as a
 	// start, so only sluice's own check finds the gap.
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(logs.String(), "gap recorded") {
-		select {
-		case <-e.finished:
-			t.Fatalf("sluice exited after the failover:\n%s", tailLines(logs.String(), 30))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no gap recorded within a minute:\n%s", tailLines(logs.String(), 30))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e.waitLog(logs, "gap recorded", time.Minute)
 	db := mysqlCrashDB{mysqlConn(t, replica)}
 	w.run(t, db, 50)
 	assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "my1", Schema: "shop", Table: "items"}, db.state)

@@ -87,16 +87,7 @@ func TestStoreFull(t *testing.T) {
 	default:
 	}
 
-	admin, err := controlClient(e.cfg, e.client).connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	ejs, err := jetstream.NewWithAPIPrefix(admin, sink.EventsAPIPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ejs.DeleteStream(ctx, "BALLAST"); err != nil {
+	if err := e.eventsAdmin().DeleteStream(ctx, "BALLAST"); err != nil {
 		t.Fatal(err)
 	}
 	waitHTTP(t, base+"/readyz", time.Minute, "ready once the ballast is gone", func(code int, _ string) bool { return code == 200 })

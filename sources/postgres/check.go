@@ -94,14 +94,7 @@ func checkConn(ctx context.Context, conn *pgx.Conn, cfg Config) []string {
 	if !super {
 		// Creating a publication, or adding a table to it, takes owning
 		// the tables.
-		var notOwned []string
-		for _, t := range tables {
-			var owns bool
-			if err := conn.QueryRow(ctx, "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = $1::regclass",
-				pgx.Identifier{t.schema, t.name}.Sanitize()).Scan(&owns); err == nil && !owns {
-				notOwned = append(notOwned, t.qualified())
-			}
-		}
+		notOwned := notOwnedTables(ctx, conn, tables)
 		if !pubExists && len(notOwned) > 0 {
 			add("publication %s does not exist and user %q does not own %s: as their owner run CREATE PUBLICATION %s FOR TABLE %s, %s",
 				cfg.Publication, user, strings.Join(notOwned, ", "), pgx.Identifier{cfg.Publication}.Sanitize(), strings.Join(notOwned, ", "), signal)
@@ -190,14 +183,7 @@ func LaterTables(ctx context.Context, cfg Config) (ok bool, note string, err err
 	if err != nil {
 		return false, "", err
 	}
-	var notOwned []string
-	for _, t := range tables {
-		var owns bool
-		if err := conn.QueryRow(ctx, "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = $1::regclass",
-			pgx.Identifier{t.schema, t.name}.Sanitize()).Scan(&owns); err == nil && !owns {
-			notOwned = append(notOwned, t.qualified())
-		}
-	}
+	notOwned := notOwnedTables(ctx, conn, tables)
 	fix := fmt.Sprintf("create them as %s (or as a role it is a member of: GRANT <owner> TO %s), or as a superuser use a publication FOR ALL TABLES (CREATE PUBLICATION %s FOR ALL TABLES)",
 		user, pgx.Identifier{user}.Sanitize(), pub)
 	if len(notOwned) > 0 {
@@ -206,4 +192,18 @@ func LaterTables(ctx context.Context, cfg Config) (ok bool, note string, err err
 	}
 	return true, fmt.Sprintf("user %q owns the matched tables and publication %s: a table created later joins it when %s owns it too; otherwise %s",
 		user, cfg.Publication, user, fix), nil
+}
+
+// notOwnedTables lists the tables the login does not own: it may not add
+// them to a publication.
+func notOwnedTables(ctx context.Context, conn *pgx.Conn, tables []tableInfo) []string {
+	var notOwned []string
+	for _, t := range tables {
+		var owns bool
+		if err := conn.QueryRow(ctx, "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = $1::regclass",
+			pgx.Identifier{t.schema, t.name}.Sanitize()).Scan(&owns); err == nil && !owns {
+			notOwned = append(notOwned, t.qualified())
+		}
+	}
+	return notOwned
 }
