@@ -47,6 +47,7 @@ func TestPostgresFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitLog(logs, "gap recorded", 2*time.Minute)
+	e.waitLog(logs, fmt.Sprintf(`from=127.0.0.1:%d to=127.0.0.1:%d`, primary.Port(), standby.Port()), time.Minute)
 	waitGapRepaired(t, logs.String, 2*time.Minute)
 	time.Sleep(500 * time.Millisecond) // a few more writes on the new primary
 	stopWriter()

@@ -109,6 +109,8 @@ type Source struct {
 	backfillConn *pgx.Conn
 	keyTypes     map[string][]uint32
 	columns      map[string][]string // column names per table, for filters
+	// host is the server the replication stream last came from.
+	host string
 	// slotCreated is where New created the slot (0: it existed), until
 	// the first Stream has checked the checkpoint against it.
 	slotCreated pglogrepl.LSN
@@ -355,6 +357,14 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	}
 	defer rconn.Close(context.Background())
 	pc := rconn.PgConn()
+	// With several hosts in the DSN a reconnect may land on another
+	// server (a promoted standby): say so once.
+	if host := pc.Conn().RemoteAddr().String(); host != s.host {
+		if s.host != "" {
+			s.cfg.Log.Warn("source host changed", "from", s.host, "to", host)
+		}
+		s.host = host
+	}
 	err = pglogrepl.StartReplication(ctx, pc, s.cfg.Slot, start, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names '" + s.cfg.Publication + "'"},
 	})
