@@ -349,7 +349,7 @@ func (p *Pipeline) subjects(t *sources.Table) ([]string, error) {
 		return s, nil
 	}
 	for _, tok := range []string{t.Schema, t.Name} {
-		if tok == "" || strings.ContainsAny(tok, ".*> \t\r\n") {
+		if !sources.SubjectToken(tok) {
 			return nil, fmt.Errorf("table %s.%s: its name cannot be a NATS subject token (no '.', '*', '>' or whitespace); rename it or leave it out of source.tables", t.Schema, t.Name)
 		}
 	}

@@ -106,7 +106,29 @@ func (s TableSet) Listed() []string {
 
 // Matches tells whether a pattern takes in table qn: a table a pattern
 // finds is captured when it has a key and skipped with a warning when not.
+// A table whose name cannot be a subject token is never taken in (Unfit):
+// anyone who may create a table must not be able to stop sluice with it.
 func (s TableSet) Matches(qn string) bool {
+	return s.matched(qn) && !s.Unfit(qn)
+}
+
+// Unfit tells whether a pattern matches table qn but its schema or name
+// cannot be a NATS subject token, so its events would have no subject.
+func (s TableSet) Unfit(qn string) bool {
+	schema, name, _ := strings.Cut(qn, ".")
+	return s.matched(qn) && (!SubjectToken(schema) || !SubjectToken(name))
+}
+
+func (s TableSet) matched(qn string) bool {
 	return !slices.Contains(s.listed, qn) && !s.Excluded(qn) &&
 		slices.ContainsFunc(s.patterns, func(p tablePattern) bool { return p.match(qn) })
 }
+
+// SubjectToken tells whether tok can be one token of a NATS subject: the
+// schema and table names are tokens of their tables' subjects.
+func SubjectToken(tok string) bool {
+	return tok != "" && !strings.ContainsAny(tok, ".*> \t\r\n")
+}
+
+// UnfitWarning is the warning for a table Unfit leaves out.
+const UnfitWarning = "table matches source.tables but its name cannot be a NATS subject token (no '.', '*', '>' or whitespace): not captured; rename it, or leave it out with source.exclude"

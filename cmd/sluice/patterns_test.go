@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -176,4 +177,41 @@ func logged(logs string, fragments ...string) bool {
 		}
 	}
 	return false
+}
+
+// TestTableJoinsHostileName: table names from the catalog are hostile
+// input; anyone who may create a table in a matched schema chooses them.
+// A name that is SQL and cannot be a subject token is left out with a
+// warning instead of wedging the stream (before: its _schema event was
+// refused by NATS and retried forever); a name with a double quote joins
+// the publication quoted and its row arrives; the table the first name
+// would drop still exists and its changes keep flowing.
+func TestTableJoinsHostileName(t *testing.T) {
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.*")
+	e.setYAML("tables: [public.*]}", "tables: [public.*], heartbeat: 1s}")
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY)`)
+	stop, logs := e.startRun()
+	e.exec(`CREATE TABLE "x""; DROP TABLE items; --" (id int PRIMARY KEY)`)
+	e.exec(`INSERT INTO "x""; DROP TABLE items; --" VALUES (1)`)
+	e.exec(`CREATE TABLE "q""uote" (id int PRIMARY KEY)`)
+	e.waitLog(logs, `msg="table created: captured" source=pg1 table="public.q\"uote"`, time.Minute)
+	e.waitLog(logs, "cannot be a NATS subject token", time.Minute)
+	e.exec(`INSERT INTO "q""uote" VALUES (7)`)
+	e.exec(`INSERT INTO items VALUES (8)`)
+	got := map[string]bool{}
+	// The quoted table's _schema event, its row, the items row.
+	for _, ev := range readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3, time.Minute) {
+		got[ev.Source.Table+"/"+string(ev.Key["id"])] = true
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !got[`q"uote/7`] || !got["items/8"] {
+		t.Fatalf("want the quoted table's row and the items row after the hostile name; got %v\n%s", got, tailLines(logs.String(), 20))
+	}
+	var n int
+	if err := pgConn(t, pg).QueryRow(context.Background(), `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("table items: %d rows, %v", n, err)
+	}
 }

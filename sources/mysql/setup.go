@@ -248,6 +248,8 @@ func resolveTables(conn *client.Conn, cfg Config, db string) (tables []*tableSch
 				if !isSignal(cfg, db, qn) && set.Matches(qn) {
 					names = append(names, qn)
 					lenient[qn] = true
+				} else if set.Unfit(qn) && cfg.Log != nil {
+					cfg.Log.Warn(sources.UnfitWarning, "table", qn)
 				}
 			}
 		}

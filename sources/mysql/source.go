@@ -570,6 +570,10 @@ func (s *Source) reload(t *tableSchema) (gone bool, err error) {
 // nil when it is not captured.
 func (s *Source) join(db, name string) (*tableSchema, error) {
 	qn := db + "." + name
+	if s.set.Unfit(qn) && !s.skipped[qn] {
+		s.skipped[qn] = true // warned once
+		s.cfg.Log.Warn(sources.UnfitWarning, "table", qn)
+	}
 	if !s.set.Matches(qn) || s.skipped[qn] || isSignal(s.cfg, s.dsn.db, qn) || slices.Contains(systemSchemas, db) {
 		return nil, nil
 	}

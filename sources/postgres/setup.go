@@ -92,6 +92,8 @@ func resolveTables(ctx context.Context, conn *pgx.Conn, cfg Config) (infos []tab
 				if qn != cfg.SignalTable && set.Matches(qn) {
 					names = append(names, qn)
 					lenient[qn] = true
+				} else if set.Unfit(qn) && cfg.Log != nil {
+					cfg.Log.Warn(sources.UnfitWarning, "table", qn)
 				}
 			}
 		}

@@ -114,6 +114,9 @@ type Source struct {
 	// slotCreated is where New created the slot (0: it existed), until
 	// the first Stream has checked the checkpoint against it.
 	slotCreated pglogrepl.LSN
+	// unfitWarned holds the tables a pattern matches whose names cannot be
+	// subject tokens, once warned about (guarded by backfillMu).
+	unfitWarned map[string]bool
 	// builtin names built-in types without a catalog round trip.
 	builtin *pgtype.Map
 }
@@ -163,7 +166,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Source{cfg: cfg, shapes: make(map[string]*sources.Table), builtin: pgtype.NewMap(), keyTypes: make(map[string][]uint32), columns: make(map[string][]string),
-		warned: make(map[string]bool)}
+		warned: make(map[string]bool), unfitWarned: make(map[string]bool)}
 	var err error
 	if s.set, err = sources.NewTableSet(cfg.Tables, cfg.Exclude); err != nil {
 		return nil, err

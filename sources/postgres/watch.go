@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sluice-cdc/sluice/sources"
 )
 
 // watchInterval is the longest a table created while sluice runs waits
@@ -85,6 +87,10 @@ func (s *Source) syncTables(ctx context.Context) error {
 		}
 	}
 	for _, qn := range names {
+		if s.set.Unfit(qn) && !s.unfitWarned[qn] {
+			s.unfitWarned[qn] = true // syncTables runs under backfillMu
+			s.cfg.Log.Warn(sources.UnfitWarning, "table", qn)
+		}
 		if qn == s.signal.qualified() || !s.set.Matches(qn) {
 			continue
 		}
