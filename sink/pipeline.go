@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,6 +49,9 @@ type PipelineConfig struct {
 	CheckpointInterval time.Duration
 	// DrainTimeout bounds how long shutdown waits for in-flight publishes.
 	DrainTimeout time.Duration
+	// BoundaryTimeout bounds how long a clean stop waits for the source
+	// to reach the end of the transaction it is reading.
+	BoundaryTimeout time.Duration
 	// StartupTimeout bounds how long start-up waits for JetStream (a
 	// cluster electing its leaders) before it gives up with an error.
 	StartupTimeout time.Duration
@@ -120,6 +124,11 @@ type Pipeline struct {
 	// replaces it when the call ends.
 	open   chan struct{}
 	isOpen bool
+	// inTx tells whether the source has handed over part of a transaction
+	// and not yet its commit; stopping, that a clean stop waits for that
+	// commit, after which stopStream ends the source's Stream call.
+	inTx, stopping atomic.Bool
+	stopStream     func()
 }
 
 // NewPipeline wires src to stream: it creates the publisher and reads the
@@ -133,6 +142,10 @@ func NewPipeline(ctx context.Context, cfg PipelineConfig, src sources.Source, st
 	}
 	if cfg.StartupTimeout <= 0 {
 		cfg.StartupTimeout = time.Minute
+	}
+	if cfg.BoundaryTimeout <= 0 {
+		// Well inside a container's usual 30 s grace period.
+		cfg.BoundaryTimeout = 5 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -162,6 +175,9 @@ func NewPipeline(ctx context.Context, cfg PipelineConfig, src sources.Source, st
 func (p *Pipeline) onAcked(a Acked) {
 	p.mu.Lock()
 	p.acked.Position, p.acked.StreamSeq, p.acked.LastEvent = a.Pos, a.Seq, a.Time
+	if a.Versions != nil {
+		p.acked.SchemaVersions = a.Versions
+	}
 	p.mu.Unlock()
 	p.cfg.Metrics.ackedTx(string(a.Pos), a.Time)
 }
@@ -210,7 +226,37 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	})
 	saved := cp
 	g.Go(func() error { return p.checkpointLoop(gctx, &saved) })
-	g.Go(func() error { return p.streamLoop(gctx) })
+	// A clean stop (ctx ending) lets the source read on to the end of the
+	// transaction it is in, so the final checkpoint covers every message
+	// stored: stopped between a message and its commit, the restart would
+	// replay that transaction, and judge it again by what may by then be a
+	// changed contract. A failure stops the source at once.
+	sctx, stopStream := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopStream()
+	p.stopStream = stopStream
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() == nil {
+			stopStream()
+			return nil
+		}
+		p.stopping.Store(true)
+		if !p.inTx.Load() {
+			stopStream()
+			return nil
+		}
+		t := time.NewTimer(p.cfg.BoundaryTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			p.log.Warn("stopping inside a transaction: it is replayed on restart (its stored messages are not published again)",
+				"waited", p.cfg.BoundaryTimeout)
+			stopStream()
+		case <-sctx.Done():
+		}
+		return nil
+	})
+	g.Go(func() error { return p.streamLoop(sctx) })
 	err = g.Wait()
 
 	// Whatever stopped us, let in-flight publishes land and record where we
@@ -253,10 +299,12 @@ func (p *Pipeline) streamLoop(ctx context.Context) error {
 			p.log.Info("replaying from the checkpoint; messages already stored after it are not published again",
 				"position", from.Position, "stored_after_checkpoint", skip.Len())
 		}
-		h := &handler{p: p, skip: skip, resumedSeq: from.StreamSeq}
+		h := &handler{p: p, skip: skip, resumedSeq: from.StreamSeq, versions: from.SchemaVersions}
 		err = p.src.Stream(ctx, from.Position, h)
 		p.setOpen(false)
-		if ctx.Err() != nil {
+		// A transaction cut short is read again from its start.
+		p.inTx.Store(false)
+		if ctx.Err() != nil || p.stopping.Load() {
 			return nil
 		}
 		if errors.Is(err, sources.ErrLogLost) && p.cfg.OnGap != nil {
@@ -378,12 +426,19 @@ type handler struct {
 	// transactions, whose ids a restart would then not read back.
 	resumedSeq uint64
 	published  bool
+	// versions are the schema versions in force, by table; replaced, never
+	// changed in place, as checkpoints share it. versionsMoved tells
+	// whether they changed in the current transaction.
+	versions      map[string]int
+	versionsMoved bool
+	inForceLast   *sources.Table
 }
 
 func (h *handler) Change(ctx context.Context, c *sources.Change) error {
 	h.progressed = true
 	if c.Pos != h.txPos {
 		h.txPos, h.index = c.Pos, 0
+		h.p.inTx.Store(true)
 	}
 	if t := h.p.cfg.Tap; t != nil {
 		drop, err := t.Change(ctx, c, emitter{h})
@@ -461,12 +516,16 @@ func (h *handler) change(ctx context.Context, c *sources.Change) error {
 			v.Table = table
 			c = &v
 		}
+		h.inForce(table)
 	}
 	subjects, err := h.p.subjects(c.Table)
 	if err != nil {
 		return err
 	}
-	if k := h.p.cfg.Contracts; k != nil {
+	// A change whose message is already stored (a replay) was judged when
+	// it was published: consumers have it, so a contract changed since
+	// does not judge it again.
+	if k := h.p.cfg.Contracts; k != nil && !h.skip.Has(h.peekID(c.Pos)) {
 		if policy, reasons := k.Check(c); policy != "" {
 			return h.breach(ctx, c, subjects, policy, reasons)
 		}
@@ -563,12 +622,17 @@ func (h *handler) publishData(ctx context.Context, subject string, pos sources.P
 
 // nextID is the message id of the next message of the transaction at pos.
 func (h *handler) nextID(pos sources.Position) string {
+	id := h.peekID(pos)
+	h.index++
+	return id
+}
+
+// peekID is what nextID will return.
+func (h *handler) peekID(pos sources.Position) string {
 	if pos != h.txPos {
 		h.txPos, h.index = pos, 0
 	}
-	id := h.p.cfg.SourceName + ":" + string(pos) + ":" + strconv.Itoa(h.index)
-	h.index++
-	return id
+	return h.p.cfg.SourceName + ":" + string(pos) + ":" + strconv.Itoa(h.index)
 }
 
 // send publishes a message this Stream call produced (not one it skipped
@@ -583,10 +647,20 @@ func (h *handler) Commit(ctx context.Context, c sources.Commit) error {
 	h.txPos, h.index = "", 0
 	h.p.cfg.Metrics.handedTx(string(c.Pos), c.Time)
 	a := Acked{Pos: c.Pos, Time: c.Time}
+	if h.versionsMoved {
+		a.Versions, h.versionsMoved = h.versions, false
+	}
 	if !h.published {
 		a.Capped, a.MaxSeq = true, h.resumedSeq
 	}
-	return h.p.pub.Commit(ctx, a)
+	err := h.p.pub.Commit(ctx, a)
+	// Cleared before stopping is read; the stopper sets stopping before it
+	// reads inTx: one of the two ends the stream at this boundary.
+	h.p.inTx.Store(false)
+	if h.p.stopping.Load() {
+		h.p.stopStream()
+	}
+	return err
 }
 
 // Flush waits until every event handed to the publisher so far is stored
@@ -621,6 +695,25 @@ func (p *Pipeline) WaitStreaming(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// inForce records the version of t as the one in force for its table,
+// for the checkpoint (checkpoint.Checkpoint.SchemaVersions).
+func (h *handler) inForce(t *sources.Table) {
+	if t == h.inForceLast {
+		return
+	}
+	h.inForceLast = t
+	qn := t.QualifiedName()
+	if v, ok := h.versions[qn]; ok && v == t.Version {
+		return
+	}
+	m := make(map[string]int, len(h.versions)+1)
+	for k, v := range h.versions {
+		m[k] = v
+	}
+	m[qn] = t.Version
+	h.versions, h.versionsMoved = m, true
 }
 
 // versioned returns the registered version of c's table shape. A shape

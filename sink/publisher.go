@@ -31,6 +31,9 @@ type Acked struct {
 	// from is a bound below every one of them.
 	Capped bool
 	MaxSeq uint64
+	// Versions, when set, are the schema versions in force at Pos, by
+	// "schema.table"; nil when none changed since the previous boundary.
+	Versions map[string]int
 }
 
 // Publisher publishes to one stream, of which it must be the only writer.

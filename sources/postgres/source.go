@@ -306,6 +306,10 @@ func redact(err error, dsn string) error {
 func (s *Source) Ack(pos sources.Position) {
 	lsn, err := pglogrepl.ParseLSN(string(pos))
 	if err != nil {
+		// Only this source makes positions, so this is a bug, not bad
+		// input; the slot then keeps its WAL, which the retained-WAL
+		// metric and limit show.
+		s.cfg.Log.Error("acknowledged position is not an LSN: the slot's confirmed position does not move", "position", string(pos), "error", err)
 		return
 	}
 	for {
