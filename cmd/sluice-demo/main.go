@@ -27,6 +27,7 @@ import (
 
 	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+	"github.com/sluice-cdc/sluice/sources/proctest"
 )
 
 func main() {
@@ -159,7 +160,7 @@ func demo(ctx context.Context, bin string, db database) error {
 		}
 	}
 
-	natsPort, err := freePort()
+	natsPort, err := proctest.FreePort()
 	if err != nil {
 		return err
 	}
@@ -290,15 +291,6 @@ func prefixed(prefix string) io.Writer {
 		}
 	}()
 	return w
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func waitPort(ctx context.Context, port int, timeout time.Duration) error {

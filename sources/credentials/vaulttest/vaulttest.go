@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +24,8 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/sluice-cdc/sluice/sources/proctest"
 )
 
 // Version is the Vault release vaultbin builds.
@@ -94,7 +95,7 @@ func Start(ctx context.Context) (*Server, error) {
 }
 
 func launch(ctx context.Context, bin string) (*Server, error) {
-	port, err := freePort()
+	port, err := proctest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -363,15 +364,6 @@ func (s *Server) enableSecrets(ctx context.Context, path, kind string) error {
 }
 
 func boolPtr(b bool) *bool { return &b }
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // lockedBuffer keeps the server's output for error messages.
 type lockedBuffer struct {

@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -26,6 +25,8 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-cdc/sluice/sources/proctest"
 )
 
 const (
@@ -64,18 +65,12 @@ type Server struct {
 	userFlags []string            // --user=root when root must run the server itself
 	tlsCert   string              // empty = plaintext only
 	tlsKey    string
-	out       *output
+	out       *proctest.Output
 	logFile   *os.File
 
 	mu      sync.Mutex
-	proc    *process // nil while halted
+	proc    *proctest.Process // nil while halted
 	stopped bool
-}
-
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd.Wait has returned
-	err  error         // cmd.Wait's result, valid after done
 }
 
 // Start bootstraps a data dir with mariadb-install-db (unless Dir already
@@ -100,7 +95,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	for attempt := 0; ; attempt++ {
 		if s.port == 0 || attempt > 0 {
-			port, err := freePort()
+			port, err := proctest.FreePort()
 			if err != nil {
 				s.cleanup()
 				return nil, err
@@ -288,7 +283,7 @@ func (s *Server) WaitReplicated(ctx context.Context, primary *Server) error {
 		if len(status) == 1 && status[0][0] != nil {
 			at = *status[0][0]
 		}
-		return fmt.Errorf("mysqltest: the replica did not reach the primary's %s within %v (it is at %q); its log:\n%s", pos, readyTimeout, at, s.out.lastLines(20))
+		return fmt.Errorf("mysqltest: the replica did not reach the primary's %s within %v (it is at %q); its log:\n%s", pos, readyTimeout, at, s.out.LastLines(20))
 	}
 	return nil
 }
@@ -420,7 +415,7 @@ func (s *Server) setup(ctx context.Context, installDB string, log io.Writer) err
 		// mariadbd refuses to run as root unless told --user=root. Prefer
 		// the mysql account, switched to by exec itself so Pdeathsig
 		// survives (a setuid inside mariadbd would clear it).
-		if s.cred, err = lookupCred("mysql"); err != nil {
+		if s.cred, err = proctest.Credential("mysql"); err != nil {
 			s.userFlags = []string{"--user=root"}
 		}
 	}
@@ -443,7 +438,7 @@ func (s *Server) setup(ctx context.Context, installDB string, log io.Writer) err
 		s.ownSock = true
 	}
 	if s.cred != nil {
-		if err := traversable(s.dir, s.ownDir); err != nil {
+		if err := proctest.Traversable(s.dir, "mysql"); err != nil {
 			return err
 		}
 	}
@@ -469,7 +464,7 @@ func (s *Server) setup(ctx context.Context, installDB string, log io.Writer) err
 		}
 		log = s.logFile
 	}
-	s.out = &output{dst: log}
+	s.out = proctest.NewOutput(log)
 	if _, err := os.Stat(filepath.Join(s.dataDir(), "mysql")); err == nil {
 		return nil // reuse the existing data dir
 	}
@@ -542,7 +537,7 @@ func (s *Server) bootstrap(ctx context.Context, installDB, dataDir string) error
 	out, err := cmd.CombinedOutput()
 	s.out.Write(out)
 	if err != nil {
-		return fmt.Errorf("mysqltest: mariadb-install-db: %v\n%s", err, lastLines(out, 20))
+		return fmt.Errorf("mysqltest: mariadb-install-db: %v\n%s", err, proctest.LastLines(out, 20))
 	}
 	return nil
 }
@@ -553,58 +548,26 @@ func (s *Server) launch(ctx context.Context) error {
 	cmd.Dir = s.dir
 	// Without --log-error mariadbd logs to stderr, which goes to Options.Log
 	// and the tail kept for error messages.
-	cmd.Stdout, cmd.Stderr = s.out, s.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: s.cred,
-		// Own process group: a test's Ctrl-C must not reach mariadbd before
-		// our cleanup asks it for an orderly shutdown.
-		Setpgid: true,
-		// If the test binary dies without cleanup (e.g. go test -timeout),
-		// do not leave an orphaned server behind.
-		Pdeathsig: syscall.SIGKILL,
-	}
-	cmd.WaitDelay = 5 * time.Second
-
-	s.out.reset()
+	s.out.Reset()
 	fmt.Fprintf(s.out, "mysqltest: starting mariadbd on %s, data dir %s\n", s.Addr(), s.dataDir())
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("mysqltest: start mariadbd: %w", err)
+	p, err := proctest.Start("mysqltest: mariadbd", cmd, s.cred, s.out)
+	if err != nil {
+		return err
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	s.proc = p
 
 	if err := s.waitReady(ctx, p); err != nil {
-		kill(p)
+		p.Kill()
 		s.proc = nil
 		return err
 	}
 	return nil
 }
 
-func (s *Server) waitReady(ctx context.Context, p *process) error {
-	deadline := time.NewTimer(readyTimeout)
-	defer deadline.Stop()
-	for {
-		attemptCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := s.Exec(attemptCtx, "", "SELECT 1")
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("mysqltest: mariadbd exited before accepting connections (%v); last log lines:\n%s", p.err, s.out.lastLines(20))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline.C:
-			return fmt.Errorf("mysqltest: mariadbd not accepting connections after %v (last error: %v); last log lines:\n%s", readyTimeout, err, s.out.lastLines(20))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+func (s *Server) waitReady(ctx context.Context, p *proctest.Process) error {
+	return p.WaitReady(ctx, readyTimeout, func(ctx context.Context) error {
+		return s.Exec(ctx, "", "SELECT 1")
+	})
 }
 
 // halt asks mariadbd for a normal shutdown (SIGTERM) and kills it if that
@@ -615,19 +578,7 @@ func (s *Server) halt() error {
 		return nil
 	}
 	s.proc = nil
-	select {
-	case <-p.done:
-		return fmt.Errorf("mysqltest: mariadbd had already exited: %v", p.err)
-	default:
-	}
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopTimeout):
-		kill(p)
-		return fmt.Errorf("mysqltest: mariadbd did not shut down within %v; killed", stopTimeout)
-	}
+	return p.Stop(syscall.SIGTERM, stopTimeout)
 }
 
 // cleanup releases what setup acquired; the server must not be running.
@@ -729,102 +680,4 @@ func findBin(name string) (string, error) {
 		}
 	}
 	return "", exec.ErrNotFound
-}
-
-// kill SIGKILLs the whole process group so nothing outlives mariadbd.
-func kill(p *process) {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("mysqltest: find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func lookupCred(name string) (*syscall.Credential, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return nil, err
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// traversable makes sure another user can reach dir. os.MkdirTemp and
-// t.TempDir create 0700 dirs, so the search bit is added to dir itself and to
-// its ancestors inside the temp dir; anything else is reported, not changed.
-func traversable(dir string, own bool) error {
-	tmp, _ := filepath.Abs(os.TempDir())
-	for d := dir; ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			rel, err := filepath.Rel(tmp, d)
-			inTemp := err == nil && rel != "." && !strings.HasPrefix(rel, "..")
-			if !(d == dir || inTemp) {
-				return fmt.Errorf("mysqltest: %s (mode %v) is not traversable by the mysql user; use a Dir under %s", d, fi.Mode().Perm(), tmp)
-			}
-			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
-				return err
-			}
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
-}
-
-// output forwards server output to the configured log and remembers the tail
-// for error messages.
-type output struct {
-	mu     sync.Mutex
-	dst    io.Writer
-	recent []byte
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.recent = append(o.recent, p...)
-	if len(o.recent) > 64<<10 {
-		o.recent = append([]byte(nil), o.recent[len(o.recent)-32<<10:]...)
-	}
-	// A failing log sink is ignored: returning its error would stop the copy
-	// from mariadbd's stderr pipe, and mariadbd would then block on logging.
-	_, _ = o.dst.Write(p)
-	return len(p), nil
-}
-
-func (o *output) reset() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.recent = nil
-}
-
-func (o *output) lastLines(n int) string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return lastLines(o.recent, n)
-}
-
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -9,11 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -25,6 +23,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sluice-cdc/sluice/sources/proctest"
 )
 
 const (
@@ -72,18 +72,12 @@ type Server struct {
 	hbaFile   string              // empty = initdb's pg_hba.conf
 	standbyOf *Server             // the primary whose base backup the data dir is
 	cred      *syscall.Credential // nil: run as the current user
-	out       *output
+	out       *proctest.Output
 	logFile   *os.File
 
 	mu      sync.Mutex
-	proc    *process // nil while halted
+	proc    *proctest.Process // nil while halted
 	stopped bool
-}
-
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd.Wait has returned
-	err  error         // cmd.Wait's result, valid after done
 }
 
 // Start runs initdb (unless the data dir already holds a cluster) and starts
@@ -112,7 +106,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	for attempt := 0; ; attempt++ {
 		if s.port == 0 || attempt > 0 {
-			port, err := freePort()
+			port, err := proctest.FreePort()
 			if err != nil {
 				s.cleanup()
 				return nil, err
@@ -292,7 +286,7 @@ func (s *Server) setup(ctx context.Context, log io.Writer) error {
 	var err error
 	if os.Geteuid() == 0 {
 		// initdb and postgres refuse to run as root.
-		if s.cred, err = unprivilegedUser(); err != nil {
+		if s.cred, err = proctest.Credential("postgres", "nobody"); err != nil {
 			return err
 		}
 	}
@@ -308,7 +302,7 @@ func (s *Server) setup(ctx context.Context, log io.Writer) error {
 		return err
 	}
 	if s.cred != nil {
-		if err := traversable(s.dir, s.ownDir); err != nil {
+		if err := proctest.Traversable(s.dir, "postgres"); err != nil {
 			return err
 		}
 	}
@@ -331,7 +325,7 @@ func (s *Server) setup(ctx context.Context, log io.Writer) error {
 		}
 		log = s.logFile
 	}
-	s.out = &output{dst: log}
+	s.out = proctest.NewOutput(log)
 	if _, err := os.Stat(filepath.Join(s.dataDir(), "PG_VERSION")); err == nil {
 		return nil // reuse the existing cluster
 	}
@@ -352,7 +346,7 @@ func (s *Server) baseBackup(ctx context.Context, primary *Server) error {
 	out, err := cmd.CombinedOutput()
 	s.out.Write(out)
 	if err != nil {
-		return fmt.Errorf("pgtest: pg_basebackup of 127.0.0.1:%d: %v\n%s", primary.port, err, lastLines(out, 20))
+		return fmt.Errorf("pgtest: pg_basebackup of 127.0.0.1:%d: %v\n%s", primary.port, err, proctest.LastLines(out, 20))
 	}
 	return nil
 }
@@ -391,7 +385,7 @@ func (s *Server) initdb(ctx context.Context) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("pgtest: initdb: %v\n%s", err, lastLines(out, 20))
+	return fmt.Errorf("pgtest: initdb: %v\n%s", err, proctest.LastLines(out, 20))
 }
 
 // launch starts postgres on s.port and waits until it accepts connections.
@@ -402,60 +396,30 @@ func (s *Server) launch(ctx context.Context) error {
 	}
 	cmd := exec.Command(filepath.Join(s.bin, "postgres"), args...)
 	cmd.Dir = s.dir
-	cmd.Stdout, cmd.Stderr = s.out, s.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: s.cred,
-		// Own process group: a test's Ctrl-C must not reach postgres before
-		// our cleanup asks it for an orderly shutdown.
-		Setpgid: true,
-		// If the test binary dies without cleanup (e.g. go test -timeout),
-		// do not leave an orphaned server behind.
-		Pdeathsig: syscall.SIGKILL,
-	}
-	// Backends inherit the output pipe; do not let a straggler block Wait.
-	cmd.WaitDelay = 5 * time.Second
-
-	s.out.reset()
+	s.out.Reset()
 	fmt.Fprintf(s.out, "pgtest: starting postgres on 127.0.0.1:%d, data dir %s\n", s.port, s.dataDir())
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("pgtest: start postgres: %w", err)
+	p, err := proctest.Start("pgtest: postgres", cmd, s.cred, s.out)
+	if err != nil {
+		return err
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	s.proc = p
 
 	if err := s.waitReady(ctx, p); err != nil {
-		kill(p)
+		p.Kill()
 		s.proc = nil
 		return err
 	}
 	return nil
 }
 
-func (s *Server) waitReady(ctx context.Context, p *process) error {
-	deadline := time.NewTimer(readyTimeout)
-	defer deadline.Stop()
-	for {
-		attemptCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		conn, err := pgx.Connect(attemptCtx, s.DSN("postgres"))
-		cancel()
-		if err == nil {
-			conn.Close(context.Background())
-			return nil
+func (s *Server) waitReady(ctx context.Context, p *proctest.Process) error {
+	return p.WaitReady(ctx, readyTimeout, func(ctx context.Context) error {
+		conn, err := pgx.Connect(ctx, s.DSN("postgres"))
+		if err != nil {
+			return err
 		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("pgtest: postgres exited before accepting connections (%v); last log lines:\n%s", p.err, s.out.lastLines(20))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline.C:
-			return fmt.Errorf("pgtest: postgres not accepting connections after %v (last error: %v); last log lines:\n%s", readyTimeout, err, s.out.lastLines(20))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return conn.Close(context.Background())
+	})
 }
 
 // halt asks postgres for a fast shutdown and kills it if that takes too long.
@@ -465,19 +429,7 @@ func (s *Server) halt() error {
 		return nil
 	}
 	s.proc = nil
-	select {
-	case <-p.done:
-		return fmt.Errorf("pgtest: postgres had already exited: %v", p.err)
-	default:
-	}
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGINT)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopTimeout):
-		kill(p)
-		return fmt.Errorf("pgtest: postgres did not shut down within %v; killed", stopTimeout)
-	}
+	return p.Stop(syscall.SIGINT, stopTimeout)
 }
 
 // cleanup releases what setup acquired; the server must not be running.
@@ -527,105 +479,3 @@ func (s *Server) config() []string {
 
 func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
 func (s *Server) sockDir() string { return filepath.Join(s.dir, "sock") }
-
-// kill SIGKILLs the whole process group so no backend outlives the postmaster.
-func kill(p *process) {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pgtest: find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// unprivilegedUser picks the account that runs initdb and postgres when we
-// are root.
-func unprivilegedUser() (*syscall.Credential, error) {
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		if u, err = user.Lookup("nobody"); err != nil {
-			return nil, fmt.Errorf("pgtest: running as root but found neither user postgres nor nobody to run postgres as")
-		}
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// traversable makes sure another user can reach dir. os.MkdirTemp and
-// t.TempDir create 0700 dirs, so the search bit is added to dir itself and to
-// its ancestors inside the temp dir; anything else is reported, not changed.
-func traversable(dir string, own bool) error {
-	tmp, _ := filepath.Abs(os.TempDir())
-	for d := dir; ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			rel, err := filepath.Rel(tmp, d)
-			inTemp := err == nil && rel != "." && !strings.HasPrefix(rel, "..")
-			if !(d == dir || inTemp) {
-				return fmt.Errorf("pgtest: %s (mode %v) is not traversable by the postgres user; use a Dir under %s", d, fi.Mode().Perm(), tmp)
-			}
-			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
-				return err
-			}
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
-}
-
-// output forwards server output to the configured log and remembers the tail
-// for error messages.
-type output struct {
-	mu     sync.Mutex
-	dst    io.Writer
-	recent []byte
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.recent = append(o.recent, p...)
-	if len(o.recent) > 64<<10 {
-		o.recent = append([]byte(nil), o.recent[len(o.recent)-32<<10:]...)
-	}
-	// A failing log sink is ignored: returning its error would stop the copy
-	// from postgres' stderr pipe, and postgres would then block on logging.
-	_, _ = o.dst.Write(p)
-	return len(p), nil
-}
-
-func (o *output) reset() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.recent = nil
-}
-
-func (o *output) lastLines(n int) string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return lastLines(o.recent, n)
-}
-
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
