@@ -382,10 +382,14 @@ func (s *Source) Stream(ctx context.Context, from sources.Position, h sources.Ha
 	sources.Opened(h)
 	sctx, expired, stop := login.UntilExpiring(ctx)
 	defer stop()
+	// The heartbeat and the table watcher live as long as this call: both
+	// use the source's connections, which must be idle once it returns.
 	hctx, stopHeartbeat := context.WithCancel(sctx)
+	var side sync.WaitGroup
+	side.Go(func() { s.heartbeat(hctx) })
+	side.Go(func() { s.watchTables(hctx) })
+	defer side.Wait()
 	defer stopHeartbeat()
-	go s.heartbeat(hctx)
-	go s.watchTables(hctx)
 	r := &reader{s: s, h: h, relations: make(map[uint32]*relation)}
 	err = r.loop(sctx, pc)
 	switch {
