@@ -86,8 +86,11 @@ func TestHTTPMetricsAndReadiness(t *testing.T) {
 	e.exec(`UPDATE items SET v = 1 WHERE id < 5`)
 	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 25, time.Minute)
 	scrape := waitHTTP(t, base+"/metrics", 30*time.Second, "idle lag 0", func(code int, body string) bool {
+		// Events are counted when published, transactions when stored:
+		// wait for both.
 		return code == 200 && metricValue(body, "sluice_source_lag_seconds") == 0 &&
-			metricValue(body, "sluice_events_total", `op="c"`, `table="public.items"`) == 20
+			metricValue(body, "sluice_events_total", `op="c"`, `table="public.items"`) == 20 &&
+			metricValue(body, "sluice_end_to_end_seconds_count") >= 21
 	})
 	for _, m := range []struct {
 		name   string
