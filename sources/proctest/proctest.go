@@ -154,14 +154,31 @@ func LastLines(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// handed are the ports FreePort returned in this process. Tests that run
+// in parallel each take ports and bind them a little later; the kernel may
+// offer a port again once its probe is closed, so no port is handed twice.
+var handed = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// FreePort returns a loopback TCP port that was free a moment ago and that
+// no other caller in this process got.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+	handed.Lock()
+	defer handed.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("find a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handed.ports[port] {
+			handed.ports[port] = true
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Credential returns the first of the users named that exists, to run a

@@ -39,3 +39,17 @@ func TestLastLines(t *testing.T) {
 		}
 	}
 }
+
+func TestFreePortNeverTwice(t *testing.T) {
+	seen := map[int]bool{}
+	for range 200 {
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
