@@ -85,10 +85,9 @@ type BackfillConfig struct {
 type SourceConfig struct {
 	sources.Config `yaml:",inline"`
 	Credentials    *CredentialsConfig `yaml:"credentials"`
-	// Settings are source.kind's own keys (postgres: slot, publication,
-	// heartbeat, max_retained_wal; mysql: server_id, positions,
-	// heartbeat), read from the same mapping by UnmarshalYAML; nil for a
-	// kind no driver has.
+	// Settings are source.kind's own keys (a PostgreSQL slot, a MySQL
+	// server_id), from its driver's NewSettings, read from the same
+	// mapping by UnmarshalYAML; nil for a kind no driver has.
 	Settings sources.Settings `yaml:"-"`
 	// drivers are the kinds the config was read with.
 	drivers map[string]sources.Driver

@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -111,9 +112,13 @@ func configOf(spec sources.Spec) (Config, error) {
 	default:
 		return Config{}, fmt.Errorf("a mysql source was given the settings of another kind (%T)", spec.Settings)
 	}
+	log := spec.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return Config{
 		Name: spec.Name, DSN: spec.DSN, Tables: spec.Tables, Exclude: spec.Exclude, Keys: spec.Keys, TLS: spec.TLS,
 		ServerID: s.ServerID, Positions: s.Positions, HeartbeatPeriod: s.Heartbeat,
-		SignalTable: spec.SignalTable, Credentials: spec.Credentials, OnTableAdded: spec.OnTableAdded, Log: spec.Log,
+		SignalTable: spec.SignalTable, Credentials: spec.Credentials, OnTableAdded: spec.OnTableAdded, Log: log,
 	}, nil
 }

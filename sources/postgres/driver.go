@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -131,9 +132,13 @@ func configOf(spec sources.Spec) (Config, error) {
 	default:
 		return Config{}, fmt.Errorf("a postgres source was given the settings of another kind (%T)", spec.Settings)
 	}
+	log := spec.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return Config{
 		Name: spec.Name, DSN: spec.DSN, Tables: spec.Tables, Exclude: spec.Exclude, Keys: spec.Keys, TLS: spec.TLS,
 		Slot: s.Slot, Publication: s.Publication, Heartbeat: s.Heartbeat, MaxRetainedWAL: s.MaxRetainedWAL,
-		SignalTable: spec.SignalTable, Credentials: spec.Credentials, OnTableAdded: spec.OnTableAdded, Log: spec.Log,
+		SignalTable: spec.SignalTable, Credentials: spec.Credentials, OnTableAdded: spec.OnTableAdded, Log: log,
 	}, nil
 }
