@@ -19,12 +19,15 @@ import (
 	"github.com/sluice-cdc/sluice/sources"
 )
 
-// Source is what a backfill needs of a database source.
+// Source is what a backfill needs of a database source: every
+// sources.Source is one.
 type Source interface {
 	sources.Backfiller
 	// Reset gives up a lost log position and returns the current one.
 	Reset(ctx context.Context) (sources.Position, error)
 }
+
+var _ Source = sources.Source(nil)
 
 // Pipeline is the stream a backfill publishes through.
 type Pipeline interface {

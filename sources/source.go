@@ -5,7 +5,9 @@ import (
 	"errors"
 )
 
-// Source reads one database's replication log.
+// Source reads one database's replication log, and its tables for the
+// backfill: everything the engine and the backfill ask of a database. A
+// driver's Open returns one.
 //
 // The pipeline calls Stream, and after a failure calls it again from the last
 // position it has stored, so a source keeps no delivery state of its own
@@ -15,6 +17,13 @@ type Source interface {
 	// Stream hands every change and commit after from to h in log order,
 	// until ctx ends or an error occurs. An empty from means "where the
 	// database's own bookmark is" (the slot's confirmed position).
+	//
+	// Once the server has accepted the start position, and before the
+	// first Change of the call, Stream must call Opened(h): the backfill
+	// writes its watermarks only then, so a source that forgets leaves
+	// every backfill waiting (sourcetest.Run checks it). A Commit before
+	// it may only record where the stream starts.
+	//
 	// Errors wrapping ErrDisconnected are worth retrying; any other error is
 	// final and names what the operator must fix.
 	Stream(ctx context.Context, from Position, h Handler) error
@@ -23,6 +32,17 @@ type Source interface {
 	Ack(pos Position)
 	// Close releases the source's connections.
 	Close(ctx context.Context) error
+	// Backfiller reads table chunks and writes watermarks, while Stream runs.
+	Backfiller
+	// Reset gives up a lost log position (ErrLogLost) and returns the
+	// current one, where streaming resumes; the backfill repairs the gap.
+	Reset(ctx context.Context) (Position, error)
+	// Database is the database's name, the events' source.db.
+	Database() string
+	// RetainedBytes is how much log the database keeps for this source, in
+	// bytes, as last measured; -1 when it keeps none for a reader (MySQL
+	// keeps binlogs by age).
+	RetainedBytes() int64
 }
 
 // Handler receives what a source reads. Both calls may block to apply

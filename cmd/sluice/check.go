@@ -20,8 +20,6 @@ import (
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/credentials"
-	"github.com/sluice-cdc/sluice/sources/mysql"
-	"github.com/sluice-cdc/sluice/sources/postgres"
 )
 
 // errBlocked is sluice check finding something that stops sluice run.
@@ -84,34 +82,7 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 	}
 	var captured sources.Catalog
 	if vault != nil || cfg.Source.Credentials == nil {
-		var problems []string
-		var query *sources.Transport
-		if cfg.Source.Kind == "mysql" {
-			problems, query = mysql.Check(ctx, mysqlConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), slog.New(slog.DiscardHandler)))
-		} else {
-			problems, query = postgres.Check(ctx, postgresConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), slog.New(slog.DiscardHandler)))
-		}
-		report(cfg.Source.Kind+" source "+cfg.Source.Name, problems...)
-		if query != nil {
-			report("TLS (query): " + query.String())
-		}
-		captured = capturedTables(ctx, cfg, vault)
-		printKeys(w, captured)
-		if len(cfg.Source.Exclude) > 0 || slices.ContainsFunc(cfg.Source.Tables, sources.IsTablePattern) {
-			printResolved(w, captured.Tables)
-		}
-		if cfg.Source.Kind == "postgres" && slices.ContainsFunc(cfg.Source.Tables, sources.IsTablePattern) {
-			// A warning, not a failure: the tables there now are captured.
-			ok, note, err := postgres.LaterTables(ctx, postgresConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), slog.New(slog.DiscardHandler)))
-			switch {
-			case err != nil:
-				fmt.Fprintf(w, "WARN  tables created later: cannot tell whether they can join the publication: %s\n", sources.Plain(err))
-			case ok:
-				report("tables created later: " + note)
-			default:
-				fmt.Fprintf(w, "WARN  tables created later: %s\n", note)
-			}
-		}
+		captured = checkSource(ctx, w, report, cfg, vault)
 	}
 	if warning := sourceTLSWarning(cfg.Source); warning != "" {
 		// A warning, not a failure: sluice run starts, and says the same.
@@ -147,6 +118,27 @@ func check(ctx context.Context, w io.Writer, configPath string) error {
 	}
 	fmt.Fprintln(w, "sluice run can start")
 	return nil
+}
+
+// checkSource reports what the source's driver finds in the database,
+// and returns what would be captured.
+func checkSource(ctx context.Context, w io.Writer, report func(string, ...string), cfg Config, vault *credentials.Vault) sources.Catalog {
+	pf := cfg.Source.Driver().Check(ctx, sourceSpec(cfg, vault, newLogger(cfg.Log)))
+	report(cfg.Source.Kind+" source "+cfg.Source.Name, pf.Problems...)
+	if pf.Transport != nil {
+		report("TLS (query): " + pf.Transport.String())
+	}
+	printKeys(w, pf.Catalog)
+	if len(cfg.Source.Exclude) > 0 || slices.ContainsFunc(cfg.Source.Tables, sources.IsTablePattern) {
+		printResolved(w, pf.Catalog.Tables)
+	}
+	for _, ok := range pf.Passed {
+		report(ok)
+	}
+	for _, warning := range pf.Warnings {
+		fmt.Fprintf(w, "WARN  %s\n", warning)
+	}
+	return pf.Catalog
 }
 
 // checkCoverage prints what leaves sluice of each captured table's
@@ -192,13 +184,6 @@ func routeNote(cfg Config) string {
 		return ", routes " + c.Listen
 	}
 	return ""
-}
-
-func credsOf(v *credentials.Vault) sources.Credentials {
-	if v == nil {
-		return nil
-	}
-	return v
 }
 
 // checkStoreDir tells whether the embedded server can keep its store.

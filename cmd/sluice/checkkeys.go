@@ -1,34 +1,12 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 
 	"github.com/sluice-cdc/sluice/sources"
-	"github.com/sluice-cdc/sluice/sources/credentials"
-	"github.com/sluice-cdc/sluice/sources/mysql"
-	"github.com/sluice-cdc/sluice/sources/postgres"
 )
-
-// capturedTables reads each captured table's key and columns, changing
-// nothing; nil when the source cannot be read (its check says why).
-func capturedTables(ctx context.Context, cfg Config, vault *credentials.Vault) sources.Catalog {
-	var tables sources.Catalog
-	var err error
-	quiet := slog.New(slog.DiscardHandler)
-	if cfg.Source.Kind == "mysql" {
-		tables, err = mysql.Captured(ctx, mysqlConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), quiet))
-	} else {
-		tables, err = postgres.Captured(ctx, postgresConfig(cfg.Source, cfg.Backfill.SignalTable, credsOf(vault), quiet))
-	}
-	if err != nil {
-		return sources.Catalog{}
-	}
-	return tables
-}
 
 // printKeys prints the key each captured table's events carry and why it
 // was chosen: a unique index or source.keys partitions events as surely

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
-	"net/url"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/credentials"
+	"github.com/sluice-cdc/sluice/sources/drivers"
 )
 
 // Config is the whole sluice configuration file.
@@ -77,29 +80,120 @@ type BackfillConfig struct {
 	Initial bool `yaml:"initial"`
 }
 
-// SourceConfig is the database to capture.
+// SourceConfig is the database to capture: the keys every driver reads,
+// where the login comes from, and the keys only source.kind's driver has.
 type SourceConfig struct {
-	Name string `yaml:"name"`
-	Kind string `yaml:"kind"`
-	DSN  string `yaml:"dsn"`
-	// Tables are names or patterns (public.*, shop.order_*); a table
-	// created later that a pattern matches is captured while sluice runs.
-	Tables []string `yaml:"tables"`
-	// Exclude removes the tables its names or patterns match, from
-	// Tables and from the default (every table).
-	Exclude     []string            `yaml:"exclude"`
-	Keys        map[string][]string `yaml:"keys"`
-	Slot        string              `yaml:"slot"`
-	Publication string              `yaml:"publication"`
-	ServerID    uint32              `yaml:"server_id"`
-	Positions   string              `yaml:"positions"`
-	Heartbeat   time.Duration       `yaml:"heartbeat"`
-	// MaxRetainedWAL (postgres): past this many bytes of WAL held by the
-	// slot, sluice warns.
-	MaxRetainedWAL int64              `yaml:"max_retained_wal"`
+	sources.Config `yaml:",inline"`
 	Credentials    *CredentialsConfig `yaml:"credentials"`
-	// TLS protects every connection to the database; see README "Source TLS".
-	TLS sources.TLS `yaml:"tls"`
+	// Settings are source.kind's own keys (a PostgreSQL slot, a MySQL
+	// server_id), from its driver's NewSettings, read from the same
+	// mapping by UnmarshalYAML; nil for a kind no driver has.
+	Settings sources.Settings `yaml:"-"`
+	// drivers are the kinds the config was read with.
+	drivers map[string]sources.Driver
+}
+
+// plainSource is SourceConfig without its UnmarshalYAML.
+type plainSource SourceConfig
+
+// UnmarshalYAML reads the section in one strict pass over the keys every
+// driver reads and those of source.kind's driver, so that a misspelled
+// key, or another kind's, is an error naming it and its line.
+func (s *SourceConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	kind := struct {
+		Kind string               `yaml:"kind"`
+		Rest map[string]yaml.Node `yaml:",inline"`
+	}{Kind: s.Kind}
+	if err := unmarshal(&kind); err != nil {
+		return err
+	}
+	d, ok := s.drivers[kind.Kind]
+	if !ok {
+		// Validate names the kind; its keys cannot be told from typos.
+		return unmarshal(&struct {
+			Source *plainSource         `yaml:",inline"`
+			Rest   map[string]yaml.Node `yaml:",inline"`
+		}{Source: (*plainSource)(s)})
+	}
+	settings := d.NewSettings()
+	// The keys of both structs in one: yaml decodes into a struct type,
+	// and the driver's is known only now.
+	both := reflect.New(reflect.StructOf([]reflect.StructField{
+		{Name: "Source", Type: reflect.TypeFor[*plainSource](), Tag: `yaml:",inline"`},
+		{Name: "Settings", Type: reflect.TypeOf(settings), Tag: `yaml:",inline"`},
+	})).Elem()
+	both.Field(0).Set(reflect.ValueOf((*plainSource)(s)))
+	both.Field(1).Set(reflect.ValueOf(settings))
+	err := unmarshal(both.Addr().Interface())
+	s.Settings = settings
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	for i, e := range te.Errors {
+		e = strings.ReplaceAll(e, both.Type().String(), "main.SourceConfig")
+		if m := unknownField.FindStringSubmatch(e); m != nil && m[3] == "SourceConfig" {
+			if other := s.kindWithKey(m[2]); other != "" {
+				e = fmt.Sprintf("line %s: unknown key source.%s: a key of kind %s, and source.kind is %s", m[1], m[2], other, kind.Kind)
+			}
+		}
+		te.Errors[i] = e
+	}
+	return te
+}
+
+// kindWithKey names a kind whose driver has the source: key, "" if none.
+func (s *SourceConfig) kindWithKey(key string) string {
+	for _, kind := range slices.Sorted(maps.Keys(s.drivers)) {
+		var n yaml.Node
+		if n.Encode(s.drivers[kind].NewSettings()) != nil {
+			continue
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				return kind
+			}
+		}
+	}
+	return ""
+}
+
+// Driver is source.kind's driver; nil for a kind none has (Validate
+// says so).
+func (s SourceConfig) Driver() sources.Driver { return s.drivers[s.Kind] }
+
+// validate lists every problem of the section.
+func (s SourceConfig) validate() []string {
+	p := problems(s.Config.Validate())
+	d := s.Driver()
+	if d == nil {
+		p = append(p, fmt.Sprintf("source.kind %q is not supported: use %s", s.Kind, strings.Join(slices.Sorted(maps.Keys(s.drivers)), " or ")))
+	} else if s.Settings != nil {
+		p = append(p, problems(s.Settings.Validate(s.Config))...)
+	}
+	if cr := s.Credentials; cr != nil {
+		if cr.Vault == nil {
+			p = append(p, "source.credentials needs vault: {...}")
+		} else {
+			p = append(p, cr.Vault.Validate()...)
+		}
+		if d != nil && d.DSNHasPassword(s.DSN) {
+			p = append(p, "source.dsn holds a password while source.credentials is set: remove it from the DSN; the login comes from Vault")
+		}
+	}
+	return p
+}
+
+// problems lists the problems of a Validate error.
+func problems(err error) []string {
+	var p sources.Problems
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &p):
+		return p
+	}
+	return []string{err.Error()}
 }
 
 // CredentialsConfig says where the source's login comes from instead of
@@ -211,7 +305,7 @@ type LogConfig struct {
 // defaults are every default value, in one place.
 func defaults() Config {
 	return Config{
-		Source: SourceConfig{Kind: "postgres"},
+		Source: SourceConfig{Config: sources.Config{Kind: drivers.DefaultKind}},
 		NATS:   NATSConfig{Listen: "127.0.0.1:4222", StoreDir: "./data", MaxPayload: 8 << 20, StartupTimeout: time.Minute},
 		Stream: StreamConfig{
 			SubjectPrefix: "cdc", Partitions: 8, Replicas: 1,
@@ -236,7 +330,13 @@ func LoadConfig(path string) (Config, error) {
 
 // ParseConfig decodes and validates a config document.
 func ParseConfig(path string, b []byte) (Config, error) {
+	return parseConfig(path, b, drivers.All())
+}
+
+// parseConfig is ParseConfig with the source kinds of reg.
+func parseConfig(path string, b []byte, reg map[string]sources.Driver) (Config, error) {
 	cfg := defaults()
+	cfg.Source.drivers = reg
 	b, err := expandEnv(b)
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
@@ -293,6 +393,9 @@ func explainYAML(err error) string {
 }
 
 func (c *Config) fill() {
+	if d := c.Source.Driver(); d != nil && c.Source.Settings == nil {
+		c.Source.Settings = d.NewSettings()
+	}
 	if c.NATS.ServerName == "" {
 		c.NATS.ServerName = "sluice-" + c.Source.Name
 	}
@@ -315,21 +418,6 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// dsnHasPassword tells whether a DSN carries a password.
-func dsnHasPassword(kind, dsn string) bool {
-	if kind == "mysql" {
-		cred, _, ok := strings.Cut(dsn, "@tcp(")
-		_, pw, hasPw := strings.Cut(cred, ":")
-		return ok && hasPw && pw != ""
-	}
-	u, err := url.Parse(dsn)
-	if err == nil && u.User != nil {
-		_, set := u.User.Password()
-		return set
-	}
-	return strings.Contains(dsn, "password=")
 }
 
 var (
@@ -384,65 +472,7 @@ func (c Config) validateStoreEncryption(e *StoreEncryptionConfig) []string {
 func (c Config) Validate() error {
 	var p []string
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
-	switch {
-	case c.Source.Name == "":
-		add("source.name is required (a short name such as pg1; it names subjects, the slot and the checkpoint)")
-	case !namePattern.MatchString(c.Source.Name):
-		add("source.name %q may hold only letters, digits, '_' and '-'", c.Source.Name)
-	}
-	switch c.Source.Kind {
-	case "postgres":
-		if c.Source.DSN == "" {
-			add(`source.dsn is required, e.g. "postgres://user@127.0.0.1:5432/shop"`)
-		}
-		if c.Source.ServerID != 0 || c.Source.Positions != "" {
-			add("source.server_id and source.positions are for mysql sources only")
-		}
-		if c.Source.Heartbeat < 0 || c.Source.Heartbeat > 0 && c.Source.Heartbeat < time.Second {
-			add("source.heartbeat %s: use at least 1s (default 1m)", c.Source.Heartbeat)
-		}
-		if c.Source.MaxRetainedWAL < 0 {
-			add("source.max_retained_wal must not be negative (bytes; default 1GiB)")
-		}
-	case "mysql":
-		if c.Source.DSN == "" {
-			add(`source.dsn is required, e.g. "user:password@tcp(127.0.0.1:3306)/shop"`)
-		}
-		if c.Source.Slot != "" || c.Source.Publication != "" {
-			add("source.slot and source.publication are for postgres sources only")
-		}
-		switch c.Source.Positions {
-		case "", "auto", "gtid", "file":
-		default:
-			add("source.positions %q: use auto, gtid or file", c.Source.Positions)
-		}
-		if c.Source.Heartbeat < 0 || c.Source.Heartbeat > 0 && c.Source.Heartbeat < 100*time.Millisecond {
-			add("source.heartbeat %s: use at least 100ms (default 10s)", c.Source.Heartbeat)
-		}
-	default:
-		add("source.kind %q is not supported: use postgres or mysql (MySQL and MariaDB)", c.Source.Kind)
-	}
-	if cr := c.Source.Credentials; cr != nil {
-		if cr.Vault == nil {
-			add("source.credentials needs vault: {...}")
-		} else {
-			p = append(p, cr.Vault.Validate()...)
-		}
-		if dsnHasPassword(c.Source.Kind, c.Source.DSN) {
-			add("source.dsn holds a password while source.credentials is set: remove it from the DSN; the login comes from Vault")
-		}
-	}
-	p = append(p, c.Source.TLS.Validate()...)
-	for _, t := range c.Source.Tables {
-		if p := sources.CheckTableEntry("source.tables", t); p != "" {
-			add("%s", p)
-		}
-	}
-	for _, t := range c.Source.Exclude {
-		if p := sources.CheckTableEntry("source.exclude", t); p != "" {
-			add("%s", p)
-		}
-	}
+	p = append(p, c.Source.validate()...)
 	if c.NATS.URL == "" {
 		if c.NATS.StoreDir == "" {
 			add("nats.store_dir is required for the embedded server")

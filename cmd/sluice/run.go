@@ -23,8 +23,6 @@ import (
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/credentials"
-	"github.com/sluice-cdc/sluice/sources/mysql"
-	"github.com/sluice-cdc/sluice/sources/postgres"
 )
 
 func runCommand() *cobra.Command {
@@ -92,15 +90,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		log.Warn("the source connection is not verify-full TLS", "setting", "source.tls.mode", "warning", w)
 	}
 	joined := &joinedTables{wake: make(chan struct{}, 1)}
-	src, err := newSource(ctx, cfg.Source, cfg.Backfill.SignalTable, vault, joined.add, log.With("source", cfg.Source.Name))
+	src, err := openSource(ctx, cfg, vault, joined.add, log)
 	if err != nil {
 		return err
 	}
 	defer src.Close(context.Background())
-	bsrc, ok := src.(backfill.Source)
-	if !ok {
-		return fmt.Errorf("source kind %s cannot backfill", cfg.Source.Kind)
-	}
 
 	enc, err := storeEncryption(ctx, cfg.NATS, vault)
 	if err != nil {
@@ -171,7 +165,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		former := func(ctx context.Context, table string) ([]string, error) {
 			return formerColumns(ctx, store, cfg.Source.Name, table)
 		}
-		if err := privacy.CheckCoverage(ctx, bsrc.Tables(), bsrc.Columns, former); err != nil {
+		if err := privacy.CheckCoverage(ctx, src.Tables(), src.Columns, former); err != nil {
 			return err
 		}
 	}
@@ -181,7 +175,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		Source: cfg.Source.Name, ChunkSize: cfg.Backfill.ChunkSize, OnGap: cfg.Backfill.OnGap,
 		StatementTimeout: cfg.Backfill.StatementTimeout,
 		Metrics:          backfill.NewMetrics(metrics, cfg.Source.Name), Log: log,
-	}, bsrc, store)
+	}, src, store)
 	var contracts *schemas.Contracts
 	if len(cfg.Contracts) > 0 {
 		if contracts, err = schemas.NewContracts(cfg.Contracts); err != nil {
@@ -192,18 +186,18 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		Help: "Events and shapes that broke their table's data contract, by policy."}, []string{"source", "table", "policy"})
 	metrics.MustRegister(breaches)
 	pipelineMetrics := sink.NewMetrics(metrics, cfg.Source.Name)
-	if r, ok := src.(interface{ RetainedBytes() int64 }); ok {
+	if src.RetainedBytes() >= 0 {
 		metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_lag_bytes",
 			ConstLabels: prometheus.Labels{"source": cfg.Source.Name},
-			Help:        "WAL the replication slot holds: how far the slot's position is behind the server's (postgres)."},
-			func() float64 { return float64(r.RetainedBytes()) }))
+			Help:        "Log the database keeps for sluice: how far its position is behind the server's (postgres: the WAL the replication slot holds)."},
+			func() float64 { return float64(src.RetainedBytes()) }))
 	}
 	err = sink.Retry(ctx, log, "read the backfill jobs", wait, func(ctx context.Context) error { return bf.Load(ctx) })
 	if err != nil {
 		return err
 	}
 	registry := schemas.NewRegistry(cfg.Source.Name, store)
-	registry.AnnounceFirstShapes(bsrc.Tables())
+	registry.AnnounceFirstShapes(src.Tables())
 	p, err := sink.NewPipeline(ctx, sink.PipelineConfig{
 		SourceName:         cfg.Source.Name,
 		SourceKind:         cfg.Source.Kind,
@@ -324,12 +318,6 @@ func (j *joinedTables) snapshot(ctx context.Context, bf *backfill.Manager, initi
 	}
 }
 
-// source is a database source as run drives it.
-type source interface {
-	sources.Source
-	Database() string // the event's source.db
-}
-
 // newPrivacy builds the column policies, reading the hash key; nil when
 // there are none.
 func newPrivacy(ctx context.Context, cfg PrivacyConfig, vault *credentials.Vault, log *slog.Logger) (*schemas.Privacy, error) {
@@ -420,46 +408,29 @@ func storeEncryption(ctx context.Context, cfg NATSConfig, vault *credentials.Vau
 	return enc, nil
 }
 
-// newSource connects the source; onTableAdded is told of each table it
-// starts capturing while it runs.
-func newSource(ctx context.Context, cfg SourceConfig, signalTable string, vault *credentials.Vault, onTableAdded func(string), log *slog.Logger) (source, error) {
-	var creds sources.Credentials
+// openSource connects the source with its driver; onTableAdded is told of
+// each table it starts capturing while it runs.
+func openSource(ctx context.Context, cfg Config, vault *credentials.Vault, onTableAdded func(string), log *slog.Logger) (sources.Source, error) {
+	spec := sourceSpec(cfg, vault, log)
+	spec.OnTableAdded = onTableAdded
+	return cfg.Source.Driver().Open(ctx, spec)
+}
+
+// sourceSpec is what the source's driver opens it from: the one mapping
+// of the config onto it, for sluice run and sluice check alike.
+func sourceSpec(cfg Config, vault *credentials.Vault, log *slog.Logger) sources.Spec {
+	spec := sources.Spec{Config: cfg.Source.Config, Settings: cfg.Source.Settings, SignalTable: cfg.Backfill.SignalTable,
+		Log: log.With("source", cfg.Source.Name)}
 	if vault != nil {
-		creds = vault
+		spec.Credentials = vault
 	}
-	if cfg.Kind == "mysql" {
-		c := mysqlConfig(cfg, signalTable, creds, log)
-		c.OnTableAdded = onTableAdded
-		return mysql.New(ctx, c)
-	}
-	c := postgresConfig(cfg, signalTable, creds, log)
-	c.OnTableAdded = onTableAdded
-	return postgres.New(ctx, c)
-}
-
-func mysqlConfig(cfg SourceConfig, signalTable string, creds sources.Credentials, log *slog.Logger) mysql.Config {
-	return mysql.Config{
-		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Exclude: cfg.Exclude, Keys: cfg.Keys, ServerID: cfg.ServerID,
-		Positions: cfg.Positions, HeartbeatPeriod: cfg.Heartbeat, SignalTable: signalTable, Credentials: creds, Log: log,
-		TLS: cfg.TLS,
-	}
-}
-
-func postgresConfig(cfg SourceConfig, signalTable string, creds sources.Credentials, log *slog.Logger) postgres.Config {
-	return postgres.Config{
-		Name: cfg.Name, DSN: cfg.DSN, Tables: cfg.Tables, Exclude: cfg.Exclude, Keys: cfg.Keys,
-		Slot: cfg.Slot, Publication: cfg.Publication, SignalTable: signalTable, Credentials: creds, Log: log,
-		Heartbeat: cfg.Heartbeat, MaxRetainedWAL: cfg.MaxRetainedWAL, TLS: cfg.TLS,
-	}
+	return spec
 }
 
 // sourceTLSWarning is the warning for a source off loopback whose
 // connections are not verify-full, "" when there is none.
 func sourceTLSWarning(cfg SourceConfig) string {
-	if cfg.Kind == "mysql" {
-		return mysql.TLSWarning(mysqlConfig(cfg, "", nil, nil))
-	}
-	return postgres.TLSWarning(postgresConfig(cfg, "", nil, nil))
+	return cfg.Driver().TLSWarning(sources.Spec{Config: cfg.Config, Settings: cfg.Settings})
 }
 
 // natsConns are sluice's own connections: events for the stream and its

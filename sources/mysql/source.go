@@ -63,7 +63,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 		cfg.ServerID = DefaultServerID(cfg.Name)
 	}
 	if cfg.HeartbeatPeriod <= 0 {
-		cfg.HeartbeatPeriod = 10 * time.Second
+		cfg.HeartbeatPeriod = defaultHeartbeat
 	}
 	d, err := parseConfig(cfg)
 	if err != nil {
@@ -233,6 +233,10 @@ func (s *Source) Database() string { return s.dsn.db }
 // Ack does nothing: a MySQL server keeps its binlog by age, not by replica
 // progress. The checkpoint is the only record of where to resume.
 func (s *Source) Ack(sources.Position) {}
+
+// RetainedBytes is -1: a MySQL server keeps its binlog by age, not for
+// a reader.
+func (s *Source) RetainedBytes() int64 { return -1 }
 
 // Close releases the catalog and backfill connections.
 func (s *Source) Close(context.Context) error {

@@ -144,7 +144,7 @@ func (cfg Config) withNames() Config {
 		cfg.Publication = SlotName(cfg.Name)
 	}
 	if cfg.SignalTable == "" {
-		cfg.SignalTable = "public.sluice_signal"
+		cfg.SignalTable = defaultSignalTable
 	}
 	return cfg
 }
@@ -154,13 +154,13 @@ func (cfg Config) withNames() Config {
 func New(ctx context.Context, cfg Config) (*Source, error) {
 	cfg = cfg.withNames()
 	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = time.Minute
+		cfg.Heartbeat = defaultHeartbeat
 	}
 	if cfg.MaxRetainedWAL <= 0 {
-		cfg.MaxRetainedWAL = 1 << 30
+		cfg.MaxRetainedWAL = defaultMaxRetainedWAL
 	}
 	if cfg.StatusInterval <= 0 {
-		cfg.StatusInterval = 10 * time.Second
+		cfg.StatusInterval = defaultStatusInterval
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
