@@ -24,11 +24,12 @@ import (
 // transaction's change on reached: the moment a stop may land between a
 // stored message and its commit.
 type scriptSource struct {
-	table   *sources.Table
-	rows    [][]sources.Value
-	hold    map[int]bool
-	reached chan int
-	release chan struct{}
+	sources.Source // the pipeline calls only Stream and Ack
+	table          *sources.Table
+	rows           [][]sources.Value
+	hold           map[int]bool
+	reached        chan int
+	release        chan struct{}
 
 	mu    sync.Mutex
 	acked sources.Position
