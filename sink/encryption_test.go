@@ -41,6 +41,7 @@ type encStore struct {
 }
 
 func newEncStore(t *testing.T) *encStore {
+	natstest.SkipShort(t)
 	dir := filepath.Join(t.TempDir(), "store")
 	return &encStore{t: t, dir: dir, cfg: sink.ServerConfig{
 		Name: "enc", Listen: "127.0.0.1:" + strconv.Itoa(natstest.FreePort(t)), StoreDir: dir, MaxPayload: 1 << 20,
