@@ -114,13 +114,17 @@ func (e *env) setYAML(old, new string) {
 // sluice's store by starting its embedded server alone.
 func readCheckpointPosition(t *testing.T, e *env) string {
 	t.Helper()
-	cp, _ := readStopped(t, e)
+	cp, ok, _ := readStopped(t, e)
+	if !ok {
+		t.Fatal("no checkpoint")
+	}
 	return string(cp.Position)
 }
 
-// readStopped reads the source's checkpoint and the stream's last sequence
-// from the stopped sluice's store by starting its embedded server alone.
-func readStopped(t *testing.T, e *env) (cp checkpoint.Checkpoint, lastSeq uint64) {
+// readStopped reads the source's checkpoint (ok is false when there is
+// none) and the stream's last sequence from the stopped sluice's store by
+// starting its embedded server alone.
+func readStopped(t *testing.T, e *env) (cp checkpoint.Checkpoint, ok bool, lastSeq uint64) {
 	t.Helper()
 	srv, err := sink.StartServer(serverConfig(e.cfg))
 	if err != nil {
@@ -136,11 +140,11 @@ func readStopped(t *testing.T, e *env) (cp checkpoint.Checkpoint, lastSeq uint64
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, ok, lastSeq, err := p.read(context.Background())
-	if err != nil || !ok {
-		t.Fatalf("no checkpoint: %v", err)
+	cp, ok, lastSeq, err = p.read(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	return cp, lastSeq
+	return cp, ok, lastSeq
 }
 
 // progress reads how far a sluice has got: its checkpoint, and its
