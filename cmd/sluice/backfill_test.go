@@ -216,8 +216,37 @@ func pgState(conn *pgx.Conn) func() (map[int]int, error) {
 // readGaps returns the gaps recorded in the checkpoint bucket.
 func readGaps(t *testing.T, e *env) []backfill.Gap {
 	t.Helper()
-	bucket, source := e.cfg.Checkpoint.Bucket, e.cfg.Source.Name
+	return gapsIn(t, e, adminState(t, e))
+}
+
+// waitGap waits until the running sluice has recorded a gap with where
+// streaming resumed after it, and returns it.
+func waitGap(t *testing.T, e *env, timeout time.Duration) backfill.Gap {
+	t.Helper()
 	js := adminState(t, e)
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, g := range gapsIn(t, e, js) {
+			if g.To != "" {
+				return g
+			}
+		}
+		select {
+		case <-e.finished:
+			t.Fatal("sluice exited before it recorded a gap")
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no gap recorded within %s", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// gapsIn reads the gap records of e's source through js.
+func gapsIn(t *testing.T, e *env, js jetstream.JetStream) []backfill.Gap {
+	t.Helper()
+	bucket, source := e.cfg.Checkpoint.Bucket, e.cfg.Source.Name
 	ctx := context.Background()
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
@@ -717,7 +746,7 @@ func TestGapRepairRetriedWhileSourceAway(t *testing.T) {
 	e.exec(`UPDATE items SET v = v + 1 WHERE id % 3 = 0`)
 	e.exec(`DELETE FROM items WHERE id % 5 = 0`)
 
-	e.waitLog(logs, "gap recorded", time.Minute)
+	waitGap(t, e, time.Minute)
 	waitBackfills(t, logs, 2, time.Minute)
 	e.exec(`INSERT INTO items SELECT g, 9 FROM generate_series(2001, 2100) g`)
 	assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))

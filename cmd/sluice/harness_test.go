@@ -248,6 +248,18 @@ func waitReady(t *testing.T, base string, timeout time.Duration) {
 	waitHTTP(t, base+"/readyz", timeout, "readiness", func(code int, _ string) bool { return code == 200 })
 }
 
+// waitUntil polls cond until it holds, failing the test after timeout.
+func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // testSeed is the seed of a test's randomness: SLUICE_TEST_SEED, or the
 // time. It is logged, so that a failure can be run again with it.
 func testSeed(t testing.TB) uint64 {
