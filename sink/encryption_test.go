@@ -350,7 +350,10 @@ func TestStoreEncryptionCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := saveRetrying(ctx, store, checkpoint.Checkpoint{Source: "pg1", Position: canary}); err != nil {
+	err = sink.Retry(ctx, discardLog, "write the checkpoint", time.Minute, func(ctx context.Context) error {
+		return store.Save(ctx, checkpoint.Checkpoint{Source: "pg1", Position: canary})
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got := readAll(t, stream); len(got) != 50 {

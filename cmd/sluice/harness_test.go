@@ -243,7 +243,7 @@ func (e *env) serveHTTP() string {
 
 // waitReady waits until the sluice serving base says it is ready: its
 // source has the log open and JetStream answers.
-func waitReady(t *testing.T, base string, timeout time.Duration) {
+func waitReady(t testing.TB, base string, timeout time.Duration) {
 	t.Helper()
 	waitHTTP(t, base+"/readyz", timeout, "readiness", func(code int, _ string) bool { return code == 200 })
 }

@@ -257,7 +257,12 @@ func MoveLeader(t testing.TB, nc *nats.Conn, js jetstream.JetStream, stream stri
 			}
 		}
 		_, _ = nc.Request(prefix+".STREAM.LEADER.STEPDOWN."+stream, nil, 5*time.Second)
-		time.Sleep(500 * time.Millisecond)
+		// The election is over when another member leads (a step-down
+		// request that got lost is tried again after a while).
+		deadline := time.Now().Add(10 * time.Second)
+		for StreamLeader(t, js, stream) == leader && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	t.Fatalf("stream %s: could not move its leader to %v", stream, want)
 	return ""
