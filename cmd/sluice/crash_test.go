@@ -65,21 +65,6 @@ func startProcWith(t testing.TB, bin, logPath string, args ...string) *proc {
 	return p
 }
 
-// waitLog waits until the log file has gained n occurrences of s.
-func waitLog(t testing.TB, path, s string, n int, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		b, _ := os.ReadFile(path)
-		if strings.Count(string(b), s) >= n {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	b, _ := os.ReadFile(path)
-	t.Fatalf("log did not reach %d× %q within %s:\n%s", n, s, timeout, b)
-}
-
 // crashDB is what the crash test needs of a database.
 type crashDB interface {
 	// tx runs the statements in one transaction.

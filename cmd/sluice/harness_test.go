@@ -483,7 +483,7 @@ func startWriter(t testing.TB, seed uint64, pause time.Duration, op func(rng *ra
 				result <- err
 				return
 			}
-			time.Sleep(pause)
+			time.Sleep(pause) // the workload's pace, not a wait
 		}
 	}()
 	var once sync.Once
