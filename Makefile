@@ -8,7 +8,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VAULT_VERSION := 1.13.0
 VAULT_BIN     ?= $(HOME)/.cache/sluice/vault-$(VAULT_VERSION)/vault
 
-.PHONY: build demo demo-mysql bench test deps vet vault
+.PHONY: build demo demo-mysql bench test unit deps vet vault
 
 # One static binary: no cgo.
 build:
@@ -36,6 +36,12 @@ test: deps vault vet
 	# Tests too large for the race detector (a million-row backfill) are
 	# built only without it.
 	$(GO) test -count=1 -timeout 20m -run 'Million' ./cmd/sluice/
+
+# The tests that start no server (`go test -short` skips the others): no
+# database, Vault or NATS, so no deps; under a minute once the build cache is
+# warm. For the edit-compile loop; `make test` is still what CI runs.
+unit:
+	$(GO) test -short -count=1 ./...
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

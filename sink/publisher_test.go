@@ -98,6 +98,8 @@ func TestPublisherSurvivesServerRestart(t *testing.T) {
 		}
 		if i == n/2 {
 			srv.Stop()
+			// The fault, not a wait: the server stays down for 300ms while
+			// publishing goes on.
 			go func() { time.Sleep(300 * time.Millisecond); srv.Start() }()
 		}
 	}

@@ -95,6 +95,7 @@ func TestRogueRouteRefused(t *testing.T) {
 // and replicate a stream; servers with a certificate from another CA, or
 // without TLS, cannot join.
 func TestRouteTLSCluster(t *testing.T) {
+	natstest.SkipShort(t)
 	dir := t.TempDir()
 	ca := newCA(t, "sluice test ca")
 	ca.issue(t, dir, "node")

@@ -44,6 +44,7 @@ type secEnv struct {
 
 func newSecEnv(t *testing.T, edit func(*sink.ServerConfig)) *secEnv {
 	t.Helper()
+	natstest.SkipShort(t)
 	cfg := sink.ServerConfig{
 		Name: "sec", Listen: "127.0.0.1:" + strconv.Itoa(natstest.FreePort(t)),
 		StoreDir: filepath.Join(t.TempDir(), "js"), MaxPayload: 1 << 20,
@@ -290,6 +291,7 @@ func TestNonLoopbackNeedsLogins(t *testing.T) {
 	if p := sink.CheckExposure(cfg); len(p) != 0 {
 		t.Fatalf("CheckExposure with a login = %q", p)
 	}
+	natstest.SkipShort(t)
 	srv, err := sink.StartServer(cfg)
 	if err != nil {
 		t.Fatalf("canary: with a login: %v", err)
@@ -304,6 +306,7 @@ func TestNonLoopbackNeedsLogins(t *testing.T) {
 // The local admin login is a 0600 file replaced at every start; the old
 // login stops working.
 func TestLocalAdminFile(t *testing.T) {
+	natstest.SkipShort(t)
 	dir := t.TempDir()
 	cfg := sink.ServerConfig{Name: "la", Listen: "127.0.0.1:" + strconv.Itoa(natstest.FreePort(t)), StoreDir: filepath.Join(dir, "js")}
 	var logins []sink.User

@@ -18,6 +18,7 @@ import (
 // connection needs no login, and there is no anonymous access once logins
 // are configured.
 func TestServerNkeyReadUser(t *testing.T) {
+	natstest.SkipShort(t)
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,9 @@ func buildSluice(t *testing.T) string {
 // that every figure is there and consistent, and that --json carries a
 // numeric ratio.
 func TestBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL, MariaDB and sluice: not in -short")
+	}
 	bin := buildSluice(t)
 	for _, kind := range []string{"pg", "mysql"} {
 		t.Run(kind, func(t *testing.T) {

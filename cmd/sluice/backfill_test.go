@@ -216,8 +216,37 @@ func pgState(conn *pgx.Conn) func() (map[int]int, error) {
 // readGaps returns the gaps recorded in the checkpoint bucket.
 func readGaps(t *testing.T, e *env) []backfill.Gap {
 	t.Helper()
-	bucket, source := e.cfg.Checkpoint.Bucket, e.cfg.Source.Name
+	return gapsIn(t, e, adminState(t, e))
+}
+
+// waitGap waits until the running sluice has recorded a gap with where
+// streaming resumed after it, and returns it.
+func waitGap(t *testing.T, e *env, timeout time.Duration) backfill.Gap {
+	t.Helper()
 	js := adminState(t, e)
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, g := range gapsIn(t, e, js) {
+			if g.To != "" {
+				return g
+			}
+		}
+		select {
+		case <-e.finished:
+			t.Fatal("sluice exited before it recorded a gap")
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no gap recorded within %s", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// gapsIn reads the gap records of e's source through js.
+func gapsIn(t *testing.T, e *env, js jetstream.JetStream) []backfill.Gap {
+	t.Helper()
+	bucket, source := e.cfg.Checkpoint.Bucket, e.cfg.Source.Name
 	ctx := context.Background()
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
@@ -526,11 +555,12 @@ func resumesAfterKill(t *testing.T, initial bool) {
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
 	e.exec(`INSERT INTO items SELECT g, 0 FROM generate_series(1, 50000) g`)
 	conn := pgConn(t, pg)
+	base := e.serveHTTP()
 	bin := buildSluice(t)
 	logPath := filepath.Join(e.dir, "sluice.log")
 
 	p := startProcWith(t, bin, logPath, args...)
-	waitLog(t, logPath, "msg=streaming", 1, time.Minute)
+	waitReady(t, base, time.Minute)
 	var updates atomic.Int64
 	stopWriter := startWriter(t, 5, time.Millisecond, func(rng *rand.Rand) error {
 		_, err := conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", 1+rng.IntN(50000))
@@ -545,7 +575,8 @@ func resumesAfterKill(t *testing.T, initial bool) {
 	_ = p.cmd.Wait()
 
 	p = startProcWith(t, bin, logPath, args...)
-	waitLog(t, logPath, "msg=\"backfill done\"", 1, 3*time.Minute)
+	waitReady(t, base, time.Minute)
+	waitBackfillDone(t, e, "public.items", 3*time.Minute)
 	stopWriter()
 	b, _ := os.ReadFile(logPath)
 	resumedAt := 0
@@ -622,6 +653,34 @@ func waitChunks(t *testing.T, e *env, n int64, timeout time.Duration) {
 	}
 	b, _ := os.ReadFile(filepath.Join(e.dir, "sluice.log"))
 	t.Fatalf("backfill did not store %d chunks within %s (jobs: %+v); log:\n%s", n, timeout, last, tailLines(string(b), 40))
+}
+
+// waitBackfillDone waits until the stored backfill job of table is done,
+// failing the test if it fails.
+func waitBackfillDone(t *testing.T, e *env, table string, timeout time.Duration) {
+	t.Helper()
+	nc, err := controlClient(e.cfg, e.client).connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	waitUntil(t, timeout, "the backfill of "+table+" done", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rep, err := backfill.Ask(ctx, nc, backfill.JobsSubject(e.cfg.Source.Name), struct{}{})
+		if err != nil {
+			return false
+		}
+		for _, j := range rep.Jobs {
+			if j.Table == table && j.State == backfill.StateFailed {
+				t.Fatalf("the backfill of %s failed: %s", table, j.Error)
+			}
+			if j.Table == table && j.State == backfill.StateDone {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // startStoreServer starts a stopped sluice's embedded server alone, to
@@ -717,7 +776,7 @@ func TestGapRepairRetriedWhileSourceAway(t *testing.T) {
 	e.exec(`UPDATE items SET v = v + 1 WHERE id % 3 = 0`)
 	e.exec(`DELETE FROM items WHERE id % 5 = 0`)
 
-	e.waitLog(logs, "gap recorded", time.Minute)
+	waitGap(t, e, time.Minute)
 	waitBackfills(t, logs, 2, time.Minute)
 	e.exec(`INSERT INTO items SELECT g, 9 FROM generate_series(2001, 2100) g`)
 	assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))

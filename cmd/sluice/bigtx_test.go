@@ -26,10 +26,11 @@ func TestBigTransactionCrash(t *testing.T) {
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, note text)`)
 	e.setYAML("replicas: 1}", "replicas: 1, duplicate_window: 100ms}")
+	base := e.serveHTTP()
 	bin := buildSluice(t)
 	logPath := filepath.Join(e.dir, "sluice.log")
 	p := startProc(t, bin, e.cfgYML, logPath)
-	waitLog(t, logPath, "msg=streaming", 1, 60*time.Second)
+	waitReady(t, base, 60*time.Second)
 
 	e.exec(`INSERT INTO items SELECT g, 0, 'row ' || g FROM generate_series(1, ` + strconv.Itoa(rows) + `) g`)
 	const stream = "SLUICE_PG1"
@@ -46,10 +47,11 @@ func TestBigTransactionCrash(t *testing.T) {
 	_ = p.cmd.Wait()
 
 	p = startProc(t, bin, e.cfgYML, logPath)
-	waitLog(t, logPath, "msg=streaming", 2, 60*time.Second)
+	waitReady(t, base, 60*time.Second)
 	events := readEvents(t, e.natsURL(), stream, rows, 3*time.Minute)
-	// Let a replay that repeats anything show itself.
-	time.Sleep(time.Second)
+	// Once the checkpoint covers the stream, the replay is over: whatever
+	// it repeated is in the stream.
+	e.waitCheckpointed(time.Minute)
 	if n := streamCount(t, e.natsURL(), stream); n != rows {
 		t.Fatalf("stream holds %d messages for a %d-row transaction", n, rows)
 	}

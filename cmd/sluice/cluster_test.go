@@ -31,8 +31,8 @@ type clusterEnv struct {
 	plan    *natstest.Plan
 	bin     string
 	logPath string
+	base    string // sluice's HTTP port
 	proc    *proc
-	starts  int
 }
 
 func newClusterEnv(t *testing.T) *clusterEnv {
@@ -59,7 +59,7 @@ backfill: {initial: false}
 	if e.cfg, err = LoadConfig(e.cfgYML); err != nil {
 		t.Fatal(err)
 	}
-	c := &clusterEnv{env: e, plan: plan, bin: buildSluice(t), logPath: filepath.Join(e.dir, "sluice.log")}
+	c := &clusterEnv{env: e, plan: plan, bin: buildSluice(t), logPath: filepath.Join(e.dir, "sluice.log"), base: e.serveHTTP()}
 	plan.Start(1)
 	plan.Start(2)
 	c.startSluice()
@@ -69,8 +69,7 @@ backfill: {initial: false}
 func (c *clusterEnv) startSluice() {
 	c.t.Helper()
 	c.proc = startProc(c.t, c.bin, c.cfgYML, c.logPath)
-	c.starts++
-	waitLog(c.t, c.logPath, "msg=streaming", c.starts, 2*time.Minute)
+	waitReady(c.t, c.base, 2*time.Minute)
 }
 
 func (c *clusterEnv) killSluice() {
@@ -96,7 +95,7 @@ func startTxWriter(t *testing.T, db crashDB) (stop func()) {
 		for range rng.IntN(3) {
 			stmts = append(stmts, fmt.Sprintf("UPDATE items SET v = v + 1 WHERE id = %d", 1+rng.IntN(next-1)))
 		}
-		time.Sleep(time.Duration(1+rng.IntN(4)) * time.Millisecond)
+		time.Sleep(time.Duration(1+rng.IntN(4)) * time.Millisecond) // workload: a few ms apart
 		return db.tx(stmts)
 	})
 }
@@ -114,22 +113,26 @@ func TestClusterLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopWriter := startTxWriter(t, pgCrashDB{pgConn(t, c.pg())})
-	time.Sleep(time.Second)
+	p, err := newProgress(nc, c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitGrowth(p, 300)
 
 	leader := natstest.MoveLeader(t, nc, js, c.cfg.Stream.Name, "n2", "n3")
 	t.Logf("stopping the stream leader %s", leader)
 	victim := c.plan.ServerNamed(leader)
 	victim.Stop()
-	time.Sleep(3 * time.Second)
+	c.waitGrowth(p, 300)
 	victim.Start()
-	time.Sleep(2 * time.Second)
+	waitCurrent(t, js, c.cfg.Stream.Name, victim.Name())
 
 	natstest.MoveLeader(t, nc, js, c.cfg.Stream.Name, "n1")
 	t.Log("SIGKILL sluice, whose embedded server n1 leads the stream")
 	c.killSluice()
-	time.Sleep(3 * time.Second)
+	c.waitRows(200)
 	c.startSluice()
-	time.Sleep(2 * time.Second)
+	c.waitGrowth(p, 300)
 
 	stopWriter()
 	assertConverged(t, adminURLs(c.plan), c.cfg.Stream.Name, pgCrashDB{pgConn(t, c.pg())})
@@ -150,23 +153,27 @@ func TestClusterFollowerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopWriter := startTxWriter(t, pgCrashDB{pgConn(t, c.pg())})
-	time.Sleep(time.Second)
+	p, err := newProgress(nc, c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitGrowth(p, 300)
 
 	leader := natstest.MoveLeader(t, nc, js, c.cfg.Stream.Name, "n1", "n2")
 	follower := map[string]string{"n1": "n3", "n2": "n3"}[leader]
 	t.Logf("stopping follower %s (leader %s)", follower, leader)
 	victim := c.plan.ServerNamed(follower)
 	victim.Stop()
-	time.Sleep(3 * time.Second)
+	c.waitGrowth(p, 300)
 	victim.Start()
-	time.Sleep(2 * time.Second)
+	waitCurrent(t, js, c.cfg.Stream.Name, victim.Name())
 
 	natstest.MoveLeader(t, nc, js, c.cfg.Stream.Name, "n2", "n3")
 	t.Log("SIGKILL sluice, whose embedded server n1 follows")
 	c.killSluice()
-	time.Sleep(3 * time.Second)
+	c.waitRows(200)
 	c.startSluice()
-	time.Sleep(2 * time.Second)
+	c.waitGrowth(p, 300)
 
 	stopWriter()
 	assertConverged(t, adminURLs(c.plan), c.cfg.Stream.Name, pgCrashDB{pgConn(t, c.pg())})
@@ -174,6 +181,63 @@ func TestClusterFollowerLoss(t *testing.T) {
 }
 
 func (c *clusterEnv) pg() *pgtest.Server { return c.db.(*pgtest.Server) }
+
+// waitGrowth waits until sluice has published n more messages and written
+// a checkpoint past the stream's last sequence of when it was called: its
+// own checkpoint loop keeps working through whatever the test has done to
+// the cluster.
+func (c *clusterEnv) waitGrowth(p *progress, n uint64) {
+	c.t.Helper()
+	var from uint64
+	waitUntil(c.t, 2*time.Minute, "the stream's last sequence", func() bool {
+		_, _, last, err := p.read(context.Background())
+		from = last
+		return err == nil && last > 0
+	})
+	waitUntil(c.t, 2*time.Minute, fmt.Sprintf("%d more messages and a checkpoint past stream sequence %d", n, from), func() bool {
+		cp, ok, last, err := p.read(context.Background())
+		return err == nil && ok && last >= from+n && cp.StreamSeq > from
+	})
+}
+
+// waitRows waits until the table has n more rows: the writer goes on while
+// sluice is down.
+func (c *clusterEnv) waitRows(n int) {
+	c.t.Helper()
+	conn := pgConn(c.t, c.pg())
+	count := func() int {
+		var rows int
+		if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM items").Scan(&rows); err != nil {
+			c.t.Fatal(err)
+		}
+		return rows
+	}
+	from := count()
+	waitUntil(c.t, time.Minute, fmt.Sprintf("%d more rows", n), func() bool { return count() >= from+n })
+}
+
+// waitCurrent waits until member is a current replica of the stream again.
+func waitCurrent(t *testing.T, js jetstream.JetStream, stream, member string) {
+	t.Helper()
+	waitUntil(t, 2*time.Minute, member+" current in stream "+stream, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s, err := js.Stream(ctx, stream)
+		if err != nil || s.CachedInfo().Cluster == nil {
+			return false
+		}
+		cl := s.CachedInfo().Cluster
+		if cl.Leader == member {
+			return true
+		}
+		for _, r := range cl.Replicas {
+			if r.Name == member {
+				return r.Current && !r.Offline
+			}
+		}
+		return false
+	})
+}
 
 // adminURLs are the cluster's client URLs with the admin login in each.
 func adminURLs(p *natstest.Plan) string {
@@ -264,6 +328,7 @@ func TestFirstStartWhileClusterFormsMySQL(t *testing.T) {
 
 func firstStartWhileClusterForms(t *testing.T, e *env, capturing string) {
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY)`)
+	base := e.serveHTTP()
 	plan := natstest.PlanCluster(t, 3) // members 2 and 3 start later
 	m := plan.Member(0)
 	e.cfg.NATS.ServerName = m.Name
@@ -283,6 +348,8 @@ func firstStartWhileClusterForms(t *testing.T, e *env, capturing string) {
 			t.Errorf("run: %v", err)
 		}
 	}()
+	// The line is the promise under test: what is committed after it
+	// reaches the stream.
 	deadline := time.Now().Add(time.Minute)
 	for !strings.Contains(logs.String(), capturing) {
 		if time.Now().After(deadline) {
@@ -295,17 +362,12 @@ func firstStartWhileClusterForms(t *testing.T, e *env, capturing string) {
 		vals[i] = fmt.Sprintf("(%d)", i+1)
 	}
 	e.exec(`INSERT INTO items VALUES ` + strings.Join(vals, ","))
-	if strings.Contains(logs.String(), "msg=streaming") {
-		t.Fatal("sluice streamed before its cluster formed: the test proves nothing")
+	if code, _ := httpGet(t, base+"/readyz"); code == 200 {
+		t.Fatal("sluice was ready before its cluster formed: the test proves nothing")
 	}
 	plan.Start(1)
 	plan.Start(2)
-	for !strings.Contains(logs.String(), "msg=streaming") {
-		if time.Now().After(deadline.Add(time.Minute)) {
-			t.Fatalf("sluice did not stream once its cluster formed:\n%s", logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitReady(t, base, 2*time.Minute)
 	events := readEvents(t, adminURLs(plan), e.cfg.Stream.Name, 200, 2*time.Minute)
 	seen := map[string]bool{}
 	for _, ev := range events {

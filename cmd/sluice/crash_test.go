@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -64,21 +65,6 @@ func startProcWith(t testing.TB, bin, logPath string, args ...string) *proc {
 	return p
 }
 
-// waitLog waits until the log file has gained n occurrences of s.
-func waitLog(t testing.TB, path, s string, n int, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		b, _ := os.ReadFile(path)
-		if strings.Count(string(b), s) >= n {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	b, _ := os.ReadFile(path)
-	t.Fatalf("log did not reach %d× %q within %s:\n%s", n, s, timeout, b)
-}
-
 // crashDB is what the crash test needs of a database.
 type crashDB interface {
 	// tx runs the statements in one transaction.
@@ -130,11 +116,15 @@ func TestCrashRecovery(t *testing.T) {
 
 // crashTest kills sluice with SIGKILL again and again while rows are
 // written, then proves the consumer's view equals the table, that no change
-// was skipped and none was delivered twice.
+// was skipped and none was delivered twice. Each kill lands where the
+// stream holds messages after the checkpoint (published, not yet
+// checkpointed), so each restart must replay without publishing them again.
 func crashTest(t *testing.T, e *env, db crashDB) {
+	seed := testSeed(t)
 	bin := buildSluice(t)
 	// Exactly-once must not lean on the duplicate window: make it tiny.
 	e.setYAML("replicas: 1}", "replicas: 1, duplicate_window: 100ms}")
+	base := e.serveHTTP()
 	logPath := filepath.Join(e.dir, "sluice.log")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -144,18 +134,28 @@ func crashTest(t *testing.T, e *env, db crashDB) {
 	})
 
 	p := startProc(t, bin, e.cfgYML, logPath)
-	starts := 1
-	waitLog(t, logPath, "msg=streaming", starts, 60*time.Second)
+	waitReady(t, base, 60*time.Second)
 
-	// The writer: 50,000 inserts in transactions of 1 to 60 rows, with
-	// updates (v+1) and deletes of earlier rows mixed in.
+	// The writer: at least 50,000 inserts, and on until the killer is done,
+	// in transactions of 1 to 60 rows, with updates (v+1) and deletes of
+	// earlier rows mixed in.
 	const rows = 50000
+	var written atomic.Int64
+	stopWriting := make(chan struct{})
 	writerDone := make(chan error, 1)
 	go func() {
-		rng := rand.New(rand.NewPCG(1, 2))
+		rng := rand.New(rand.NewPCG(seed, 1))
 		next := 1
-		for next <= rows {
-			n := min(1+rng.IntN(60), rows-next+1)
+		for {
+			if next > rows {
+				select {
+				case <-stopWriting:
+					writerDone <- nil
+					return
+				default:
+				}
+			}
+			n := 1 + rng.IntN(60)
 			vals := make([]string, n)
 			for i := range n {
 				vals[i] = fmt.Sprintf("(%d, 0, 'row %d')", next+i, next+i)
@@ -174,35 +174,44 @@ func crashTest(t *testing.T, e *env, db crashDB) {
 				writerDone <- err
 				return
 			}
+			written.Store(int64(next - 1))
+			// Workload, not a wait: transactions a few milliseconds apart.
 			time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
 		}
-		writerDone <- nil
 	}()
 
-	// The killer: SIGKILL at random moments while the writer runs, at least
-	// three times.
-	kills := 0
-	writing := true
-	for writing || kills < 3 {
-		time.Sleep(time.Duration(300+rand.IntN(900)) * time.Millisecond)
-		select {
-		case err := <-writerDone:
-			if err != nil {
-				t.Fatalf("writer: %v", err)
-			}
-			writing = false
-		default:
-		}
+	// The killer: SIGKILL once the stream has grown by a random number of
+	// messages since the start and holds messages after the checkpoint, until
+	// 50,000 rows are written, at least three times.
+	rng := rand.New(rand.NewPCG(seed, 2))
+	kills, replays := 0, 0
+	for written.Load() < rows || kills < 3 {
+		progress := e.progress()
+		waitUncheckpointed(t, progress, uint64(50+rng.IntN(2000)), writerDone)
+		progress.close()
 		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		_ = p.cmd.Wait()
 		kills++
+		// What the restart finds: messages stored after the checkpoint,
+		// which it must not publish again.
+		if cp, _, last := readStopped(t, e); last > cp.StreamSeq {
+			replays++
+		} else {
+			t.Logf("kill %d: the checkpoint (stream_seq %d) had caught up with the stream", kills, cp.StreamSeq)
+		}
 		p = startProc(t, bin, e.cfgYML, logPath)
-		starts++
-		waitLog(t, logPath, "msg=streaming", starts, 60*time.Second)
+		waitReady(t, base, 60*time.Second)
 	}
-	t.Logf("killed sluice %d times while writing %d rows", kills, rows)
+	close(stopWriting)
+	if err := <-writerDone; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	t.Logf("killed sluice %d times while writing %d rows; %d kills left messages after the checkpoint", kills, written.Load(), replays)
+	if replays == 0 {
+		t.Fatal("no kill left messages after the checkpoint: the replay path was not exercised")
+	}
 
 	assertConverged(t, e.natsURL(), e.cfg.Stream.Name, db)
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -212,13 +221,44 @@ func crashTest(t *testing.T, e *env, db crashDB) {
 		b, _ := os.ReadFile(logPath)
 		t.Fatalf("sluice did not exit 0 on SIGTERM: %v\n%s", err, tailLines(string(b), 30))
 	}
-	// The kills must have hit between a publish and its checkpoint at least
-	// once, or the replay path was never tested.
+	// Every restart that found messages after its checkpoint said it skips
+	// them.
 	b, _ := os.ReadFile(logPath)
-	if n := strings.Count(string(b), "messages already stored after it are not published again"); n == 0 {
-		t.Errorf("no restart replayed stored messages: the crash test did not exercise the replay path")
-	} else {
-		t.Logf("%d restarts skipped messages stored after their checkpoint", n)
+	if n := strings.Count(string(b), "messages already stored after it are not published again"); n < replays {
+		t.Errorf("%d restarts skipped messages stored after their checkpoint, want %d", n, replays)
+	}
+}
+
+// waitUncheckpointed waits until sluice's stream has grown by grow
+// messages since p first reads it and holds messages after the checkpoint,
+// failing the test if the writer stops first.
+//
+// A checkpoint must exist: a kill before the first one is not tested here,
+// because a MySQL source keeps its first start's capture point in memory
+// only, and a restart before the first checkpoint captures from the
+// binlog's end again, losing what was committed in between.
+func waitUncheckpointed(t *testing.T, p *progress, grow uint64, writerDone <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	var from uint64
+	started := false
+	for {
+		cp, ok, last, err := p.read(context.Background())
+		if err == nil && !started {
+			from, started = last, true
+		}
+		if err == nil && ok && last >= from+grow && last > cp.StreamSeq {
+			return
+		}
+		select {
+		case err := <-writerDone:
+			t.Fatalf("the writer stopped while sluice was running: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream did not grow by %d messages past the checkpoint within 2m (last %d, checkpoint %d, error %v)", grow, last, cp.StreamSeq, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -88,8 +88,9 @@ func TestEndToEnd(t *testing.T) {
 	})
 	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, want, 60*time.Second)
 
-	// Nothing more may arrive: no duplicates, no stray events.
-	time.Sleep(500 * time.Millisecond)
+	// Nothing more may arrive: no duplicates, no stray events. Once the
+	// checkpoint covers the stream, any would be in it.
+	e.waitCheckpointed(time.Minute)
 	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != want {
 		t.Fatalf("stream holds %d messages, want exactly %d", n, want)
 	}

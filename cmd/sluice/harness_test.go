@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,6 +114,18 @@ func (e *env) setYAML(old, new string) {
 // sluice's store by starting its embedded server alone.
 func readCheckpointPosition(t *testing.T, e *env) string {
 	t.Helper()
+	cp, ok, _ := readStopped(t, e)
+	if !ok {
+		t.Fatal("no checkpoint")
+	}
+	return string(cp.Position)
+}
+
+// readStopped reads the source's checkpoint (ok is false when there is
+// none) and the stream's last sequence from the stopped sluice's store by
+// starting its embedded server alone.
+func readStopped(t *testing.T, e *env) (cp checkpoint.Checkpoint, ok bool, lastSeq uint64) {
+	t.Helper()
 	srv, err := sink.StartServer(serverConfig(e.cfg))
 	if err != nil {
 		t.Fatal(err)
@@ -123,19 +136,143 @@ func readCheckpointPosition(t *testing.T, e *env) string {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	p, err := newProgress(nc, e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := checkpoint.Open(context.Background(), js, e.cfg.Checkpoint.Bucket, 1)
+	cp, ok, lastSeq, err = p.read(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, ok, err := store.Load(context.Background(), e.cfg.Source.Name)
-	if err != nil || !ok {
-		t.Fatalf("no checkpoint: %v", err)
+	return cp, ok, lastSeq
+}
+
+// progress reads how far a sluice has got: its checkpoint, and its
+// stream's last sequence.
+type progress struct {
+	nc     *nats.Conn
+	store  *checkpoint.Store
+	events jetstream.JetStream
+	source string
+	stream string
+}
+
+// newProgress reads through nc, an admin connection to sluice's NATS.
+func newProgress(nc *nats.Conn, cfg Config) (*progress, error) {
+	state, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
 	}
-	return string(cp.Position)
+	events, err := jetstream.NewWithAPIPrefix(nc, sink.EventsAPIPrefix)
+	if err != nil {
+		return nil, err
+	}
+	store, err := checkpoint.Open(context.Background(), state, cfg.Checkpoint.Bucket, 1)
+	if err != nil {
+		return nil, err
+	}
+	return &progress{nc: nc, store: store, events: events, source: cfg.Source.Name, stream: cfg.Stream.Name}, nil
+}
+
+// close closes the connection: before sluice is killed, so that it does
+// not try the old login on the next sluice.
+func (p *progress) close() { p.nc.Close() }
+
+// read returns the checkpoint (ok is false while there is none) and the
+// stream's last sequence.
+func (p *progress) read(ctx context.Context) (cp checkpoint.Checkpoint, ok bool, lastSeq uint64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cp, ok, err = p.store.Load(ctx, p.source)
+	if err != nil {
+		return cp, ok, 0, err
+	}
+	s, err := p.events.Stream(ctx, p.stream)
+	if err != nil {
+		return cp, ok, 0, err
+	}
+	return cp, ok, s.CachedInfo().State.LastSeq, nil
+}
+
+// progress connects to the running sluice with the local admin login (a
+// restarted sluice writes a new one: call it again after each start).
+func (e *env) progress() *progress {
+	e.t.Helper()
+	nc, err := controlClient(e.cfg, e.client).connect("test")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	p, err := newProgress(nc, e.cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// waitCheckpointed waits until the running sluice's checkpoint covers its
+// whole stream (stream_seq is the stream's last sequence): every message
+// it has published is stored and acknowledged, so a duplicate or a stray
+// event of what the database committed so far would already be in the
+// stream. It returns the stream's last sequence.
+func (e *env) waitCheckpointed(timeout time.Duration) uint64 {
+	e.t.Helper()
+	p := e.progress()
+	deadline := time.Now().Add(timeout)
+	for {
+		cp, ok, last, err := p.read(context.Background())
+		if err == nil && ok && cp.StreamSeq == last {
+			return last
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the checkpoint (stream_seq %d, found %v, error %v) did not reach the stream's last sequence %d within %s",
+				cp.StreamSeq, ok, err, last, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// serveHTTP gives e's sluice an HTTP port (/readyz, /metrics) and returns
+// its base URL.
+func (e *env) serveHTTP() string {
+	e.t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(e.t))
+	e.setYAML("\nstream: {", fmt.Sprintf("\nhttp: {listen: %q}\nstream: {", addr))
+	return "http://" + addr
+}
+
+// waitReady waits until the sluice serving base says it is ready: its
+// source has the log open and JetStream answers.
+func waitReady(t testing.TB, base string, timeout time.Duration) {
+	t.Helper()
+	waitHTTP(t, base+"/readyz", timeout, "readiness", func(code int, _ string) bool { return code == 200 })
+}
+
+// waitUntil polls cond until it holds, failing the test after timeout.
+func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testSeed is the seed of a test's randomness: SLUICE_TEST_SEED, or the
+// time. It is logged, so that a failure can be run again with it.
+func testSeed(t testing.TB) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("SLUICE_TEST_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("SLUICE_TEST_SEED=%q: %v", s, err)
+		}
+	}
+	t.Logf("seed %d (SLUICE_TEST_SEED=%d runs it again)", seed, seed)
+	return seed
 }
 
 func (e *env) natsURL() string { return "nats://" + e.cfg.NATS.Listen }
@@ -346,7 +483,7 @@ func startWriter(t testing.TB, seed uint64, pause time.Duration, op func(rng *ra
 				result <- err
 				return
 			}
-			time.Sleep(pause)
+			time.Sleep(pause) // the workload's pace, not a wait
 		}
 	}()
 	var once sync.Once

@@ -15,7 +15,7 @@ import (
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
-func httpGet(t *testing.T, url string) (int, string) {
+func httpGet(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -49,7 +49,7 @@ func metricValue(scrape, name string, labels ...string) float64 {
 }
 
 // waitHTTP polls url until check passes.
-func waitHTTP(t *testing.T, url string, timeout time.Duration, what string, check func(code int, body string) bool) string {
+func waitHTTP(t testing.TB, url string, timeout time.Duration, what string, check func(code int, body string) bool) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -145,7 +145,7 @@ func TestMySQLFailoverMissingTransactions(t *testing.T) {
 	// No write on the new primary before sluice is on it: the checkpoint's
 	// GTID is then past the end of its binlog, which MariaDB accepts as a
 	// start, so only sluice's own check finds the gap.
-	e.waitLog(logs, "gap recorded", time.Minute)
+	waitGap(t, e, time.Minute)
 	db := mysqlCrashDB{mysqlConn(t, replica)}
 	w.run(t, db, 50)
 	assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "my1", Schema: "shop", Table: "items"}, db.state)

@@ -83,7 +83,8 @@ func TestMySQLEndToEnd(t *testing.T) {
 
 	const want = 2 + 20 + 21 + 2 + 1 + 4
 	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, want, 60*time.Second)
-	time.Sleep(500 * time.Millisecond)
+	// Once the checkpoint covers the stream, a duplicate would be in it.
+	e.waitCheckpointed(time.Minute)
 	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != want {
 		t.Fatalf("stream holds %d messages, want exactly %d", n, want)
 	}
@@ -269,7 +270,8 @@ func TestMySQLIdleHeartbeats(t *testing.T) {
 	e.setYAML("kind: mysql,", "kind: mysql, heartbeat: 200ms,")
 	e.exec(`CREATE TABLE t (id INT PRIMARY KEY)`)
 	stop, logs := e.startRun()
-	time.Sleep(3 * time.Second) // 15 heartbeats, 5 read timeouts' worth
+	// The idling under test, not a wait: 15 heartbeats, 5 read timeouts' worth.
+	time.Sleep(3 * time.Second)
 	e.exec(`INSERT INTO t VALUES (1)`)
 	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
 	if err := stop(); err != nil {

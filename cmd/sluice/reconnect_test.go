@@ -34,6 +34,7 @@ type restartable interface {
 }
 
 func restartMidStream(t *testing.T, e *env, db restartable) {
+	base := e.serveHTTP()
 	stop, logs := e.startRun()
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -48,7 +49,10 @@ func restartMidStream(t *testing.T, e *env, db restartable) {
 	if err := db.Halt(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // sluice notices and starts retrying
+	// sluice notices: its source no longer has the log open.
+	waitHTTP(t, base+"/readyz", 30*time.Second, "unready while the database is down", func(code int, body string) bool {
+		return code == 503 && strings.Contains(body, "log is not open")
+	})
 	if err := db.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +62,7 @@ func restartMidStream(t *testing.T, e *env, db restartable) {
 	e.exec(`UPDATE items SET v = 1`)
 
 	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 200, 60*time.Second)
-	time.Sleep(500 * time.Millisecond)
+	e.waitCheckpointed(time.Minute)
 	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != 200 {
 		t.Fatalf("stream holds %d messages, want 200", n)
 	}

@@ -31,8 +31,7 @@ func TestInitialSnapshotMySQL(t *testing.T) {
 
 func initialSnapshotTest(t *testing.T, e *env, db crashDB, schema string) {
 	const rows = 3000
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	// The defaults: the harness turns the initial snapshot off for the
 	// tests written before it.
 	e.setYAML("backfill: {initial: false}", "backfill: {chunk_size: 200}")

@@ -137,10 +137,11 @@ func streamRows(t *testing.T, e *env, db crashDB, d time.Duration, midway func()
 			midway()
 			midway = nil
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the workload: a row every 20ms
 	}
 	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, id, 60*time.Second)
-	time.Sleep(500 * time.Millisecond)
+	// Once the checkpoint covers the stream, a duplicate would be in it.
+	e.waitCheckpointed(time.Minute)
 	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != uint64(id) {
 		t.Fatalf("stream holds %d messages for %d rows; log:\n%s", n, id, logs)
 	}

@@ -41,9 +41,10 @@ type Server struct {
 }
 
 // New starts a single-node JetStream server in a temp dir; it stops with
-// the test.
+// the test. Under -short it skips the test (SkipShort).
 func New(t testing.TB) *Server {
 	t.Helper()
+	SkipShort(t)
 	s := &Server{t: t, cfg: sink.ServerConfig{
 		Name:       "natstest",
 		Listen:     "127.0.0.1:" + strconv.Itoa(FreePort(t)),
@@ -74,6 +75,17 @@ func (s *Server) Stop() {
 	}
 }
 
+// SkipShort skips t under -short, which runs only tests that start no
+// server. A test that starts a NATS server without New or PlanCluster
+// (sink.StartServer, or sluice's run with its embedded server) calls it
+// first.
+func SkipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a real NATS server: not in -short")
+	}
+}
+
 // URL is the client URL.
 func (s *Server) URL() string { return "nats://" + s.cfg.Listen }
 
@@ -96,9 +108,11 @@ type Plan struct {
 	servers []*Server
 }
 
-// PlanCluster reserves an n-member cluster named "natstest".
+// PlanCluster reserves an n-member cluster named "natstest". Under -short
+// it skips the test (SkipShort): the plan is there to start servers.
 func PlanCluster(t testing.TB, n int) *Plan {
 	t.Helper()
+	SkipShort(t)
 	p := &Plan{t: t, Name: "natstest", servers: make([]*Server, n)}
 	dir := t.TempDir()
 	var routes []string
@@ -243,7 +257,12 @@ func MoveLeader(t testing.TB, nc *nats.Conn, js jetstream.JetStream, stream stri
 			}
 		}
 		_, _ = nc.Request(prefix+".STREAM.LEADER.STEPDOWN."+stream, nil, 5*time.Second)
-		time.Sleep(500 * time.Millisecond)
+		// The election is over when another member leads (a step-down
+		// request that got lost is tried again after a while).
+		deadline := time.Now().Add(10 * time.Second)
+		for StreamLeader(t, js, stream) == leader && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	t.Fatalf("stream %s: could not move its leader to %v", stream, want)
 	return ""

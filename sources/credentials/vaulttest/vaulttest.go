@@ -186,10 +186,14 @@ func (s *Server) waitReady(ctx context.Context, keyc <-chan string) error {
 	}
 }
 
-// New is Start for tests: it skips nothing, fails the test on error, and
-// stops the server when the test ends.
+// New is Start for tests: it fails the test on error (a missing binary
+// too), and stops the server when the test ends. Under -short it skips the
+// test, since it starts a real server.
 func New(t testing.TB) *Server {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a real Vault: not in -short")
+	}
 	s, err := Start(context.Background())
 	if err != nil {
 		t.Fatalf("vaulttest: %v", err)

@@ -117,9 +117,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 }
 
 // New is Start for tests: it fails the test on error and stops the server
-// when the test ends.
+// when the test ends. Under -short it skips the test (SkipShort).
 func New(t testing.TB, opts ...Options) *Server {
 	t.Helper()
+	SkipShort(t)
 	if len(opts) > 1 {
 		t.Fatalf("mysqltest.New: at most one Options, got %d", len(opts))
 	}
@@ -137,6 +138,15 @@ func New(t testing.TB, opts ...Options) *Server {
 		}
 	})
 	return s
+}
+
+// SkipShort skips t under -short, which runs only tests that start no
+// server. A test that calls Start itself calls it first.
+func SkipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a real MariaDB: not in -short")
+	}
 }
 
 func (s *Server) Port() int    { return s.port }
@@ -246,6 +256,7 @@ func StartReplica(ctx context.Context, primary *Server, opts Options) (*Server, 
 // stops the replica when the test ends.
 func NewReplica(t testing.TB, primary *Server, opts ...Options) *Server {
 	t.Helper()
+	SkipShort(t)
 	if len(opts) > 1 {
 		t.Fatalf("mysqltest.NewReplica: at most one Options, got %d", len(opts))
 	}

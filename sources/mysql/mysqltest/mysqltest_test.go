@@ -91,6 +91,7 @@ func TestSettingsOverride(t *testing.T) {
 }
 
 func TestBadSettingShowsLog(t *testing.T) {
+	mysqltest.SkipShort(t)
 	t.Parallel()
 	s, err := mysqltest.Start(ctx(t), mysqltest.Options{Settings: map[string]string{"no_such_setting": "1"}})
 	if err == nil {
@@ -152,6 +153,7 @@ func TestHaltRestartPurge(t *testing.T) {
 }
 
 func TestStopTwice(t *testing.T) {
+	mysqltest.SkipShort(t)
 	t.Parallel()
 	s, err := mysqltest.Start(ctx(t), mysqltest.Options{})
 	if err != nil {
@@ -183,6 +185,7 @@ func TestStopTwice(t *testing.T) {
 // A caller-supplied dir (a 0700-parented t.TempDir, which matters when running
 // as root) is kept by Stop and its data reused by the next Start.
 func TestDirReused(t *testing.T) {
+	mysqltest.SkipShort(t)
 	t.Parallel()
 	dir := t.TempDir()
 	var log syncBuffer

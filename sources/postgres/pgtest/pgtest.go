@@ -128,9 +128,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 }
 
 // New is Start for tests: it fails the test on error and stops the server
-// when the test ends.
+// when the test ends. Under -short it skips the test (SkipShort).
 func New(t testing.TB, opts ...Options) *Server {
 	t.Helper()
+	SkipShort(t)
 	if len(opts) > 1 {
 		t.Fatalf("pgtest.New: at most one Options, got %d", len(opts))
 	}
@@ -148,6 +149,15 @@ func New(t testing.TB, opts ...Options) *Server {
 		}
 	})
 	return s
+}
+
+// SkipShort skips t under -short, which runs only tests that start no
+// server. A test that calls Start itself calls it first.
+func SkipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a real PostgreSQL: not in -short")
+	}
 }
 
 func (s *Server) Port() int   { return s.port }

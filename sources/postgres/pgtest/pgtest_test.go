@@ -85,6 +85,7 @@ func TestSettingsOverride(t *testing.T) {
 }
 
 func TestBadSettingShowsLog(t *testing.T) {
+	pgtest.SkipShort(t)
 	t.Parallel()
 	s, err := pgtest.Start(ctx(t), pgtest.Options{Settings: map[string]string{"no_such_setting": "1"}})
 	if err == nil {
@@ -126,6 +127,7 @@ func TestHaltRestart(t *testing.T) {
 }
 
 func TestStopTwice(t *testing.T) {
+	pgtest.SkipShort(t)
 	t.Parallel()
 	s, err := pgtest.Start(ctx(t), pgtest.Options{})
 	if err != nil {
@@ -149,6 +151,7 @@ func TestStopTwice(t *testing.T) {
 // A caller-supplied dir (here a 0700-parented t.TempDir, which matters when
 // running as root) is kept by Stop and its cluster reused by the next Start.
 func TestDirReused(t *testing.T) {
+	pgtest.SkipShort(t)
 	t.Parallel()
 	dir := t.TempDir()
 	var log syncBuffer
