@@ -305,7 +305,7 @@ type LogConfig struct {
 // defaults are every default value, in one place.
 func defaults() Config {
 	return Config{
-		Source: SourceConfig{Config: sources.Config{Kind: drivers.DefaultKind}},
+		Source: SourceConfig{Config: sources.Config{Kind: drivers.DefaultKind}, drivers: drivers.All()},
 		NATS:   NATSConfig{Listen: "127.0.0.1:4222", StoreDir: "./data", MaxPayload: 8 << 20, StartupTimeout: time.Minute},
 		Stream: StreamConfig{
 			SubjectPrefix: "cdc", Partitions: 8, Replicas: 1,
