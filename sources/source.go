@@ -43,6 +43,12 @@ type Source interface {
 	// bytes, as last measured; -1 when it keeps none for a reader (MySQL
 	// keeps binlogs by age).
 	RetainedBytes() int64
+	// Start is where a first start (no checkpoint yet) captures from, when
+	// the database keeps no bookmark for sluice: the engine saves it as
+	// the first checkpoint before streaming, so a crash before the first
+	// commit resumes there rather than at the log's end of the restart.
+	// "" when the database keeps it (a PostgreSQL slot).
+	Start() Position
 }
 
 // Handler receives what a source reads. Both calls may block to apply

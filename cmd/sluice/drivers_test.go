@@ -211,6 +211,7 @@ func (s *toySource) Ack(sources.Position)        {}
 func (s *toySource) Close(context.Context) error { return nil }
 func (s *toySource) Database() string            { return "mem" }
 func (s *toySource) RetainedBytes() int64        { return -1 }
+func (s *toySource) Start() sources.Position     { return "" }
 func (s *toySource) Tables() []string            { return []string{"mem.items"} }
 
 func (s *toySource) Reset(context.Context) (sources.Position, error) {

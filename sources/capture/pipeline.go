@@ -69,11 +69,18 @@ type Config struct {
 	Log     *slog.Logger
 }
 
+// Source is what the engine reads from a driver's sources.Source.
+type Source interface {
+	Stream(ctx context.Context, from sources.Position, h sources.Handler) error
+	Ack(pos sources.Position)
+	Start() sources.Position
+}
+
 // Pipeline moves changes from a source to JetStream and checkpoints what
 // JetStream has stored (DESIGN.md "Data flow").
 type Pipeline struct {
 	cfg   Config
-	src   sources.Source
+	src   Source
 	pub   *sink.Publisher
 	store CheckpointStore
 	enc   *sink.Encoder
@@ -94,7 +101,7 @@ type Pipeline struct {
 
 // New wires src to stream: it creates the publisher and reads the
 // stream's state. js must be the JetStream context stream came from.
-func New(ctx context.Context, cfg Config, src sources.Source, store CheckpointStore, js jetstream.JetStream, stream jetstream.Stream) (*Pipeline, error) {
+func New(ctx context.Context, cfg Config, src Source, store CheckpointStore, js jetstream.JetStream, stream jetstream.Stream) (*Pipeline, error) {
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = 250 * time.Millisecond
 	}
@@ -145,12 +152,25 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return err
 	}
 	cp.Source = p.cfg.SourceName
-	p.acked = cp
-	if cp.Position != "" {
+	switch start := p.src.Start(); {
+	case cp.Position != "":
 		p.log.Info("resuming from checkpoint", "position", cp.Position, "stream_seq", cp.StreamSeq)
-	} else {
+	case start != "":
+		// The database keeps no bookmark for us: until this is stored, a
+		// crash would restart at the log's end then, losing what was
+		// committed in between.
+		cp.Position = start
+		err := sink.Retry(ctx, p.log, "write the first checkpoint", p.cfg.StartupTimeout, func(ctx context.Context) error {
+			return p.store.Save(ctx, cp)
+		})
+		if err != nil {
+			return err
+		}
+		p.log.Info("no checkpoint yet: the first one is where capture starts", "position", start)
+	default:
 		p.log.Info("no checkpoint yet: starting at the replication slot's position")
 	}
+	p.acked = cp
 
 	// The publisher outlives ctx so that shutdown can drain it.
 	pubCtx, stopPub := context.WithCancel(context.Background())

@@ -24,12 +24,13 @@ import (
 // transaction's change on reached: the moment a stop may land between a
 // stored message and its commit.
 type scriptSource struct {
-	sources.Source // the pipeline calls only Stream and Ack
-	table          *sources.Table
-	rows           [][]sources.Value
-	hold           map[int]bool
-	reached        chan int
-	release        chan struct{}
+	table   *sources.Table
+	rows    [][]sources.Value
+	hold    map[int]bool
+	reached chan int
+	release chan struct{}
+	// start is where a first start captures from ("" like a slot).
+	start sources.Position
 
 	mu    sync.Mutex
 	acked sources.Position
@@ -78,6 +79,8 @@ func (s *scriptSource) Ack(pos sources.Position) {
 
 func (s *scriptSource) Close(context.Context) error { return nil }
 
+func (s *scriptSource) Start() sources.Position { return s.start }
+
 type pipelineWorld struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -108,7 +111,7 @@ type running struct {
 func (r running) stop() error { r.cancel(); return <-r.done }
 
 // run starts a pipeline over src.
-func (w pipelineWorld) run(t *testing.T, src sources.Source, contracts *schemas.Contracts, boundary time.Duration) running {
+func (w pipelineWorld) run(t *testing.T, src capture.Source, contracts *schemas.Contracts, boundary time.Duration) running {
 	t.Helper()
 	p, err := capture.New(context.Background(), capture.Config{
 		SourceName: "t", SourceKind: "postgres", Database: "db", Prefix: "cdc", Partitions: 4, Window: 64,
@@ -236,5 +239,36 @@ func TestReplayNotJudgedAgain(t *testing.T) {
 	next := &scriptSource{table: ordersTable(), rows: append(replay.rows, []sources.Value{sources.Value("4"), sources.Null})}
 	if err := <-w.run(t, next, contracts, time.Minute).done; !errors.Is(err, schemas.ErrContract) {
 		t.Fatalf("a new row breaking a halt contract: %v, want ErrContract", err)
+	}
+}
+
+// TestFirstStartCheckpointsStart: a source whose database keeps no
+// bookmark (MySQL) names where a first start captures from; it is the
+// first checkpoint, written before streaming, so a crash before the
+// first commit resumes there instead of at the log's end of the restart.
+func TestFirstStartCheckpointsStart(t *testing.T) {
+	w := newPipelineWorld(t)
+	// No rows: the source streams nothing and commits nothing.
+	src := &scriptSource{table: ordersTable(), start: "0"}
+	r := w.run(t, src, nil, time.Minute)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cp, ok, err := w.store.Load(context.Background(), "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if cp.Position != "0" {
+				t.Fatalf("first checkpoint at %q, want the source's start 0", cp.Position)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint within 30s of a first start: a crash now would lose what is committed until the restart")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -230,6 +230,15 @@ func (s *Source) currentHost() hostPort {
 // Database is the DSN's database, for the event's source.db.
 func (s *Source) Database() string { return s.dsn.db }
 
+// Start is where the binlog ended when the source was opened: MySQL keeps
+// no bookmark of a reader, so the engine saves it as the first checkpoint.
+func (s *Source) Start() sources.Position {
+	if !s.anchored {
+		return ""
+	}
+	return sources.Position(s.anchor.String())
+}
+
 // Ack does nothing: a MySQL server keeps its binlog by age, not by replica
 // progress. The checkpoint is the only record of where to resume.
 func (s *Source) Ack(sources.Position) {}

@@ -235,6 +235,9 @@ func (s *Source) setup(ctx context.Context) (err error) {
 // Database is the database name, for the event's source.db.
 func (s *Source) Database() string { return s.db }
 
+// Start is "": the replication slot keeps the position of a first start.
+func (s *Source) Start() sources.Position { return "" }
+
 // login asks the credentials source, if any, for the login to use now.
 func (s *Source) login(ctx context.Context) (*sources.Login, error) {
 	if s.cfg.Credentials == nil {
