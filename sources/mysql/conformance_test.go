@@ -37,6 +37,22 @@ func TestConformance(t *testing.T) {
 			"timestamp whole second": `"2024-02-29T13:45:06.000000Z"`,
 		},
 		LoseLog: func(ctx context.Context, _ sources.Spec) error { return srv.PurgeBinlogs(ctx) },
+		Lock: func(ctx context.Context, table string) (func() error, error) {
+			conn, err := client.ConnectWithContext(ctx, srv.Addr(), "root", "", "", 0)
+			if err != nil {
+				return nil, err
+			}
+			db, name, _ := strings.Cut(table, ".")
+			if _, err := conn.Execute("LOCK TABLES " + myDB{}.Ident(db) + "." + myDB{}.Ident(name) + " WRITE"); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return func() error {
+				defer conn.Close()
+				_, err := conn.Execute("UNLOCK TABLES")
+				return err
+			}, nil
+		},
 		ParsedSQL: func(ctx context.Context) (func(context.Context) ([]string, error), error) {
 			return parsedSQL(ctx, srv)
 		},

@@ -46,6 +46,7 @@ func TestConformance(t *testing.T) {
 		LoseLog: func(ctx context.Context, spec sources.Spec) error {
 			return srv.Exec(ctx, "conform", "SELECT pg_drop_replication_slot($1)", "sluice_"+spec.Name)
 		},
+		Lock:      db.lock,
 		ParsedSQL: db.parsedSQL,
 	})
 }
@@ -85,6 +86,24 @@ func (d pgDB) TextKeys() map[string]string { return d.textKeys }
 func (pgDB) Ident(name string) string      { return pgx.Identifier{name}.Sanitize() }
 func (pgDB) String(s string) string        { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 func (pgDB) Bytes(b []byte) string         { return `'\x` + hex.EncodeToString(b) + `'` }
+
+// lock holds ACCESS EXCLUSIVE on table in a transaction of its own.
+func (d pgDB) lock(ctx context.Context, table string) (func() error, error) {
+	conn, err := pgx.Connect(ctx, d.srv.DSN("conform"))
+	if err != nil {
+		return nil, err
+	}
+	schema, name, _ := strings.Cut(table, ".")
+	if _, err := conn.Exec(ctx, "BEGIN; LOCK TABLE "+pgx.Identifier{schema, name}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	return func() error {
+		defer conn.Close(context.Background())
+		_, err := conn.Exec(context.Background(), "COMMIT")
+		return err
+	}, nil
+}
 
 // parsedSQL reads the statements from the server's log (log_statement =
 // all): "statement:" and "execute" lines, and the statement an error line

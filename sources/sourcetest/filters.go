@@ -296,12 +296,58 @@ func filters(t *testing.T, h Harness) {
 		if !strings.Contains(err.Error(), "backfill.statement_timeout") || errors.Is(err, sources.ErrDisconnected) || errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("the timeout error %q must name backfill.statement_timeout and not look transient", err)
 		}
+		if dbErr.Err != nil && strings.Contains(err.Error(), dbErr.Err.Error()) {
+			t.Errorf("the timeout error %q quotes the database's own error", err)
+		}
 		// The timeout was the chunk's alone.
 		if ids, err := read(t, sources.ChunkQuery{Table: big, Limit: 10, Filters: f("v", "=", "-1")}); err != nil || len(ids) != 0 {
 			t.Errorf("the same scan without a timeout: %v, %v", ids, err)
 		}
 		if ids, err := read(t, sources.ChunkQuery{Table: big, Limit: 3, Timeout: time.Minute, Filters: f("id", ">", "299998")}); err != nil || !slices.Equal(ids, []int{299999, 300000}) {
 			t.Errorf("with a generous timeout: %v, %v", ids, err)
+		}
+
+		// A lock held elsewhere keeps the SELECT waiting past its
+		// timeout, however fast the machine.
+		if h.Lock == nil {
+			t.Skip("needs Harness.Lock for a read behind a lock")
+		}
+		unlock, err := h.Lock(ctx, people)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = read(t, sources.ChunkQuery{Timeout: 100 * time.Millisecond, Filters: f("name", "=", canary)})
+		if uerr := unlock(); uerr != nil {
+			t.Fatal(uerr)
+		}
+		if !errors.Is(err, sources.ErrStatementTimeout) || !errors.As(err, &dbErr) {
+			t.Fatalf("ReadChunk behind a lock with a timeout: %v, want ErrStatementTimeout from the database", err)
+		}
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		if h.Lock == nil {
+			t.Skip("needs Harness.Lock")
+		}
+		// ReadChunk ends with its context, even while the SELECT waits
+		// for a lock, and the source reads on afterwards.
+		unlock, err := h.Lock(ctx, people)
+		if err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err = src.ReadChunk(short, sources.ChunkQuery{Table: people, Limit: 10})
+		took := time.Since(start)
+		if uerr := unlock(); uerr != nil {
+			t.Fatal(uerr)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || took > 1500*time.Millisecond {
+			t.Errorf("ReadChunk past its deadline: %v after %v, want context.DeadlineExceeded at once", err, took)
+		}
+		if ids, err := read(t, sources.ChunkQuery{Filters: f("id", ">", "29")}); err != nil || !slices.Equal(ids, []int{30, 100, 101}) {
+			t.Errorf("ReadChunk after a cancelled one: %v, %v", ids, err)
 		}
 	})
 

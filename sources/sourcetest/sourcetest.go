@@ -39,6 +39,11 @@ type Harness struct {
 	// unreadable (PostgreSQL: drops its slot; MySQL: purges the binlogs),
 	// for the reset part. The source is not streaming when it is called.
 	LoseLog func(ctx context.Context, spec sources.Spec) error
+	// Lock, when set, holds a lock on table (schema.table) from a
+	// connection of its own that keeps every SELECT of it waiting until
+	// unlock: the filters part reads behind it with a statement timeout
+	// and with a context that ends.
+	Lock func(ctx context.Context, table string) (unlock func() error, err error)
 	// ParsedSQL, when set, starts recording what the server parses, and
 	// returns what it parsed since: each statement's text with its
 	// placeholders, never the values bound to them. The filters part
