@@ -207,7 +207,7 @@ func TestBackfill(t *testing.T) {
 		e ENUM('a','b','c d'), st SET('x','y','z'), j JSON,
 		bl BLOB, bn BINARY(4), vb VARBINARY(10), bt BIT(10), bt64 BIT(64),
 		c CHAR(5), vc VARCHAR(20), tx TEXT, l1 VARCHAR(10) CHARACTER SET latin1, g POINT)`,
-			)
+	)
 	src := newTestSource(t, srv, "types1", "types")
 
 	t.Run("values match the stream", func(t *testing.T) {
