@@ -91,9 +91,7 @@ func vals(vals ...string) []sources.Value {
 func changes(t *testing.T, h Harness) {
 	ctx := testCtx(t)
 	d := dialect{h.DB}
-	d.recreate(t, ctx, "ch", "id", col{name: "id", kind: Int}, col{name: "v", kind: Text}, col{name: "n", kind: Int})
-	spec, table := d.spec(h, "changes", "ch")
-	src := open(t, ctx, h.Driver, spec)
+	src, _, table := d.capture(t, ctx, h, "changes", "ch", col{name: "id", kind: Int}, col{name: "v", kind: Text}, col{name: "n", kind: Int})
 	st := startStream(t, ctx, src, "")
 	ch := d.table("ch")
 	id := h.DB.Ident("id")
@@ -156,9 +154,7 @@ func changes(t *testing.T, h Harness) {
 func transaction(t *testing.T, h Harness) {
 	ctx := testCtx(t)
 	d := dialect{h.DB}
-	d.recreate(t, ctx, "bigtx", "id", col{name: "id", kind: Int}, col{name: "v", kind: Text})
-	spec, table := d.spec(h, "transaction", "bigtx")
-	src := open(t, ctx, h.Driver, spec)
+	src, _, table := d.capture(t, ctx, h, "transaction", "bigtx", col{name: "id", kind: Int}, col{name: "v", kind: Text})
 	st := startStream(t, ctx, src, "")
 
 	const rows, per = 5000, 1000
@@ -190,9 +186,7 @@ func transaction(t *testing.T, h Harness) {
 func ddl(t *testing.T, h Harness) {
 	ctx := testCtx(t)
 	d := dialect{h.DB}
-	d.recreate(t, ctx, "grows", "id", col{name: "id", kind: Int}, col{name: "v", kind: Text})
-	spec, table := d.spec(h, "ddl", "grows")
-	src := open(t, ctx, h.Driver, spec)
+	src, _, table := d.capture(t, ctx, h, "ddl", "grows", col{name: "id", kind: Int}, col{name: "v", kind: Text})
 	st := startStream(t, ctx, src, "")
 
 	d.exec(t, ctx, d.insert("grows", []string{"1", h.DB.String("a")}))
@@ -226,9 +220,7 @@ func ddl(t *testing.T, h Harness) {
 func resume(t *testing.T, h Harness) {
 	ctx := testCtx(t)
 	d := dialect{h.DB}
-	d.recreate(t, ctx, "rs", "id", col{name: "id", kind: Int})
-	spec, table := d.spec(h, "resume", "rs")
-	src := open(t, ctx, h.Driver, spec)
+	src, spec, table := d.capture(t, ctx, h, "resume", "rs", col{name: "id", kind: Int})
 	insert := func(id int) { d.exec(t, ctx, d.insert("rs", []string{itoa(id)})) }
 	// ids reads n transactions of one insert each and returns their ids
 	// and the last commit.
@@ -285,9 +277,7 @@ func reset(t *testing.T, h Harness) {
 	}
 	ctx := testCtx(t)
 	d := dialect{h.DB}
-	d.recreate(t, ctx, "gap", "id", col{name: "id", kind: Int})
-	spec, table := d.spec(h, "reset", "gap")
-	src := open(t, ctx, h.Driver, spec)
+	src, spec, table := d.capture(t, ctx, h, "reset", "gap", col{name: "id", kind: Int})
 	old, err := src.Reset(ctx)
 	if err != nil || old == "" {
 		t.Fatalf("Reset with the log in place: %q, %v", old, err)

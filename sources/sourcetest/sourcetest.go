@@ -167,7 +167,7 @@ func contract(t *testing.T, h Harness) {
 		spec, table = d.spec(h, "contract", "items")
 		d.recreate(t, ctx, "items", "id", col{name: "id", kind: Int}, col{name: "v", kind: Text})
 		insert = func(ctx context.Context, id int, v string) error {
-			return h.DB.Exec(ctx, "INSERT INTO "+d.table("items")+" VALUES ("+itoa(id)+", "+h.DB.String(v)+")")
+			return h.DB.Exec(ctx, d.insert("items", []string{itoa(id), h.DB.String(v)}))
 		}
 	}
 

@@ -41,6 +41,16 @@ func (d dialect) recreate(t *testing.T, ctx context.Context, name, key string, c
 	d.exec(t, ctx, d.create(name, key, cols...))
 }
 
+// capture makes table name, keyed by its first column, and opens a
+// source of it for part: it returns the source, its spec and the table's
+// qualified name.
+func (d dialect) capture(t *testing.T, ctx context.Context, h Harness, part, name string, cols ...col) (sources.Source, sources.Spec, string) {
+	t.Helper()
+	d.recreate(t, ctx, name, cols[0].name, cols...)
+	spec, table := d.spec(h, part, name)
+	return open(t, ctx, h.Driver, spec), spec, table
+}
+
 // create is CREATE TABLE name with cols and a primary key of the columns
 // key names, in that order; no key without it.
 func (d dialect) create(name, key string, cols ...col) string {

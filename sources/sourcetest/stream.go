@@ -28,7 +28,8 @@ type stream struct {
 
 	mu        sync.Mutex
 	wasOpened bool
-	early     error
+	early     error // reported by stop
+	reported  bool
 }
 
 // startStream streams src from `from` until the test ends or stop, and
@@ -78,16 +79,19 @@ func (s *stream) Opened() {
 	}
 }
 
+// orderErr is the first error of order, once.
 func (s *stream) orderErr() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.early
+	err := s.early
+	s.early = nil
+	return err
 }
 
 func (s *stream) Change(ctx context.Context, c *sources.Change) error {
 	s.mu.Lock()
-	if !s.wasOpened && s.early == nil {
-		s.early = errors.New("Stream handed over a change before calling sources.Opened")
+	if !s.wasOpened && !s.reported {
+		s.early, s.reported = errors.New("Stream handed over a change before calling sources.Opened"), true
 	}
 	s.mu.Unlock()
 	return s.put(ctx, event{change: c})

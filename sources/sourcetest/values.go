@@ -102,9 +102,7 @@ func values(t *testing.T, h Harness) {
 		}
 	}
 
-	d.recreate(t, ctx, "kinds", "id", cols...)
-	spec, table := d.spec(h, "values", "kinds")
-	src := open(t, ctx, h.Driver, spec)
+	src, _, table := d.capture(t, ctx, h, "values", "kinds", cols...)
 	st := startStream(t, ctx, src, "")
 	d.exec(t, ctx, d.insert("kinds", rows...))
 	streamed, _ := st.tx(t, ctx, table, len(rows))
