@@ -12,50 +12,20 @@ import (
 	"github.com/sluice-cdc/sluice/sources"
 )
 
-// tx waits for the next transaction that changes table: its n changes
-// (commits of other transactions before the first are passed over),
-// then its commit. Nothing may come between them: not a commit, not a
-// change of another table; all share one position.
-func (s *stream) tx(t *testing.T, ctx context.Context, table string, n int) ([]*sources.Change, sources.Commit) {
-	t.Helper()
-	first := s.change(t, ctx, onTable(table))
-	changes := []*sources.Change{first}
-	for len(changes) < n {
-		e := s.next(t, ctx)
-		switch {
-		case e.commit != nil:
-			t.Fatalf("a commit came after %d of the transaction's %d changes", len(changes), n)
-		case !onTable(table)(e.change):
-			t.Fatalf("a change of %s came amid the transaction's changes of %s", e.change.Table.QualifiedName(), table)
-		case e.change.Pos != first.Pos:
-			t.Fatalf("change %d of a transaction has position %s, the first %s", len(changes)+1, e.change.Pos, first.Pos)
-		}
-		changes = append(changes, e.change)
-	}
-	e := s.next(t, ctx)
-	if e.commit == nil {
-		t.Fatalf("after the transaction's %d changes came a change of %s, not its commit", n, e.change.Table.QualifiedName())
-	}
-	if e.commit.Pos == "" {
-		t.Error("a commit has no position to resume from")
-	}
-	return changes, *e.commit
-}
-
-// row is a row's values as text, nil ones as "-".
+// row is a row's values as text, nil ones as "-", a missing row as none.
 func row(vals []sources.Value) string {
 	if vals == nil {
 		return "none"
 	}
-	var parts []string
+	var out []string
 	for _, v := range vals {
 		if v == nil {
-			parts = append(parts, "-")
+			out = append(out, "-")
 		} else {
-			parts = append(parts, string(v))
+			out = append(out, string(v))
 		}
 	}
-	return strings.Join(parts, " ")
+	return strings.Join(out, " ")
 }
 
 // sameOrMissing tells whether got has want's values, or no value (nil)

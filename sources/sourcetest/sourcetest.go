@@ -32,8 +32,10 @@ type Harness struct {
 	// "contract" does, and the others say they need it.
 	DB Database
 	// Differs gives, by the name of a case of the values part, the JSON
-	// this driver's changes carry where the databases truly differ (a type
-	// one of them does not have); each entry says why in a comment.
+	// this driver's changes carry where it differs from the contract the
+	// suite states: where the database has no such type (MySQL's BOOLEAN
+	// is a number), or where the drivers disagree and the contract is yet
+	// to settle it. Each entry says why in a comment.
 	Differs map[string]string
 	// LoseLog, when set, makes the log from where spec's source stands
 	// unreadable (PostgreSQL: drops its slot; MySQL: purges the binlogs),

@@ -5,22 +5,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/sourcetest"
 )
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
-
 // row runs sql and returns its single row, NULLs as "NULL".
 func row(t *testing.T, s *mysqltest.Server, db, sql string) []string {
 	t.Helper()
-	rows, err := s.Query(ctx(t), db, sql)
+	rows, err := s.Query(t.Context(), db, sql)
 	if err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
@@ -67,19 +60,19 @@ func TestStart(t *testing.T) {
 	if want := "root:@tcp(127.0.0.1:" + strconv.Itoa(s.Port()) + ")/shop"; s.DSN("shop") != want {
 		t.Errorf("DSN = %q, want %q", s.DSN("shop"), want)
 	}
-	if err := s.CreateDatabase(ctx(t), "shop"); err != nil {
+	if err := s.CreateDatabase(t.Context(), "shop"); err != nil {
 		t.Fatalf("CreateDatabase: %v", err)
 	}
-	if err := s.Exec(ctx(t), "shop", "CREATE TABLE orders (id int PRIMARY KEY, item varchar(20), note text)"); err != nil {
+	if err := s.Exec(t.Context(), "shop", "CREATE TABLE orders (id int PRIMARY KEY, item varchar(20), note text)"); err != nil {
 		t.Fatalf("Exec: %v", err)
 	}
-	if err := s.Exec(ctx(t), "shop", "INSERT INTO orders VALUES (1, 'tea', NULL)"); err != nil {
+	if err := s.Exec(t.Context(), "shop", "INSERT INTO orders VALUES (1, 'tea', NULL)"); err != nil {
 		t.Fatalf("Exec: %v", err)
 	}
-	if err := s.Exec(ctx(t), "shop", "INSERT INTO orders VALUES (?, ?, ?)", 2, "cake", "yum"); err != nil {
+	if err := s.Exec(t.Context(), "shop", "INSERT INTO orders VALUES (?, ?, ?)", 2, "cake", "yum"); err != nil {
 		t.Fatalf("Exec with args: %v", err)
 	}
-	rows, err := s.Query(ctx(t), "shop", "SELECT id, item, note FROM orders WHERE id >= ? ORDER BY id", 1)
+	rows, err := s.Query(t.Context(), "shop", "SELECT id, item, note FROM orders WHERE id >= ? ORDER BY id", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,20 +91,20 @@ func TestStart(t *testing.T) {
 func TestPurgeBinlogs(t *testing.T) {
 	t.Parallel()
 	s := mysqltest.New(t)
-	if err := s.Exec(ctx(t), "", "FLUSH BINARY LOGS"); err != nil {
+	if err := s.Exec(t.Context(), "", "FLUSH BINARY LOGS"); err != nil {
 		t.Fatal(err)
 	}
-	logs, err := s.Query(ctx(t), "", "SHOW BINARY LOGS")
+	logs, err := s.Query(t.Context(), "", "SHOW BINARY LOGS")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(logs) < 2 {
 		t.Errorf("expected several binlogs after a flush, got %d", len(logs))
 	}
-	if err := s.PurgeBinlogs(ctx(t)); err != nil {
+	if err := s.PurgeBinlogs(t.Context()); err != nil {
 		t.Fatalf("PurgeBinlogs: %v", err)
 	}
-	logs, err = s.Query(ctx(t), "", "SHOW BINARY LOGS")
+	logs, err = s.Query(t.Context(), "", "SHOW BINARY LOGS")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -13,12 +12,6 @@ import (
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 	"github.com/sluice-cdc/sluice/sources/sourcetest"
 )
-
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
 
 // The server keeps what every test helper's server promises.
 func TestServer(t *testing.T) {
@@ -45,7 +38,7 @@ func TestStart(t *testing.T) {
 
 	value := func(db, sql string, args ...any) string {
 		t.Helper()
-		rows, err := s.Query(ctx(t), db, sql, args...)
+		rows, err := s.Query(t.Context(), db, sql, args...)
 		if err != nil || len(rows) != 1 || rows[0][0] == nil {
 			t.Fatalf("%s: %d rows, %v", sql, len(rows), err)
 		}
@@ -54,25 +47,25 @@ func TestStart(t *testing.T) {
 	if got := value("postgres", "SHOW wal_level"); got != "logical" {
 		t.Errorf("wal_level = %q, want logical", got)
 	}
-	if err := s.CreateDatabase(ctx(t), "shop"); err != nil {
+	if err := s.CreateDatabase(t.Context(), "shop"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Exec(ctx(t), "shop", "CREATE TABLE orders (id int PRIMARY KEY, item text); INSERT INTO orders VALUES (1, 'tea')"); err != nil {
+	if err := s.Exec(t.Context(), "shop", "CREATE TABLE orders (id int PRIMARY KEY, item text); INSERT INTO orders VALUES (1, 'tea')"); err != nil {
 		t.Fatalf("Exec of two statements: %v", err)
 	}
-	if err := s.Exec(ctx(t), "shop", "INSERT INTO orders VALUES ($1, $2)", 2, "cake"); err != nil {
+	if err := s.Exec(t.Context(), "shop", "INSERT INTO orders VALUES ($1, $2)", 2, "cake"); err != nil {
 		t.Fatalf("Exec with args: %v", err)
 	}
 	if got := value("shop", "SELECT item FROM orders WHERE id = $1", 2); got != "cake" {
 		t.Errorf("Query with args = %q, want cake", got)
 	}
 
-	rc, err := pgconn.Connect(ctx(t), s.DSN("shop")+"&replication=database")
+	rc, err := pgconn.Connect(t.Context(), s.DSN("shop")+"&replication=database")
 	if err != nil {
 		t.Fatalf("replication connect: %v", err)
 	}
 	defer rc.Close(context.Background())
-	res, err := rc.Exec(ctx(t), "IDENTIFY_SYSTEM").ReadAll()
+	res, err := rc.Exec(t.Context(), "IDENTIFY_SYSTEM").ReadAll()
 	if err != nil {
 		t.Fatalf("IDENTIFY_SYSTEM: %v", err)
 	}
@@ -87,12 +80,12 @@ func TestStart(t *testing.T) {
 func TestPassword(t *testing.T) {
 	t.Parallel()
 	s := pgtest.New(t, pgtest.Options{Password: "pw 1:@/x"})
-	rows, err := s.Query(ctx(t), "postgres", "SELECT current_user::text")
+	rows, err := s.Query(t.Context(), "postgres", "SELECT current_user::text")
 	if err != nil || len(rows) != 1 || *rows[0][0] != "postgres" {
 		t.Errorf("current_user: %d rows, %v; want postgres", len(rows), err)
 	}
 	noPassword := "postgres://postgres@127.0.0.1:" + strconv.Itoa(s.Port()) + "/postgres?sslmode=disable"
-	conn, err := pgx.Connect(ctx(t), noPassword)
+	conn, err := pgx.Connect(t.Context(), noPassword)
 	if err == nil {
 		conn.Close(context.Background())
 		t.Fatal("a TCP login without the password was let in")
