@@ -8,8 +8,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/capture"
 )
 
 // memStore is the checkpoint bucket's key-value contract in memory.
@@ -223,7 +223,7 @@ type tooLarge struct {
 
 func (r *tooLarge) Change(ctx context.Context, c *sources.Change) error {
 	if string(c.After[0]) == r.id {
-		return sink.ErrDeadLettered
+		return capture.ErrDeadLettered
 	}
 	return r.recorder.Change(ctx, c)
 }

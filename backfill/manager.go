@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/capture"
 )
 
 // Source is what a backfill needs of a database source: every
@@ -372,7 +373,7 @@ func (m *Manager) Cancel(ctx context.Context, tables []string) ([]Job, error) {
 	return out, nil
 }
 
-// OnGap handles a lost log position (sink.PipelineConfig.OnGap).
+// OnGap handles a lost log position (capture.Config.OnGap).
 func (m *Manager) OnGap(ctx context.Context, lost sources.Position, cause error) (sources.Position, error) {
 	if m.cfg.OnGap == "fail" {
 		return "", fmt.Errorf("%w; backfill.on_gap is \"fail\", so sluice stops: set backfill.on_gap: backfill to record the gap and backfill the captured tables automatically", cause)
@@ -428,7 +429,7 @@ type pendingGap struct {
 // Change is the Tap: it drops the signal table's changes, opens and closes
 // chunk windows at their watermarks, and notes the keys the log changes
 // inside a window.
-func (m *Manager) Change(ctx context.Context, c *sources.Change, out sink.Emitter) (bool, error) {
+func (m *Manager) Change(ctx context.Context, c *sources.Change, out capture.Emitter) (bool, error) {
 	if sig, ok := m.src.ReadSignal(c); ok {
 		if sig.Source == m.cfg.Source {
 			return true, m.watermark(ctx, sig, c, out)
@@ -451,7 +452,7 @@ func (m *Manager) Change(ctx context.Context, c *sources.Change, out sink.Emitte
 	return false, nil
 }
 
-func (m *Manager) watermark(ctx context.Context, sig sources.Signal, c *sources.Change, out sink.Emitter) error {
+func (m *Manager) watermark(ctx context.Context, sig sources.Signal, c *sources.Change, out capture.Emitter) error {
 	m.mu.Lock()
 	w := m.win
 	if w == nil || w.id != sig.ID || w.emitting {
@@ -504,7 +505,7 @@ func (m *Manager) watermark(ctx context.Context, sig sources.Signal, c *sources.
 
 // emit publishes the chunk's rows that the log did not change inside the
 // window, at the high watermark's position, then its chunk event.
-func (w *window) emit(ctx context.Context, at *sources.Change, out sink.Emitter) (int, error) {
+func (w *window) emit(ctx context.Context, at *sources.Change, out capture.Emitter) (int, error) {
 	n := 0
 	// The chunk re-reads the previous chunk's last row, which its chunk
 	// event must then cover; without chunk events it is a mere repeat.
@@ -524,7 +525,7 @@ func (w *window) emit(ctx context.Context, at *sources.Change, out sink.Emitter)
 			Op: sources.OpRead, Table: w.chunk.Table, After: row,
 			Pos: at.Pos, TxID: at.TxID, CommitTime: at.CommitTime, Chunk: w.id,
 		})
-		if errors.Is(err, sink.ErrDeadLettered) {
+		if errors.Is(err, capture.ErrDeadLettered) {
 			// Too large for NATS: the dead-letter subject has its key. The
 			// chunk event must not delete the consumers' copy of the row.
 			w.changed[key] = keyOf(w.chunk.Table, row)

@@ -1,7 +1,8 @@
-// Package sink turns source changes into JetStream messages: it partitions
-// them by primary key, encodes the event envelope, publishes with
-// deterministic message ids, and hands acknowledged positions to the
-// checkpoint. It also embeds the NATS server.
+// Package sink is sluice's transport to JetStream: it partitions changes
+// by primary key, encodes the event envelope, publishes in order and
+// reports each transaction boundary once JetStream has stored it. It also
+// embeds the NATS server. The capture engine that drives it is
+// sources/capture.
 package sink
 
 import (

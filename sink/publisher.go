@@ -133,7 +133,9 @@ func (p *Publisher) Commit(ctx context.Context, a Acked) error {
 	return p.enqueue(ctx, &entry{acked: &a})
 }
 
-// Flush waits until every message queued so far is stored.
+// Flush waits until every message queued so far is stored. It fails only
+// when ctx ends, with ctx's error: should Run stop, Flush waits for ctx,
+// and Run's own error says why.
 func (p *Publisher) Flush(ctx context.Context) error {
 	done := make(chan struct{})
 	if err := p.enqueue(ctx, &entry{done: done}); err != nil {
@@ -218,7 +220,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 				p.log.Warn("publish failed; republishing from the stream's last stored message",
 					"msg_id", e.id, "subject", e.msg.Subject, "attempt", p.failures, "error", perr)
 			}
-			if err = sleep(ctx, backoff(p.failures)); err == nil {
+			if err = Sleep(ctx, Backoff(p.failures)); err == nil {
 				q, err = p.repair(ctx, q)
 			}
 		}
@@ -313,7 +315,7 @@ func (p *Publisher) repair(ctx context.Context, q []*entry) ([]*entry, error) {
 			break
 		}
 		p.log.Warn("cannot read stream state; retrying", "attempt", attempt, "error", err)
-		if err := sleep(ctx, backoff(attempt)); err != nil {
+		if err := Sleep(ctx, Backoff(attempt)); err != nil {
 			return q, err
 		}
 	}
@@ -337,7 +339,7 @@ func (p *Publisher) repair(ctx context.Context, q []*entry) ([]*entry, error) {
 			} else if !Transient(err) {
 				return q, fmt.Errorf("read stream message %d: %w", last, err)
 			}
-			if err := sleep(ctx, backoff(attempt)); err != nil {
+			if err := Sleep(ctx, Backoff(attempt)); err != nil {
 				return q, err
 			}
 		}
@@ -481,26 +483,6 @@ func (p *Publisher) storeRoom() {
 	}
 }
 
-// backoff is the capped exponential wait before retry attempt n (from 1).
-func backoff(n int) time.Duration {
-	d := 50 * time.Millisecond
-	for i := 1; i < n && d < 5*time.Second; i++ {
-		d *= 2
-	}
-	return min(d, 5*time.Second)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // IDsAfter returns the message ids the stream holds after sequence seq: the
 // messages stored after the last checkpoint, which a replay must not repeat.
 // Reading them back makes exactly-once independent of the duplicate window.
@@ -555,7 +537,7 @@ func (p *Publisher) IDsAfter(ctx context.Context, seq uint64) (*StoredIDs, error
 		if idle++; idle > 100 {
 			return ids, nil
 		}
-		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+		if err := Sleep(ctx, 10*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}

@@ -67,7 +67,7 @@ func Retry(ctx context.Context, log *slog.Logger, what string, timeout time.Dura
 		if attempt == 1 || attempt%10 == 0 {
 			log.Warn("waiting for JetStream", "to", what, "attempt", attempt, "error", err)
 		}
-		if err := sleep(ctx, min(backoff(attempt), time.Second)); err != nil {
+		if err := Sleep(ctx, min(Backoff(attempt), time.Second)); err != nil {
 			return err
 		}
 	}
@@ -80,4 +80,26 @@ func WaitJetStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger
 		_, err := js.AccountInfo(ctx)
 		return err
 	})
+}
+
+// Backoff is the capped exponential wait before retry attempt n (from 1):
+// 50 ms, doubled each attempt, at most 5 s.
+func Backoff(n int) time.Duration {
+	d := 50 * time.Millisecond
+	for i := 1; i < n && d < 5*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Second)
+}
+
+// Sleep waits d, or until ctx ends and then returns its error.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -16,13 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sources/capture"
 )
 
 // serveHTTP serves /metrics, /healthz and /readyz (and, when asked,
 // /debug/pprof/) on cfg.Listen until ctx ends. Ready means the source has
 // its log open, the last checkpoint write succeeded and JetStream answers.
-func serveHTTP(ctx context.Context, cfg HTTPConfig, reg *prometheus.Registry, m *sink.Metrics, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) error {
+func serveHTTP(ctx context.Context, cfg HTTPConfig, reg *prometheus.Registry, m *capture.Metrics, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-cdc/sluice/schemas"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/capture"
 	"github.com/sluice-cdc/sluice/sources/credentials"
 )
 
@@ -185,7 +186,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	breaches := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_contract_breaches_total",
 		Help: "Events and shapes that broke their table's data contract, by policy."}, []string{"source", "table", "policy"})
 	metrics.MustRegister(breaches)
-	pipelineMetrics := sink.NewMetrics(metrics, cfg.Source.Name)
+	pipelineMetrics := capture.NewMetrics(metrics, cfg.Source.Name)
 	if src.RetainedBytes() >= 0 {
 		metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_lag_bytes",
 			ConstLabels: prometheus.Labels{"source": cfg.Source.Name},
@@ -198,7 +199,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 	}
 	registry := schemas.NewRegistry(cfg.Source.Name, store)
 	registry.AnnounceFirstShapes(src.Tables())
-	p, err := sink.NewPipeline(ctx, sink.PipelineConfig{
+	p, err := capture.New(ctx, capture.Config{
 		SourceName:         cfg.Source.Name,
 		SourceKind:         cfg.Source.Kind,
 		Database:           src.Database(),
@@ -250,7 +251,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, backfillTables ...st
 		Help:        "How long the event stream keeps a message (stream.max_age); 0 = forever."},
 		func() float64 { return cfg.Stream.MaxAge.Seconds() }))
 	go pipelineMetrics.WatchSkew(bctx, metrics, cfg.Stream.Partitions,
-		sink.SkewConfig{Factor: cfg.Stream.HotPartitionFactor, Window: cfg.Stream.HotPartitionWindow}, log)
+		capture.SkewConfig{Factor: cfg.Stream.HotPartitionFactor, Window: cfg.Stream.HotPartitionWindow}, log)
 	if cfg.HTTP.Listen != "" {
 		if err := serveHTTP(bctx, cfg.HTTP, metrics, pipelineMetrics, nc, js, log); err != nil {
 			return err
@@ -526,7 +527,7 @@ func serverConfig(cfg Config) sink.ServerConfig {
 }
 
 // transform is the pipeline's Transform: none without policies.
-func transform(p *schemas.Privacy) sink.Transform {
+func transform(p *schemas.Privacy) capture.Transform {
 	if p == nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package sink_test
+package capture_test
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 
 	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/schemas"
-	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/natstest"
 	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/capture"
 )
 
 // scriptSource is a log in memory: transaction i (from 1) holds one
@@ -110,7 +110,7 @@ func (r running) stop() error { r.cancel(); return <-r.done }
 // run starts a pipeline over src.
 func (w pipelineWorld) run(t *testing.T, src sources.Source, contracts *schemas.Contracts, boundary time.Duration) running {
 	t.Helper()
-	p, err := sink.NewPipeline(context.Background(), sink.PipelineConfig{
+	p, err := capture.New(context.Background(), capture.Config{
 		SourceName: "t", SourceKind: "postgres", Database: "db", Prefix: "cdc", Partitions: 4, Window: 64,
 		// Only the final checkpoint of a stop is written.
 		CheckpointInterval: time.Hour,
