@@ -1,34 +1,15 @@
 package mysql
 
 import (
-	"bytes"
 	"errors"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
+	"github.com/sluice-cdc/sluice/sources/sourcetest"
 	"github.com/sluice-cdc/sluice/sources/tlstest"
 )
-
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // A MariaDB that refuses plaintext (require_secure_transport) is captured
 // over verified TLS: its query, binlog and backfill connections are all
@@ -48,9 +29,9 @@ func TestTLS(t *testing.T) {
 	verified := sources.TLS{Mode: sources.TLSVerifyFull, CA: f.CA}
 
 	t.Run("verified", func(t *testing.T) {
-		var log logBuffer
+		var log sourcetest.Logs
 		src := newTestSource(t, srv, "tls", "shop", func(c *Config) {
-			c.TLS, c.Log = verified, slog.New(slog.NewTextHandler(&log, nil))
+			c.TLS, c.Log = verified, log.Logger()
 		})
 		st := startStream(t, src, "")
 		if err := srv.Exec(ctx, "shop", "INSERT INTO items VALUES (2, 'new')"); err != nil {
@@ -62,7 +43,7 @@ func TestTLS(t *testing.T) {
 		if l := log.String(); !strings.Contains(l, `tls="TLS 1.`) || !strings.Contains(l, "server verified (verify-full)") {
 			t.Errorf("the streaming line does not describe the binlog connection's TLS:\n%s", l)
 		}
-		if _, rows := pageAll(t, src, "shop.items", 10); len(rows) != 2 {
+		if _, rows := sourcetest.PageAll(t, ctx, src, "shop.items", 10); len(rows) != 2 {
 			t.Errorf("backfill read %d rows over TLS, want 2", len(rows))
 		}
 	})

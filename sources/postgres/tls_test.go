@@ -3,12 +3,12 @@ package postgres
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"testing"
 
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+	"github.com/sluice-cdc/sluice/sources/sourcetest"
 	"github.com/sluice-cdc/sluice/sources/tlstest"
 )
 
@@ -41,9 +41,8 @@ func TestTLS(t *testing.T) {
 	verified := sources.TLS{Mode: sources.TLSVerifyFull, CA: f.CA}
 
 	t.Run("verified", func(t *testing.T) {
-		var log syncBuffer
-		src, err := New(ctx, Config{Name: "tls", DSN: dsn, Tables: []string{"public.items"}, TLS: verified,
-			Log: slog.New(slog.NewTextHandler(&log, nil))})
+		var log sourcetest.Logs
+		src, err := New(ctx, Config{Name: "tls", DSN: dsn, Tables: []string{"public.items"}, TLS: verified, Log: log.Logger()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -67,6 +67,7 @@ type Server struct {
 	tlsKey    string
 	out       *proctest.Output
 	logFile   *os.File
+	logPath   string // "" when Options.Log takes the log
 
 	mu      sync.Mutex
 	proc    *proctest.Process // nil while halted
@@ -152,6 +153,10 @@ func SkipShort(t testing.TB) {
 func (s *Server) Port() int    { return s.port }
 func (s *Server) Dir() string  { return s.dir }
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// LogFile is the file the server logs to, <dir>/mariadb.log; "" when
+// Options.Log takes the log instead.
+func (s *Server) LogFile() string { return s.logPath }
 
 // DSN returns "root:@tcp(127.0.0.1:<port>)/<db>" (root with an empty password
 // over TCP), the go-sql-driver/mysql format.
@@ -470,7 +475,8 @@ func (s *Server) setup(ctx context.Context, installDB string, log io.Writer) err
 		}
 	}
 	if log == nil {
-		if s.logFile, err = os.OpenFile(filepath.Join(s.dir, "mariadb.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		s.logPath = filepath.Join(s.dir, "mariadb.log")
+		if s.logFile, err = os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
 			return err
 		}
 		log = s.logFile

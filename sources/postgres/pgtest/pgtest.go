@@ -74,6 +74,7 @@ type Server struct {
 	cred      *syscall.Credential // nil: run as the current user
 	out       *proctest.Output
 	logFile   *os.File
+	logPath   string // "" when Options.Log takes the log
 
 	mu      sync.Mutex
 	proc    *proctest.Process // nil while halted
@@ -180,6 +181,10 @@ func (s *Server) DSN(db string) string {
 	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=%s", u.String(), s.port, url.PathEscape(db), mode)
 }
 
+// LogFile is the file the server logs to, <dir>/postgres.log; "" when
+// Options.Log takes the log instead.
+func (s *Server) LogFile() string { return s.logPath }
+
 // Password is the superuser's password; empty when logins are trusted.
 func (s *Server) Password() string { return s.password }
 
@@ -205,6 +210,34 @@ func (s *Server) Exec(ctx context.Context, db string, sql string, args ...any) e
 	defer conn.Close(context.Background())
 	_, err = conn.Exec(ctx, sql, args...)
 	return err
+}
+
+// Query runs one statement like Exec and returns all rows in their text
+// form, NULL as nil: for tests comparing table state.
+func (s *Server) Query(ctx context.Context, db, sql string, args ...any) ([][]*string, error) {
+	conn, err := pgx.Connect(ctx, s.DSN(db))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, sql, append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]*string
+	for rows.Next() {
+		raw := rows.RawValues()
+		row := make([]*string, len(raw))
+		for i, v := range raw {
+			if v != nil {
+				text := string(v)
+				row[i] = &text
+			}
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
 }
 
 // Stop shuts the server down and removes the dir if Start created it.
@@ -330,7 +363,8 @@ func (s *Server) setup(ctx context.Context, log io.Writer) error {
 		}
 	}
 	if log == nil {
-		if s.logFile, err = os.OpenFile(filepath.Join(s.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		s.logPath = filepath.Join(s.dir, "postgres.log")
+		if s.logFile, err = os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
 			return err
 		}
 		log = s.logFile

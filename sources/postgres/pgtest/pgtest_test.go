@@ -1,70 +1,71 @@
 package pgtest_test
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+	"github.com/sluice-cdc/sluice/sources/sourcetest"
 )
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return c
+// The server keeps what every test helper's server promises.
+func TestServer(t *testing.T) {
+	sourcetest.RunServer(t, sourcetest.ServerHarness{
+		Start: func(ctx context.Context, dir string, settings map[string]string) (sourcetest.Server, error) {
+			s, err := pgtest.Start(ctx, pgtest.Options{Dir: dir, Settings: settings})
+			if err != nil {
+				return nil, err
+			}
+			return s, nil
+		},
+		Setting: "wal_level", Value: "replica", Show: "SHOW wal_level",
+		BadSettingSays: `unrecognized configuration parameter "no_such_setting"`,
+		StoppedSays:    "database system is shut down",
+		PIDFile:        "data/postmaster.pid",
+	})
 }
 
-func query(t *testing.T, dsn, sql string) string {
-	t.Helper()
-	conn, err := pgx.Connect(ctx(t), dsn)
-	if err != nil {
-		t.Fatalf("connect %s: %v", dsn, err)
-	}
-	defer conn.Close(context.Background())
-	var v string
-	if err := conn.QueryRow(ctx(t), sql).Scan(&v); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return v
-}
-
+// The server is ready for logical replication, and Exec and Query bind
+// arguments.
 func TestStart(t *testing.T) {
 	t.Parallel()
 	s := pgtest.New(t)
 
-	if got := query(t, s.DSN("postgres"), "SHOW wal_level"); got != "logical" {
+	value := func(db, sql string, args ...any) string {
+		t.Helper()
+		rows, err := s.Query(t.Context(), db, sql, args...)
+		if err != nil || len(rows) != 1 || rows[0][0] == nil {
+			t.Fatalf("%s: %d rows, %v", sql, len(rows), err)
+		}
+		return *rows[0][0]
+	}
+	if got := value("postgres", "SHOW wal_level"); got != "logical" {
 		t.Errorf("wal_level = %q, want logical", got)
 	}
-	for range 2 { // the second call must not fail
-		if err := s.CreateDatabase(ctx(t), "shop"); err != nil {
-			t.Fatalf("CreateDatabase: %v", err)
-		}
+	if err := s.CreateDatabase(t.Context(), "shop"); err != nil {
+		t.Fatal(err)
 	}
-	if err := s.Exec(ctx(t), "shop", "CREATE TABLE orders (id int PRIMARY KEY, item text); INSERT INTO orders VALUES (1, 'tea')"); err != nil {
-		t.Fatalf("Exec: %v", err)
+	if err := s.Exec(t.Context(), "shop", "CREATE TABLE orders (id int PRIMARY KEY, item text); INSERT INTO orders VALUES (1, 'tea')"); err != nil {
+		t.Fatalf("Exec of two statements: %v", err)
 	}
-	if err := s.Exec(ctx(t), "shop", "INSERT INTO orders VALUES ($1, $2)", 2, "cake"); err != nil {
+	if err := s.Exec(t.Context(), "shop", "INSERT INTO orders VALUES ($1, $2)", 2, "cake"); err != nil {
 		t.Fatalf("Exec with args: %v", err)
 	}
-	if got := query(t, s.DSN("shop"), "SELECT count(*)::text FROM orders"); got != "2" {
-		t.Errorf("count = %s, want 2", got)
+	if got := value("shop", "SELECT item FROM orders WHERE id = $1", 2); got != "cake" {
+		t.Errorf("Query with args = %q, want cake", got)
 	}
 
-	rc, err := pgconn.Connect(ctx(t), s.DSN("shop")+"&replication=database")
+	rc, err := pgconn.Connect(t.Context(), s.DSN("shop")+"&replication=database")
 	if err != nil {
 		t.Fatalf("replication connect: %v", err)
 	}
 	defer rc.Close(context.Background())
-	res, err := rc.Exec(ctx(t), "IDENTIFY_SYSTEM").ReadAll()
+	res, err := rc.Exec(t.Context(), "IDENTIFY_SYSTEM").ReadAll()
 	if err != nil {
 		t.Fatalf("IDENTIFY_SYSTEM: %v", err)
 	}
@@ -76,134 +77,15 @@ func TestStart(t *testing.T) {
 	}
 }
 
-func TestSettingsOverride(t *testing.T) {
-	t.Parallel()
-	s := pgtest.New(t, pgtest.Options{Settings: map[string]string{"wal_level": "replica"}})
-	if got := query(t, s.DSN("postgres"), "SHOW wal_level"); got != "replica" {
-		t.Errorf("wal_level = %q, want replica", got)
-	}
-}
-
-func TestBadSettingShowsLog(t *testing.T) {
-	pgtest.SkipShort(t)
-	t.Parallel()
-	s, err := pgtest.Start(ctx(t), pgtest.Options{Settings: map[string]string{"no_such_setting": "1"}})
-	if err == nil {
-		s.Stop()
-		t.Fatal("Start succeeded with an unknown setting")
-	}
-	if !strings.Contains(err.Error(), `unrecognized configuration parameter "no_such_setting"`) {
-		t.Errorf("error does not carry the server log:\n%v", err)
-	}
-	t.Logf("Start error, as expected:\n%v", err)
-}
-
-func TestHaltRestart(t *testing.T) {
-	t.Parallel()
-	s := pgtest.New(t)
-	if err := s.Exec(ctx(t), "postgres", "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')"); err != nil {
-		t.Fatal(err)
-	}
-	port := s.Port()
-	if err := s.Halt(); err != nil {
-		t.Fatalf("Halt: %v", err)
-	}
-	if conn, err := pgx.Connect(ctx(t), s.DSN("postgres")); err == nil {
-		conn.Close(context.Background())
-		t.Fatal("connected to a halted server")
-	}
-	if err := s.Halt(); err != nil {
-		t.Fatalf("second Halt: %v", err)
-	}
-	if err := s.Restart(ctx(t)); err != nil {
-		t.Fatalf("Restart: %v", err)
-	}
-	if s.Port() != port {
-		t.Errorf("port changed from %d to %d", port, s.Port())
-	}
-	if got := query(t, s.DSN("postgres"), "SELECT v FROM kept"); got != "still here" {
-		t.Errorf("after restart got %q", got)
-	}
-}
-
-func TestStopTwice(t *testing.T) {
-	pgtest.SkipShort(t)
-	t.Parallel()
-	s, err := pgtest.Start(ctx(t), pgtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := s.Dir()
-	if _, err := os.Stat(filepath.Join(dir, "data", "PG_VERSION")); err != nil {
-		t.Fatalf("data dir: %v", err)
-	}
-	if err := s.Stop(); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-	if err := s.Stop(); err != nil {
-		t.Fatalf("second Stop: %v", err)
-	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("temp dir %s still there (stat err %v)", dir, err)
-	}
-}
-
-// A caller-supplied dir (here a 0700-parented t.TempDir, which matters when
-// running as root) is kept by Stop and its cluster reused by the next Start.
-func TestDirReused(t *testing.T) {
-	pgtest.SkipShort(t)
-	t.Parallel()
-	dir := t.TempDir()
-	var log syncBuffer
-
-	s, err := pgtest.Start(ctx(t), pgtest.Options{Dir: dir, Log: &log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(log.String(), "127.0.0.1:"+strconv.Itoa(s.Port())) {
-		t.Errorf("log lacks the start line with the port:\n%s", log.String())
-	}
-	if err := s.Exec(ctx(t), "postgres", "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Stop(); err != nil {
-		t.Fatal(err)
-	}
-
-	s = pgtest.New(t, pgtest.Options{Dir: dir})
-	if got := query(t, s.DSN("postgres"), "SELECT v::text FROM kept"); got != "7" {
-		t.Errorf("reused cluster has %q, want 7", got)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "postgres.log")); err != nil {
-		t.Errorf("log file: %v", err)
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestPassword(t *testing.T) {
 	t.Parallel()
 	s := pgtest.New(t, pgtest.Options{Password: "pw 1:@/x"})
-	if got := query(t, s.DSN("postgres"), "SELECT current_user::text"); got != "postgres" {
-		t.Errorf("current_user = %q, want postgres", got)
+	rows, err := s.Query(t.Context(), "postgres", "SELECT current_user::text")
+	if err != nil || len(rows) != 1 || *rows[0][0] != "postgres" {
+		t.Errorf("current_user: %d rows, %v; want postgres", len(rows), err)
 	}
 	noPassword := "postgres://postgres@127.0.0.1:" + strconv.Itoa(s.Port()) + "/postgres?sslmode=disable"
-	conn, err := pgx.Connect(ctx(t), noPassword)
+	conn, err := pgx.Connect(t.Context(), noPassword)
 	if err == nil {
 		conn.Close(context.Background())
 		t.Fatal("a TCP login without the password was let in")
