@@ -75,7 +75,7 @@ func sluiceMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
 	re := regexp.MustCompile(`Name:\s+"(sluice_\w+)"`)
-	for _, dir := range []string{"../../sink", "../../backfill", "../../schemas", "."} {
+	for _, dir := range []string{"../../sink", "../../sources/capture", "../../backfill", "../../schemas", "."} {
 		files, _ := filepath.Glob(dir + "/*.go")
 		for _, f := range files {
 			b, err := os.ReadFile(f)
