@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"io"
 	"os"
 	"os/signal"
@@ -60,7 +61,7 @@ func backfillCommand() *cobra.Command {
 			if cancel && len(filters) > 0 {
 				return errors.New("--cancel takes only tables, not --filter")
 			}
-			cfg, err := LoadConfig(configPath)
+			cfg, err := sidecar.LoadConfig(configPath)
 			if err != nil {
 				return err
 			}
@@ -113,7 +114,7 @@ func splitTables(args []string) []string {
 // told otherwise, as the local admin the embedded server wrote to its
 // store (readable by sluice's own user only), else as the config's first
 // admin or backfill login.
-func controlClient(cfg Config, c natsClient) natsClient {
+func controlClient(cfg sidecar.Config, c natsClient) natsClient {
 	if c.Password == "" {
 		c.Password = os.Getenv("NATS_PASSWORD")
 	}
@@ -152,7 +153,7 @@ func controlClient(cfg Config, c natsClient) natsClient {
 	return c
 }
 
-func requestBackfill(ctx context.Context, w io.Writer, cfg Config, conn natsClient, tables []string, filters []sources.Filter, watch bool) error {
+func requestBackfill(ctx context.Context, w io.Writer, cfg sidecar.Config, conn natsClient, tables []string, filters []sources.Filter, watch bool) error {
 	nc, err := controlClient(cfg, conn).connect("sluice-backfill")
 	if err != nil {
 		return err
@@ -174,7 +175,7 @@ func requestBackfill(ctx context.Context, w io.Writer, cfg Config, conn natsClie
 }
 
 // cancelBackfill stops the running backfills of tables.
-func cancelBackfill(ctx context.Context, w io.Writer, cfg Config, conn natsClient, tables []string) error {
+func cancelBackfill(ctx context.Context, w io.Writer, cfg sidecar.Config, conn natsClient, tables []string) error {
 	nc, err := controlClient(cfg, conn).connect("sluice-backfill")
 	if err != nil {
 		return err
@@ -291,7 +292,7 @@ func rateETA(j backfill.Job) string {
 // openControlStore connects as controlClient does and opens the
 // checkpoint bucket, for the commands that read what sluice run keeps. The
 // JetStream it returns reaches the event stream.
-func openControlStore(ctx context.Context, cfg Config, conn natsClient, name string) (*nats.Conn, jetstream.JetStream, *checkpoint.Store, error) {
+func openControlStore(ctx context.Context, cfg sidecar.Config, conn natsClient, name string) (*nats.Conn, jetstream.JetStream, *checkpoint.Store, error) {
 	c := controlClient(cfg, conn)
 	nc, err := c.connect(name)
 	if err != nil {

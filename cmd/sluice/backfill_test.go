@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -687,7 +688,7 @@ func waitBackfillDone(t *testing.T, e *env, table string, timeout time.Duration)
 // read its store; the returned func stops it.
 func startStoreServer(t *testing.T, e *env) func() {
 	t.Helper()
-	srv, err := sink.StartServer(serverConfig(e.cfg))
+	srv, err := sink.StartServer(sidecar.ServerConfig(e.cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"strings"
 	"testing"
 
-	"github.com/sluice-cdc/sluice/sources"
-	"github.com/sluice-cdc/sluice/sources/drivers"
 	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 	"github.com/sluice-cdc/sluice/sources/tlstest"
@@ -17,7 +16,7 @@ import (
 func runCheck(t *testing.T, e *env) (string, error) {
 	t.Helper()
 	var out strings.Builder
-	err := check(context.Background(), &out, e.cfgYML)
+	err := sidecar.Check(context.Background(), &out, e.cfgYML)
 	return out.String(), err
 }
 
@@ -38,8 +37,8 @@ func TestCheckPostgres(t *testing.T) {
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY)`)
 	e.exec(`CREATE TABLE nokey (v int)`)
 	out, err := runCheck(t, e)
-	if !errors.Is(err, errBlocked) {
-		t.Fatalf("check = %v, want errBlocked:\n%s", err, out)
+	if !errors.Is(err, sidecar.ErrBlocked) {
+		t.Fatalf("check = %v, want sidecar.ErrBlocked:\n%s", err, out)
 	}
 	assertLists(t, out, "ok    config", `FAIL  postgres source pg1: wal_level is "replica"`, "ALTER SYSTEM SET wal_level = logical",
 		"public.nokey", "ADD PRIMARY KEY", "ok    NATS store")
@@ -68,8 +67,8 @@ func TestCheckMySQL(t *testing.T) {
 	e.exec(`CREATE TABLE items (id INT PRIMARY KEY)`)
 	e.exec(`CREATE TABLE nokey (v INT)`)
 	out, err := runCheck(t, e)
-	if !errors.Is(err, errBlocked) {
-		t.Fatalf("check = %v, want errBlocked:\n%s", err, out)
+	if !errors.Is(err, sidecar.ErrBlocked) {
+		t.Fatalf("check = %v, want sidecar.ErrBlocked:\n%s", err, out)
 	}
 	assertLists(t, out, "binlog_format is STATEMENT", "binlog_format = ROW", "shop.nokey")
 	if n := strings.Count(out, "FAIL"); n != 2 {
@@ -87,8 +86,8 @@ func TestCheckTLS(t *testing.T) {
 	e := newMySQLEnv(t, my, "shop.items")
 	e.exec(`CREATE TABLE items (id INT PRIMARY KEY)`)
 	out, err := runCheck(t, e)
-	if !errors.Is(err, errBlocked) {
-		t.Fatalf("check = %v, want errBlocked:\n%s", err, out)
+	if !errors.Is(err, sidecar.ErrBlocked) {
+		t.Fatalf("check = %v, want sidecar.ErrBlocked:\n%s", err, out)
 	}
 	assertLists(t, out, "FAIL  mysql source my1: MySQL at", "requires secure transport", "source.tls.mode: verify-full")
 	if strings.Contains(out, "password") {
@@ -106,28 +105,6 @@ func TestCheckTLS(t *testing.T) {
 	}
 }
 
-func TestSourceTLSWarning(t *testing.T) {
-	src := func(kind, dsn string, tls sources.TLS) SourceConfig {
-		return SourceConfig{Config: sources.Config{Kind: kind, DSN: dsn, TLS: tls}, drivers: drivers.All()}
-	}
-	for _, c := range []struct {
-		src  SourceConfig
-		want string // "" = no warning
-	}{
-		{src("mysql", "u@tcp(127.0.0.1:3306)/shop", sources.TLS{}), ""},
-		{src("mysql", "u@tcp(db.example:3306)/shop", sources.TLS{}), "source host db.example is not loopback and source.tls.mode is unset"},
-		{src("mysql", "u@tcp(db.example:3306)/shop?tls=true", sources.TLS{}), ""},
-		{src("postgres", "postgres://u@db.example/shop", sources.TLS{}), "source.tls.mode is prefer"},
-		{src("postgres", "postgres://u@db.example/shop", sources.TLS{Mode: "verify-ca"}), "source.tls.mode is verify-ca"},
-		{src("postgres", "postgres://u@db.example/shop?sslmode=verify-full", sources.TLS{}), ""},
-	} {
-		got := sourceTLSWarning(c.src)
-		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
-			t.Errorf("%+v: %q, want %q", c.src.Config, got, c.want)
-		}
-	}
-}
-
 // sluice check prints what leaves sluice of each captured table's columns,
 // and fails a policy that matches no column, naming the near miss.
 func TestCheckPrivacyCoverage(t *testing.T) {
@@ -137,8 +114,8 @@ func TestCheckPrivacyCoverage(t *testing.T) {
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, name text)`)
 	e.setYAML("replicas: 1}", "replicas: 1}\nprivacy: {columns: {public.users.email: drop, public.users.SSN: mask}}")
 	out, err := runCheck(t, e)
-	if !errors.Is(err, errBlocked) {
-		t.Fatalf("check = %v, want errBlocked:\n%s", err, out)
+	if !errors.Is(err, sidecar.ErrBlocked) {
+		t.Fatalf("check = %v, want sidecar.ErrBlocked:\n%s", err, out)
 	}
 	assertLists(t, out, "privacy of public.items: no policy; as they are: id, name",
 		"privacy of public.users: email drop; as they are: id, ssn",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -56,7 +57,7 @@ backfill: {initial: false}
 		t.Fatal(err)
 	}
 	var err error
-	if e.cfg, err = LoadConfig(e.cfgYML); err != nil {
+	if e.cfg, err = sidecar.LoadConfig(e.cfgYML); err != nil {
 		t.Fatal(err)
 	}
 	c := &clusterEnv{env: e, plan: plan, bin: buildSluice(t), logPath: filepath.Join(e.dir, "sluice.log"), base: e.serveHTTP()}
@@ -297,7 +298,7 @@ func TestClusterStartupTimeout(t *testing.T) {
 	m := plan.Member(0)
 	e.cfg.NATS.ServerName = m.Name
 	e.cfg.NATS.Listen = m.Listen
-	e.cfg.NATS.Cluster = &ClusterConfig{Name: plan.Name, Listen: m.Cluster.Listen, Routes: plan.Routes(), User: natstest.RouteUser, Password: natstest.RoutePassword}
+	e.cfg.NATS.Cluster = &sidecar.ClusterConfig{Name: plan.Name, Listen: m.Cluster.Listen, Routes: plan.Routes(), User: natstest.RouteUser, Password: natstest.RoutePassword}
 	e.cfg.NATS.StartupTimeout = 3 * time.Second
 	e.cfg.Stream.Replicas = 3
 	start := time.Now()
@@ -334,14 +335,14 @@ func firstStartWhileClusterForms(t *testing.T, e *env, capturing string) {
 	e.cfg.NATS.ServerName = m.Name
 	e.cfg.NATS.Listen = m.Listen
 	e.cfg.NATS.StoreDir = m.StoreDir
-	e.cfg.NATS.Cluster = &ClusterConfig{Name: plan.Name, Listen: m.Cluster.Listen, Routes: plan.Routes(), User: natstest.RouteUser, Password: natstest.RoutePassword}
-	e.cfg.NATS.Users = []NATSUser{{User: natstest.Admin.User, Password: natstest.Admin.Password, Permissions: "admin"}}
+	e.cfg.NATS.Cluster = &sidecar.ClusterConfig{Name: plan.Name, Listen: m.Cluster.Listen, Routes: plan.Routes(), User: natstest.RouteUser, Password: natstest.RoutePassword}
+	e.cfg.NATS.Users = []sidecar.NATSUser{{User: natstest.Admin.User, Password: natstest.Admin.Password, Permissions: "admin"}}
 	e.cfg.Stream.Replicas = 3
 
 	logs := &logBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, e.cfg, slog.New(slog.NewTextHandler(logs, nil))) }()
+	go func() { done <- sidecar.Run(ctx, e.cfg, slog.New(slog.NewTextHandler(logs, nil)), sidecar.Options{}) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {

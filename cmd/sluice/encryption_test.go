@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestStoreEncryptionRun(t *testing.T) {
 	err, _ = runErr(t, e.cfg)
 	mentions(t, err, "nats.store_encryption", "does not match the store", "prev_key_env")
 	out, err := runCheck(t, e)
-	if !errors.Is(err, errBlocked) || !strings.Contains(out, "FAIL  NATS store encryption: nats.store_encryption: the key does not match the store") {
+	if !errors.Is(err, sidecar.ErrBlocked) || !strings.Contains(out, "FAIL  NATS store encryption: nats.store_encryption: the key does not match the store") {
 		t.Fatalf("sluice check with another key = %v:\n%s", err, out)
 	}
 

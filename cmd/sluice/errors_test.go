@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"log/slog"
 	"strings"
 	"testing"
@@ -15,12 +16,12 @@ import (
 )
 
 // runErr runs sluice in-process and returns the error it stops with.
-func runErr(t *testing.T, cfg Config) (error, string) {
+func runErr(t *testing.T, cfg sidecar.Config) (error, string) {
 	t.Helper()
 	logs := &logBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err := run(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	err := sidecar.Run(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), sidecar.Options{})
 	if ctx.Err() != nil {
 		t.Fatalf("run did not stop with an error within 60s; log:\n%s", logs)
 	}
@@ -41,11 +42,11 @@ func mentions(t *testing.T, err error, fragments ...string) {
 
 func TestUnreachablePostgres(t *testing.T) {
 	port := natstest.FreePort(t)
-	cfg := defaults()
-	cfg.Source.Name = "pg1"
-	cfg.Source.DSN = fmt.Sprintf("postgres://app:s3cret-pw@127.0.0.1:%d/shop", port)
-	cfg.NATS.StoreDir = t.TempDir()
-	cfg.fill()
+	cfg, err := sidecar.ParseConfig("unreachable.yaml", fmt.Appendf(nil, "source: {name: pg1, dsn: %q}\nnats: {store_dir: %q}\n",
+		fmt.Sprintf("postgres://app:s3cret-pw@127.0.0.1:%d/shop", port), t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	err, logs := runErr(t, cfg)
 	mentions(t, err, fmt.Sprintf("cannot connect to PostgreSQL at 127.0.0.1:%d", port), "is the server running")
 	if strings.Contains(err.Error()+logs, "s3cret-pw") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -37,7 +38,7 @@ type env struct {
 	t      testing.TB
 	db     execer
 	dir    string
-	cfg    Config
+	cfg    sidecar.Config
 	cfgYML string
 	// finished closes when the run started last returns by itself or is stopped.
 	finished <-chan struct{}
@@ -78,7 +79,7 @@ backfill: {initial: false}
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(path)
+	cfg, err := sidecar.LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func (e *env) setYAML(old, new string) {
 	if err := os.WriteFile(e.cfgYML, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	if e.cfg, err = LoadConfig(e.cfgYML); err != nil {
+	if e.cfg, err = sidecar.LoadConfig(e.cfgYML); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -126,7 +127,7 @@ func readCheckpointPosition(t *testing.T, e *env) string {
 // starting its embedded server alone.
 func readStopped(t *testing.T, e *env) (cp checkpoint.Checkpoint, ok bool, lastSeq uint64) {
 	t.Helper()
-	srv, err := sink.StartServer(serverConfig(e.cfg))
+	srv, err := sink.StartServer(sidecar.ServerConfig(e.cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ type progress struct {
 }
 
 // newProgress reads through nc, an admin connection to sluice's NATS.
-func newProgress(nc *nats.Conn, cfg Config) (*progress, error) {
+func newProgress(nc *nats.Conn, cfg sidecar.Config) (*progress, error) {
 	state, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -304,7 +305,7 @@ func (e *env) startRun() (stop func() error, logs *logBuffer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	finished := make(chan struct{})
 	var runErr error
-	go func() { runErr = run(ctx, e.cfg, log, e.backfill...); close(finished) }()
+	go func() { runErr = sidecar.Run(ctx, e.cfg, log, sidecar.Options{Backfill: e.backfill}); close(finished) }()
 	var once sync.Once
 	var err error
 	stop = func() error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"io"
 	"strings"
 
@@ -27,7 +28,7 @@ func schemaCommand() *cobra.Command {
 		Example: "  sluice schema --config sluice.yaml public.orders\n  sluice schema -c sluice.yaml public.orders --version 2 --shape",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := LoadConfig(configPath)
+			cfg, err := sidecar.LoadConfig(configPath)
 			if err != nil {
 				return err
 			}
@@ -41,7 +42,7 @@ func schemaCommand() *cobra.Command {
 	return cmd
 }
 
-func printSchema(ctx context.Context, w io.Writer, cfg Config, conn natsClient, table string, version int, shape bool) error {
+func printSchema(ctx context.Context, w io.Writer, cfg sidecar.Config, conn natsClient, table string, version int, shape bool) error {
 	nc, _, store, err := openControlStore(ctx, cfg, conn, "sluice-schema")
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"io"
 	"sort"
 	"strconv"
@@ -55,7 +56,7 @@ func statusCommand() *cobra.Command {
 		Short: "Show a source's checkpoint, lag, partitions, gaps and backfills",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := LoadConfig(configPath)
+			cfg, err := sidecar.LoadConfig(configPath)
 			if err != nil {
 				return err
 			}
@@ -77,7 +78,7 @@ func statusCommand() *cobra.Command {
 	return cmd
 }
 
-func readStatus(ctx context.Context, cfg Config, conn natsClient) (Status, error) {
+func readStatus(ctx context.Context, cfg sidecar.Config, conn natsClient) (Status, error) {
 	st := Status{Source: cfg.Source.Name, Stream: cfg.Stream.Name, Partitions: make([]uint64, cfg.Stream.Partitions)}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestStoreFull(t *testing.T) {
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, pad text)`)
 
 	// The ballast, in the events account, before sluice starts.
-	srv, err := sink.StartServer(serverConfig(e.cfg))
+	srv, err := sink.StartServer(sidecar.ServerConfig(e.cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"slices"
 	"strings"
 	"testing"
@@ -59,8 +60,8 @@ func TestUniqueIndexDefaultIdentityRefused(t *testing.T) {
 	}
 	mentions(t, err, "public.loose", "replica identity is DEFAULT", `ALTER TABLE "public"."loose" REPLICA IDENTITY USING INDEX "loose_code_key"`)
 	out, err := runCheck(t, e)
-	if !errors.Is(err, errBlocked) {
-		t.Fatalf("check = %v, want errBlocked:\n%s", err, out)
+	if !errors.Is(err, sidecar.ErrBlocked) {
+		t.Fatalf("check = %v, want sidecar.ErrBlocked:\n%s", err, out)
 	}
 	assertLists(t, out, `FAIL  postgres source pg1: table public.loose has no primary key`, "REPLICA IDENTITY USING INDEX", "key of public.items: primary key (id)")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +55,7 @@ func (e *env) useVault(v *vaulttest.Server, token string, creds credentials.Conf
 	}
 	creds.Address = v.Addr()
 	creds.Auth = credentials.Auth{Method: "token", TokenFile: file}
-	e.cfg.Source.Credentials = &CredentialsConfig{Vault: &creds}
+	e.cfg.Source.Credentials = &sidecar.CredentialsConfig{Vault: &creds}
 	if err := e.cfg.Validate(); err != nil {
 		e.t.Fatal(err)
 	}
@@ -85,13 +86,13 @@ func TestVaultStaticLoginPostgres(t *testing.T) {
 	if err := v.PutKV(context.Background(), "sluice/pg1/hash", map[string]any{"key": testHashKey}); err != nil {
 		t.Fatal(err)
 	}
-	e.cfg.Privacy = PrivacyConfig{Columns: map[string]string{"public.items.v": "hash"}, HashKeyVault: &VaultSecret{Path: "sluice/pg1/hash", Field: "key"}}
+	e.cfg.Privacy = sidecar.PrivacyConfig{Columns: map[string]string{"public.items.v": "hash"}, HashKeyVault: &sidecar.VaultSecret{Path: "sluice/pg1/hash", Field: "key"}}
 	// And the store's encryption key.
 	const storeKey = "store-key-from-vault-0123456789abcdef"
 	if err := v.PutKV(context.Background(), "sluice/pg1/store", map[string]any{"key": storeKey}); err != nil {
 		t.Fatal(err)
 	}
-	e.cfg.NATS.StoreEncryption = &StoreEncryptionConfig{Cipher: "chacha", KeyVault: &VaultSecret{Path: "sluice/pg1/store", Field: "key"}}
+	e.cfg.NATS.StoreEncryption = &sidecar.StoreEncryptionConfig{Cipher: "chacha", KeyVault: &sidecar.VaultSecret{Path: "sluice/pg1/store", Field: "key"}}
 	e.useVault(v, sluiceToken(t, v), credentials.Config{KV: &credentials.KV{Path: "sluice/pg1"}})
 
 	stop, logs := e.startRun()

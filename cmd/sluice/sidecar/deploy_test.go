@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"bytes"
@@ -23,7 +23,7 @@ func TestDeployManifests(t *testing.T) {
 	t.Setenv("NATS_ANALYTICS_PASSWORD", "y")
 	t.Setenv("NATS_OPERATOR_PASSWORD", "z")
 	t.Setenv("NATS_ROUTE_PASSWORD", "r")
-	files, err := filepath.Glob("../../deploy/*/*.yaml")
+	files, err := filepath.Glob("../../../deploy/*/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests found: %v", err)
 	}
@@ -75,7 +75,7 @@ func sluiceMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
 	re := regexp.MustCompile(`Name:\s+"(sluice_\w+)"`)
-	for _, dir := range []string{"../../sink", "../../sources/capture", "../../backfill", "../../schemas", "."} {
+	for _, dir := range []string{"../../../sink", "../../../sources/capture", "../../../backfill", "../../../schemas", "."} {
 		files, _ := filepath.Glob(dir + "/*.go")
 		for _, f := range files {
 			b, err := os.ReadFile(f)
@@ -109,7 +109,7 @@ func checkExpr(t *testing.T, where, expr string, names map[string]bool) {
 // sluice exports; so do the Grafana dashboard's panels.
 func TestPrometheusRulesAndDashboard(t *testing.T) {
 	names := sluiceMetricNames(t)
-	b, err := os.ReadFile("../../deploy/prometheus/sluice-rules.yaml")
+	b, err := os.ReadFile("../../../deploy/prometheus/sluice-rules.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestPrometheusRulesAndDashboard(t *testing.T) {
 			t.Errorf("no %s alert", want)
 		}
 	}
-	b, err = os.ReadFile("../../deploy/grafana/sluice-dashboard.json")
+	b, err = os.ReadFile("../../../deploy/grafana/sluice-dashboard.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"context"
@@ -50,7 +50,7 @@ func TestRegisteredDriver(t *testing.T) {
 		}
 	}
 
-	if w := sourceTLSWarning(cfg.Source); w != "" {
+	if w := SourceTLSWarning(cfg.Source); w != "" {
 		t.Errorf("TLS warning %q", w)
 	}
 	var out strings.Builder

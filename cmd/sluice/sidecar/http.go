@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"context"
@@ -19,10 +19,12 @@ import (
 	"github.com/sluice-cdc/sluice/sources/capture"
 )
 
-// serveHTTP serves /metrics, /healthz and /readyz (and, when asked,
-// /debug/pprof/) on cfg.Listen until ctx ends. Ready means the source has
-// its log open, the last checkpoint write succeeded and JetStream answers.
-func serveHTTP(ctx context.Context, cfg HTTPConfig, reg *prometheus.Registry, m *capture.Metrics, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) error {
+// listenHTTP listens on cfg.Listen and returns serve, which serves
+// /metrics, /healthz and /readyz (and, when asked, /debug/pprof/) until ctx
+// ends and returns nil then, or the error that stopped the server. Ready
+// means the source has its log open, the last checkpoint write succeeded
+// and JetStream answers.
+func listenHTTP(cfg HTTPConfig, reg *prometheus.Registry, m *capture.Metrics, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) (serve func(context.Context) error, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -58,20 +60,27 @@ func serveHTTP(ctx context.Context, cfg HTTPConfig, reg *prometheus.Registry, m 
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("http.listen %s: %w (is another process using the port? choose another)", cfg.Listen, err)
+		return nil, fmt.Errorf("http.listen %s: %w (is another process using the port? choose another)", cfg.Listen, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "error", err)
-		}
-	}()
 	log.Info("http listening", "addr", ln.Addr().String(), "paths", paths)
+	return func(ctx context.Context) error { return serveHTTP(ctx, srv, ln, cfg.Listen) }, nil
+}
+
+// serveHTTP serves srv on ln until ctx ends, and returns nil then, or the
+// error that stopped the server: a dead listener stops sluice, rather
+// than leave it running blind to its probes and metrics.
+func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener, listen string) error {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }() // ends before serveHTTP returns
+	select {
+	case err := <-served:
+		return fmt.Errorf("http.listen %s: the HTTP server stopped: %w", listen, err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx) // a slow scrape is cut off at the deadline
+	<-served
 	return nil
 }

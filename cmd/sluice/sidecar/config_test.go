@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"os"
@@ -112,7 +112,7 @@ nats: {server_name: "${SLUICE_TEST_POD}", users: [{user: r, password: "${SLUICE_
 
 // The configuration in README.md is a valid one.
 func TestREADMEConfig(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+	b, err := os.ReadFile("../../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

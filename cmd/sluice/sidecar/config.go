@@ -1,10 +1,11 @@
-package main
+package sidecar
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"os"
@@ -131,7 +132,7 @@ func (s *SourceConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		return err
 	}
 	for i, e := range te.Errors {
-		e = strings.ReplaceAll(e, both.Type().String(), "main.SourceConfig")
+		e = strings.ReplaceAll(e, both.Type().String(), reflect.TypeFor[SourceConfig]().String())
 		if m := unknownField.FindStringSubmatch(e); m != nil && m[3] == "SourceConfig" {
 			if other := s.kindWithKey(m[2]); other != "" {
 				e = fmt.Sprintf("line %s: unknown key source.%s: a key of kind %s, and source.kind is %s", m[1], m[2], other, kind.Kind)
@@ -375,7 +376,7 @@ func expandEnv(b []byte) ([]byte, error) {
 	return out, nil
 }
 
-var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type (?:main|schemas|sources)\.(\w+)`)
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type \w+\.(\w+)`)
 
 // explainYAML rewrites yaml's Go-flavoured errors into config terms.
 func explainYAML(err error) string {
@@ -614,4 +615,15 @@ func (c Config) Validate() error {
 		return nil
 	}
 	return errors.New(strings.Join(p, "\n  "))
+}
+
+// NewLogger is the logger cfg asks for, on standard error.
+func NewLogger(cfg LogConfig) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
