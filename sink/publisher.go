@@ -97,6 +97,10 @@ type PublisherConfig struct {
 	Log         *slog.Logger
 }
 
+// DefaultWindow is how many publishes may await their acknowledgement
+// (stream.window): enough to keep a replicated stream busy.
+const DefaultWindow = 4096
+
 // NewPublisher prepares publishing to stream, starting after its current
 // last sequence.
 func NewPublisher(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, cfg PublisherConfig) (*Publisher, error) {
@@ -105,7 +109,7 @@ func NewPublisher(ctx context.Context, js jetstream.JetStream, stream jetstream.
 		return nil, fmt.Errorf("read stream state: %w", err)
 	}
 	if cfg.Window <= 0 {
-		cfg.Window = 4096
+		cfg.Window = DefaultWindow
 	}
 	return &Publisher{
 		js:          js,

@@ -99,17 +99,28 @@ type Pipeline struct {
 	stopStream     func()
 }
 
+// The defaults of the settings sluice's config file has too (its
+// checkpoint.interval and nats.startup_timeout): set here, read there.
+const (
+	// DefaultCheckpointInterval bounds what a crash replays to a quarter
+	// second of changes, at a checkpoint write per interval.
+	DefaultCheckpointInterval = 250 * time.Millisecond
+	// DefaultStartupTimeout is how long a start waits out JetStream
+	// electing its leaders before it gives up.
+	DefaultStartupTimeout = time.Minute
+)
+
 // New wires src to stream: it creates the publisher and reads the
 // stream's state. js must be the JetStream context stream came from.
 func New(ctx context.Context, cfg Config, src Source, store CheckpointStore, js jetstream.JetStream, stream jetstream.Stream) (*Pipeline, error) {
 	if cfg.CheckpointInterval <= 0 {
-		cfg.CheckpointInterval = 250 * time.Millisecond
+		cfg.CheckpointInterval = DefaultCheckpointInterval
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
 	if cfg.StartupTimeout <= 0 {
-		cfg.StartupTimeout = time.Minute
+		cfg.StartupTimeout = DefaultStartupTimeout
 	}
 	if cfg.BoundaryTimeout <= 0 {
 		// Well inside a container's usual 30 s grace period.

@@ -17,9 +17,11 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluice-cdc/sluice/backfill"
 	"github.com/sluice-cdc/sluice/schemas"
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
+	"github.com/sluice-cdc/sluice/sources/capture"
 	"github.com/sluice-cdc/sluice/sources/credentials"
 	"github.com/sluice-cdc/sluice/sources/drivers"
 )
@@ -307,14 +309,14 @@ type LogConfig struct {
 func defaults() Config {
 	return Config{
 		Source: SourceConfig{Config: sources.Config{Kind: drivers.DefaultKind}, drivers: drivers.All()},
-		NATS:   NATSConfig{Listen: "127.0.0.1:4222", StoreDir: "./data", MaxPayload: 8 << 20, StartupTimeout: time.Minute},
+		NATS:   NATSConfig{Listen: "127.0.0.1:4222", StoreDir: "./data", MaxPayload: 8 << 20, StartupTimeout: capture.DefaultStartupTimeout},
 		Stream: StreamConfig{
 			SubjectPrefix: "cdc", Partitions: 8, Replicas: 1,
-			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: time.Second, Window: 4096,
+			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: time.Second, Window: sink.DefaultWindow,
 			HotPartitionFactor: 3, HotPartitionWindow: time.Minute,
 		},
-		Checkpoint: CheckpointConfig{Bucket: "sluice_checkpoints", Interval: 250 * time.Millisecond},
-		Backfill:   BackfillConfig{ChunkSize: 2048, OnGap: "backfill", StatementTimeout: time.Minute, Initial: true},
+		Checkpoint: CheckpointConfig{Bucket: "sluice_checkpoints", Interval: capture.DefaultCheckpointInterval},
+		Backfill:   BackfillConfig{ChunkSize: backfill.DefaultChunkSize, OnGap: "backfill", StatementTimeout: time.Minute, Initial: true},
 		Log:        LogConfig{Level: "info", Format: "text"},
 	}
 }
