@@ -8,7 +8,7 @@ import (
 type Metrics struct {
 	rows, estimated, chunks, running *prometheus.GaugeVec
 	initial                          *prometheus.GaugeVec
-	gaps                             *prometheus.CounterVec
+	gaps, ended                      *prometheus.CounterVec
 	source                           string
 }
 
@@ -30,7 +30,9 @@ func NewMetrics(reg prometheus.Registerer, source string) *Metrics {
 		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_log_gaps_total",
 			Help: "Lost log positions detected (and backfilled unless backfill.on_gap is fail)."}, []string{"source"}),
 	}
-	reg.MustRegister(m.rows, m.estimated, m.chunks, m.running, m.initial, m.gaps)
+	m.ended = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_backfills_total",
+		Help: "Backfills that ended, by table and outcome (done or failed)."}, []string{"source", "table", "outcome"})
+	reg.MustRegister(m.rows, m.estimated, m.chunks, m.running, m.initial, m.gaps, m.ended)
 	return m
 }
 
@@ -58,4 +60,12 @@ func (m *Metrics) gap() {
 		return
 	}
 	m.gaps.WithLabelValues(m.source).Inc()
+}
+
+// end counts a job that ended, done or failed.
+func (m *Metrics) end(j Job) {
+	if m == nil {
+		return
+	}
+	m.ended.WithLabelValues(m.source, j.Table, j.State).Inc()
 }

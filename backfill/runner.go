@@ -104,6 +104,7 @@ func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 		default:
 			j.State, j.Error, j.Finished = StateFailed, err.Error(), time.Now().UTC()
 			log.Error("backfill failed; streaming goes on", "error", err)
+			m.cfg.Metrics.end(j)
 			if serr := m.save(context.WithoutCancel(ctx), j); serr != nil {
 				log.Error("cannot record the failed backfill", "error", serr)
 			}
@@ -111,6 +112,7 @@ func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 		}
 		if j.State == StateDone {
 			log.Info("backfill done", "chunks", j.Chunks, "rows", j.Rows, "took", time.Since(j.Started).Round(time.Millisecond))
+			m.cfg.Metrics.end(j)
 			return
 		}
 		if time.Since(lastLog) >= 10*time.Second {

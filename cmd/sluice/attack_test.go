@@ -152,6 +152,7 @@ func waitJob(t *testing.T, e *env, id string) backfill.Job {
 // sluice on PostgreSQL: none reaches SQL, and the SSN of an uncaptured
 // table never comes out.
 func TestSQLAttacksPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.orders")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 16, statement_timeout: 10s}")
@@ -170,6 +171,7 @@ func TestSQLAttacksPostgres(t *testing.T) {
 // TestSQLAttacksMySQL is the same against MariaDB, with SLEEP and the
 // server's own account table as the prize.
 func TestSQLAttacksMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.orders")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 16, statement_timeout: 10s}")

@@ -33,7 +33,7 @@ func BenchmarkBackfillVsCopy(b *testing.B) {
 		if err := requestBackfill(context.Background(), io.Discard, e.cfg, natsClient{}, []string{"public.items"}, nil, false); err != nil {
 			b.Fatal(err)
 		}
-		waitBackfills(b, logs, i+1, 10*time.Minute)
+		e.waitBackfills(i+1, 10*time.Minute, logs)
 		backfill += time.Since(start)
 
 		start = time.Now()

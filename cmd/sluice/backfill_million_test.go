@@ -22,6 +22,7 @@ import (
 // updates, deletes and inserts hit the same keys: the consumer's view ends
 // equal to the table, and no backfilled row overwrote a newer logged change.
 func TestBackfillMillionRowsUnderLoad(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("a million rows: skipped in -short")
 	}
@@ -57,7 +58,7 @@ func TestBackfillMillionRowsUnderLoad(t *testing.T) {
 		}
 		return err
 	})
-	waitBackfills(t, logs, 1, 15*time.Minute)
+	e.waitBackfills(1, 15*time.Minute, logs)
 	took := time.Since(start)
 	stopWriter()
 	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))

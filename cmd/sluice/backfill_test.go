@@ -195,18 +195,24 @@ func assertNoStaleRead(t *testing.T, events []event) {
 	}
 }
 
-// waitBackfills waits until sluice's log shows n finished backfills.
-func waitBackfills(t testing.TB, logs *logBuffer, n int, timeout time.Duration) {
-	t.Helper()
+// waitBackfills waits until n backfills have ended done in the run
+// started last (sluice_backfills_total), failing the test at once if one
+// failed.
+func (e *env) waitBackfills(n int, timeout time.Duration, logs *logBuffer) {
+	e.t.Helper()
 	deadline := time.Now().Add(timeout)
-	for strings.Count(logs.String(), "msg=\"backfill done\"") < n {
+	for {
+		if failed := e.counter("sluice_backfills_total", "outcome", backfill.StateFailed); failed > 0 {
+			e.t.Fatalf("%v backfills failed; log:\n%s", failed, tailLines(logs.String(), 40))
+		}
+		done := e.counter("sluice_backfills_total", "outcome", backfill.StateDone)
+		if done >= float64(n) {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d backfills not done within %s; log:\n%s", n, timeout, tailLines(logs.String(), 40))
+			e.t.Fatalf("%v of %d backfills done within %s; log:\n%s", done, n, timeout, tailLines(logs.String(), 40))
 		}
-		if strings.Contains(logs.String(), "backfill failed") {
-			t.Fatalf("backfill failed; log:\n%s", tailLines(logs.String(), 40))
-		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -277,6 +283,7 @@ func gapsIn(t *testing.T, e *env, js jetstream.JetStream) []backfill.Gap {
 // restart the gap is recorded, streaming resumes and the backfill makes the
 // consumer's view equal the table, deleted rows included.
 func TestBackfillAfterSlotLoss(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
@@ -312,7 +319,7 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 		}
 		return err
 	})
-	waitBackfills(t, logs, 1, 2*time.Minute)
+	e.waitBackfills(1, 2*time.Minute, logs)
 	stopWriter()
 	if !strings.Contains(logs.String(), "log position lost: gap recorded") {
 		t.Errorf("the gap was not logged:\n%s", tailLines(logs.String(), 30))
@@ -367,7 +374,7 @@ func TestBackfillAfterSlotLoss(t *testing.T) {
 
 // adminState is JetStream in sluice's state account (checkpoint bucket),
 // logged in as the CLI on sluice's host is; closed with the test.
-func adminState(t *testing.T, e *env) jetstream.JetStream {
+func adminState(t testing.TB, e *env) jetstream.JetStream {
 	t.Helper()
 	nc, err := controlClient(e.cfg, e.client).connect("test")
 	if err != nil {
@@ -411,6 +418,7 @@ func readGapsStopped(t *testing.T, e *env) []backfill.Gap {
 // With on_gap: fail a lost slot stops sluice with an error naming the
 // setting.
 func TestBackfillOnGapFail(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, on_gap: fail}")
@@ -436,6 +444,7 @@ func TestBackfillOnGapFail(t *testing.T) {
 // backfill: a full one (rows present before capture started, a composite
 // text key) and a filtered one (rows only, no chunk events).
 func TestBackfillCommand(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items", "public.accounts")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 50}")
@@ -516,6 +525,7 @@ func TestBackfillCommand(t *testing.T) {
 // A table whose key cannot be chunked fails its backfill with the reason;
 // streaming goes on.
 func TestBackfillUnsupportedKey(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.events")
 	e.exec(`CREATE TABLE events (at timestamptz PRIMARY KEY, v int NOT NULL)`)
@@ -699,6 +709,7 @@ func startStoreServer(t *testing.T, e *env) func() {
 // cancelled and a restart does not resume it. Cancelling what does not run
 // says so.
 func TestBackfillCancel(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 2}")
@@ -746,6 +757,7 @@ func TestBackfillCancel(t *testing.T) {
 // connection first; sluice retries instead of exiting, records the gap
 // once, backfills, and the view equals the table.
 func TestGapRepairRetriedWhileSourceAway(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
@@ -754,7 +766,7 @@ func TestGapRepairRetriedWhileSourceAway(t *testing.T) {
 	conn := pgConn(t, pg)
 	e.backfill = []string{"public.items"}
 	stop, logs := e.startRun()
-	waitBackfills(t, logs, 1, time.Minute) // the backfill connection is open, idle
+	e.waitBackfills(1, time.Minute, logs) // the backfill connection is open, idle
 	e.backfill = nil
 
 	// Cut every sluice connection and drop the slot before sluice can
@@ -778,7 +790,7 @@ func TestGapRepairRetriedWhileSourceAway(t *testing.T) {
 	e.exec(`DELETE FROM items WHERE id % 5 = 0`)
 
 	waitGap(t, e, time.Minute)
-	waitBackfills(t, logs, 2, time.Minute)
+	e.waitBackfills(2, time.Minute, logs)
 	e.exec(`INSERT INTO items SELECT g, 9 FROM generate_series(2001, 2100) g`)
 	assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))
 	gaps := readGaps(t, e)

@@ -18,6 +18,7 @@ import (
 // stream lacks: every row once, none twice, with a duplicate window too
 // short to help.
 func TestBigTransactionCrash(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and kills the binary: skipped in -short")
 	}

@@ -32,6 +32,7 @@ func assertLists(t *testing.T, out string, fragments ...string) {
 // sluice check lists every problem of a misconfigured PostgreSQL in one
 // run, changes nothing, and passes a good one.
 func TestCheckPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t, pgtest.Options{Settings: map[string]string{"wal_level": "replica"}})
 	e := newEnv(t, pg, "public.items", "public.nokey")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY)`)
@@ -62,6 +63,7 @@ func TestCheckPostgres(t *testing.T) {
 // The same for MariaDB: binlog_format=STATEMENT and a table without key,
 // in one run.
 func TestCheckMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t, mysqltest.Options{Settings: map[string]string{"binlog_format": "STATEMENT"}})
 	e := newMySQLEnv(t, my, "shop.items", "shop.nokey")
 	e.exec(`CREATE TABLE items (id INT PRIMARY KEY)`)
@@ -80,6 +82,7 @@ func TestCheckMySQL(t *testing.T) {
 // a MariaDB that refuses plaintext fails without source.tls, and passes
 // with it, verified.
 func TestCheckTLS(t *testing.T) {
+	t.Parallel()
 	f := tlstest.New(t)
 	my := mysqltest.New(t, mysqltest.Options{TLSCert: f.ServerCert, TLSKey: f.ServerKey,
 		Settings: map[string]string{"require_secure_transport": "ON"}})
@@ -108,6 +111,7 @@ func TestCheckTLS(t *testing.T) {
 // sluice check prints what leaves sluice of each captured table's columns,
 // and fails a policy that matches no column, naming the near miss.
 func TestCheckPrivacyCoverage(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.users", "public.items")
 	e.exec(`CREATE TABLE users (id int PRIMARY KEY, email text, ssn text)`)

@@ -107,6 +107,7 @@ func startTxWriter(t *testing.T, db crashDB) (stop func()) {
 // consumer's view equals the table, nothing lost, nothing delivered twice,
 // and the checkpoint survived.
 func TestClusterLeaderLoss(t *testing.T) {
+	t.Parallel()
 	c := newClusterEnv(t)
 	nc := c.plan.Connect()
 	js, err := jetstream.NewWithAPIPrefix(nc, sink.EventsAPIPrefix)
@@ -147,6 +148,7 @@ func TestClusterLeaderLoss(t *testing.T) {
 // A member that does not lead the stream is lost, first an in-test one,
 // then sluice's own (SIGKILL); writing goes on and nothing is lost.
 func TestClusterFollowerLoss(t *testing.T) {
+	t.Parallel()
 	c := newClusterEnv(t)
 	nc := c.plan.Connect()
 	js, err := jetstream.NewWithAPIPrefix(nc, sink.EventsAPIPrefix)
@@ -291,6 +293,7 @@ func (c *clusterEnv) assertCheckpointSurvived(js jetstream.JetStream) {
 // A member whose peers never show up gives up after nats.startup_timeout
 // with an error that says what to check, instead of hanging.
 func TestClusterStartupTimeout(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY)`)
@@ -318,11 +321,13 @@ func TestClusterStartupTimeout(t *testing.T) {
 // "capturing from" line, long before the stream exists, is in the stream
 // once the cluster forms.
 func TestFirstStartWhileClusterFormsPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	firstStartWhileClusterForms(t, newEnv(t, pg, "public.items"), "replication slot created: capturing from")
 }
 
 func TestFirstStartWhileClusterFormsMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	firstStartWhileClusterForms(t, newMySQLEnv(t, my, "shop.items"), "capturing from gtid:")
 }

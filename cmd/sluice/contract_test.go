@@ -29,6 +29,7 @@ func contractEnv(t *testing.T, e *env, schema string) {
 // dead-letter subject); a dropped required column is reported before the
 // new shape's first event.
 func TestContractPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.orders")
 	contractEnv(t, e, "public")
@@ -92,6 +93,7 @@ func TestContractPostgres(t *testing.T) {
 }
 
 func TestContractMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.orders")
 	contractEnv(t, e, "shop")

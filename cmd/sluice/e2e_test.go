@@ -64,6 +64,7 @@ var typesWant = map[string]string{
 }
 
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.all_types", "public.orders")
 	e.exec(typesSchema)

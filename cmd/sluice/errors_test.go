@@ -41,6 +41,7 @@ func mentions(t *testing.T, err error, fragments ...string) {
 }
 
 func TestUnreachablePostgres(t *testing.T) {
+	t.Parallel()
 	port := natstest.FreePort(t)
 	cfg, err := sidecar.ParseConfig("unreachable.yaml", fmt.Appendf(nil, "source: {name: pg1, dsn: %q}\nnats: {store_dir: %q}\n",
 		fmt.Sprintf("postgres://app:s3cret-pw@127.0.0.1:%d/shop", port), t.TempDir()))
@@ -55,6 +56,7 @@ func TestUnreachablePostgres(t *testing.T) {
 }
 
 func TestWALLevelNotLogical(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t, pgtest.Options{Settings: map[string]string{"wal_level": "replica"}})
 	e := newEnv(t, pg, "public.t")
 	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
@@ -66,6 +68,7 @@ func TestWALLevelNotLogical(t *testing.T) {
 }
 
 func TestTableWithoutPrimaryKey(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.ok", "public.nokey", "public.missing")
 	e.exec(`CREATE TABLE ok (id int PRIMARY KEY); CREATE TABLE nokey (a int, b text)`)
@@ -81,6 +84,7 @@ func TestTableWithoutPrimaryKey(t *testing.T) {
 // with its table, key and size, never its values; the stream goes on, and
 // a backfill of the table finishes, its chunk event keeping the row.
 func TestRowLargerThanMaxPayload(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.docs")
 	e.exec(`CREATE TABLE docs (id int PRIMARY KEY, body text)`)

@@ -22,6 +22,7 @@ import (
 // gone on the new primary, record the gap, backfill, and never exit; the
 // stream materialized with the chunk rule equals the new primary's table.
 func TestPostgresFailover(t *testing.T) {
+	t.Parallel()
 	primary := pgtest.New(t)
 	e := newEnv(t, primary, "public.items")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 100}")

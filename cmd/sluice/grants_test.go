@@ -24,6 +24,7 @@ const grantsCanary = "666-12-3456"
 // sluice check, is no superuser, and cannot read a table it does not
 // capture (the superuser can: the probe works).
 func TestShippedGrantsPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t, pgtest.Options{Password: pgAdminPassword})
 	e := newEnv(t, pg, "public.orders", "public.customers")
 	e.exec(`CREATE TABLE orders (id int PRIMARY KEY, total int)`)
@@ -57,6 +58,7 @@ func TestShippedGrantsPostgres(t *testing.T) {
 // TestShippedGrantsMySQL: the same with deploy/database/mysql-grants.sql on
 // MariaDB; the login cannot read mysql.user either.
 func TestShippedGrantsMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.orders", "shop.customers")
 	e.exec(`CREATE TABLE orders (id INT PRIMARY KEY, total INT)`)
@@ -93,7 +95,7 @@ func grantsRun(t *testing.T, e *env, schema string) {
 	}
 	e.backfill = []string{schema + ".customers"}
 	stop, logs := e.startRun()
-	waitBackfills(t, logs, 1, time.Minute)
+	e.waitBackfills(1, time.Minute, logs)
 	e.exec(`INSERT INTO orders VALUES (7, 70)`)
 	// The backfilled row, the chunk's event on each of 4 partitions, the insert.
 	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1+4+1, time.Minute)

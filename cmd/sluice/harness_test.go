@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-cdc/sluice/checkpoint"
 	"github.com/sluice-cdc/sluice/sink"
@@ -46,6 +47,8 @@ type env struct {
 	client natsClient
 	// backfill is run's --backfill.
 	backfill []string
+	// metrics are the metrics of the run started last.
+	metrics *prometheus.Registry
 }
 
 // newEnv prepares database shop on a private PostgreSQL.
@@ -305,7 +308,9 @@ func (e *env) startRun() (stop func() error, logs *logBuffer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	finished := make(chan struct{})
 	var runErr error
-	go func() { runErr = sidecar.Run(ctx, e.cfg, log, sidecar.Options{Backfill: e.backfill}); close(finished) }()
+	e.metrics = prometheus.NewRegistry()
+	opts := sidecar.Options{Backfill: e.backfill, Metrics: e.metrics}
+	go func() { runErr = sidecar.Run(ctx, e.cfg, log, opts); close(finished) }()
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -360,31 +365,62 @@ func (e *env) waitLog(logs *logBuffer, text string, timeout time.Duration) {
 	}
 }
 
-// waitStream waits until sluice has created its stream.
+// waitStream waits until the run started last streams: its source has
+// the log open (sluice_source_open), so its stream and checkpoint bucket
+// exist too.
 func (e *env) waitStream(finished <-chan struct{}, logs fmt.Stringer) {
 	e.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	for e.gauge("sluice_source_open") != 1 {
 		select {
 		case <-finished:
 			e.t.Fatalf("sluice stopped early; log:\n%s", logs)
 		default:
 		}
-		client := e.client
-		if client.URL == "" {
-			client.URL = e.natsURL()
+		if time.Now().After(deadline) {
+			e.t.Fatalf("sluice did not start streaming within 60s; log:\n%s", logs)
 		}
-		if nc, err := client.connect("test"); err == nil {
-			js, _ := natsClient{}.jetStream(nc)
-			_, err := js.Stream(context.Background(), e.cfg.Stream.Name)
-			nc.Close()
-			if err == nil && strings.Contains(logs.String(), "streaming") {
-				return
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// counter sums a counter of the run started last over its series whose
+// label has the value value.
+func (e *env) counter(name, label, value string) float64 {
+	e.t.Helper()
+	families, err := e.metrics.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetCounter().GetValue()
+				}
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	e.t.Fatalf("sluice did not start streaming within 60s; log:\n%s", logs)
+	return sum
+}
+
+// gauge reads a gauge of the run started last; -1 when it has none yet.
+func (e *env) gauge(name string) float64 {
+	e.t.Helper()
+	families, err := e.metrics.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }
 
 // event is a decoded change event with its message's metadata.

@@ -68,6 +68,7 @@ func waitHTTP(t testing.TB, url string, timeout time.Duration, what string, chec
 // counters move and the lag falls to zero when idle; /readyz turns unready
 // while PostgreSQL is stopped and ready again after it returns.
 func TestHTTPMetricsAndReadiness(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t))
@@ -146,6 +147,7 @@ func TestHTTPMetricsAndReadiness(t *testing.T) {
 // An idle captured table must not make the slot hold the WAL that other
 // tables write: heartbeats move the slot along.
 func TestPostgresHeartbeat(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.setYAML("kind: postgres,", "kind: postgres, heartbeat: 1s,")

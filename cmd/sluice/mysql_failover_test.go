@@ -73,6 +73,7 @@ func waitNoWritable(t *testing.T, e *env, logs *logBuffer) {
 // transaction, is promoted; sluice moves to it and goes on from the
 // checkpoint's GTID with no gap and no event twice.
 func TestMySQLFailover(t *testing.T) {
+	t.Parallel()
 	e, primary, replica := failoverEnv(t)
 	stop, logs := e.startRun()
 	w := newWrites()
@@ -117,6 +118,7 @@ func TestMySQLFailover(t *testing.T) {
 // recorded, and repaired by a backfill, so the view equals the new
 // primary's table (rows only the old primary had are deleted).
 func TestMySQLFailoverMissingTransactions(t *testing.T) {
+	t.Parallel()
 	e, primary, replica := failoverEnv(t)
 	stop, logs := e.startRun()
 	w := newWrites()
@@ -162,6 +164,7 @@ func TestMySQLFailoverMissingTransactions(t *testing.T) {
 // its binlog connection open; the replica is promoted. sluice notices
 // within a heartbeat period and moves, with no gap and no event twice.
 func TestMySQLSwitchover(t *testing.T) {
+	t.Parallel()
 	e, primary, replica := failoverEnv(t)
 	stop, logs := e.startRun()
 	w := newWrites()

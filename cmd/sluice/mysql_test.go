@@ -57,6 +57,7 @@ var mysqlTypesWant = map[string]string{
 }
 
 func TestMySQLEndToEnd(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.all_types", "shop.orders")
 	e.exec(mysqlTypesTable)
@@ -157,6 +158,7 @@ func TestMySQLEndToEnd(t *testing.T) {
 // ALTER TABLE mid-stream: every event carries the columns the table had at
 // that point of the binlog, and a new shape gets a higher schema_version.
 func TestMySQLSchemaChangeMidStream(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.t")
 	e.exec(`CREATE TABLE t (id INT PRIMARY KEY, a INT)`)
@@ -265,6 +267,7 @@ func assertSchemaEvent(t *testing.T, ev event, subject string, oldV int, oldCols
 // a dead connection: the read timeout is three heartbeats, and idling for
 // many of them must not cause a single reconnect.
 func TestMySQLIdleHeartbeats(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.t")
 	e.setYAML("kind: mysql,", "kind: mysql, heartbeat: 200ms,")
@@ -313,6 +316,7 @@ func (d mysqlCrashDB) state() (map[int]int, error) {
 }
 
 func TestMySQLCrashRecovery(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("crash test builds and kills the binary: skipped in -short")
 	}
@@ -325,6 +329,7 @@ func TestMySQLCrashRecovery(t *testing.T) {
 // The same crash test with positions kept as binlog file and offset, as on
 // a MySQL server without GTIDs.
 func TestMySQLCrashRecoveryFilePositions(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("crash test builds and kills the binary: skipped in -short")
 	}
@@ -340,6 +345,7 @@ func TestMySQLCrashRecoveryFilePositions(t *testing.T) {
 }
 
 func TestMySQLPrerequisites(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t, mysqltest.Options{Settings: map[string]string{"binlog_format": "STATEMENT", "binlog_row_image": "MINIMAL"}})
 	e := newMySQLEnv(t, my, "shop.ok", "shop.nokey")
 	e.exec(`CREATE TABLE ok (id INT PRIMARY KEY)`)
@@ -364,6 +370,7 @@ func TestMySQLPrerequisites(t *testing.T) {
 
 // A purged binlog behind the checkpoint is a lost position, reported as such.
 func TestMySQLPurgedBinlogIsAGap(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.t")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, on_gap: fail}")
@@ -392,6 +399,7 @@ func TestMySQLPurgedBinlogIsAGap(t *testing.T) {
 // recorded, streaming resumes at the current GTID and the backfill makes the
 // consumer's view equal the table, deleted rows included.
 func TestMySQLBackfillAfterPurge(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.items")
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
@@ -432,7 +440,7 @@ func TestMySQLBackfillAfterPurge(t *testing.T) {
 		}
 		return err
 	})
-	waitBackfills(t, logs, 1, 2*time.Minute)
+	e.waitBackfills(1, 2*time.Minute, logs)
 	stopWriter()
 	if !strings.Contains(logs.String(), "log position lost: gap recorded") {
 		t.Errorf("the gap was not logged:\n%s", tailLines(logs.String(), 30))

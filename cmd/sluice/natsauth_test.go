@@ -66,6 +66,7 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 // change, purge or delete the stream; no login, a wrong one, or plain TCP
 // get nothing.
 func TestNATSReadOnlyConsumer(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)

@@ -19,6 +19,7 @@ import (
 // not the signal table nor another schema's tables; sluice check lists
 // them and says whether tables created later can join the publication.
 func TestTablePatternsPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.*")
 	e.setYAML("tables: [public.*]}", "tables: [public.*], exclude: [public.secret_*]}")
@@ -42,6 +43,7 @@ func TestTablePatternsPostgres(t *testing.T) {
 }
 
 func TestTablePatternsMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.*")
 	e.setYAML("tables: [shop.*]}", "tables: [shop.*], exclude: [shop.secret_*]}")
@@ -93,6 +95,7 @@ func patternsCaptureTest(t *testing.T, e *env, schema string) {
 // event before its first row; an excluded one created meanwhile has no
 // events; a dropped table is logged.
 func TestTableJoinsPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.*")
 	e.setYAML("tables: [public.*]}", "tables: [public.*], exclude: [public.secret_*], heartbeat: 1s}")
@@ -100,6 +103,7 @@ func TestTableJoinsPostgres(t *testing.T) {
 }
 
 func TestTableJoinsMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.*")
 	e.setYAML("tables: [shop.*]}", "tables: [shop.*], exclude: [shop.secret_*]}")
@@ -116,7 +120,7 @@ func tableJoinsTest(t *testing.T, e *env, db crashDB, schema string) {
 			t.Error(err)
 		}
 	}()
-	waitBackfills(t, logs, 1, time.Minute) // seed's initial snapshot
+	e.waitBackfills(1, time.Minute, logs) // seed's initial snapshot
 	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL)`)
 	e.exec(`INSERT INTO items VALUES ` + valuesList(1, rows))
 	e.exec(`CREATE TABLE secret_plans (id INT PRIMARY KEY, v INT NOT NULL)`)
@@ -132,7 +136,7 @@ func tableJoinsTest(t *testing.T, e *env, db crashDB, schema string) {
 			fmt.Sprintf("UPDATE secret_plans SET v = v + 1 WHERE id = %d", 1+rng.IntN(10)),
 		})
 	})
-	waitBackfills(t, logs, 2, 2*time.Minute) // and items'
+	e.waitBackfills(2, 2*time.Minute, logs) // and items'
 	stopWriter()
 	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: e.cfg.Source.Name, Schema: schema, Table: "items"}, db.state)
 	announced := false
@@ -187,6 +191,7 @@ func logged(logs string, fragments ...string) bool {
 // the publication quoted and its row arrives; the table the first name
 // would drop still exists and its changes keep flowing.
 func TestTableJoinsHostileName(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.*")
 	e.setYAML("tables: [public.*]}", "tables: [public.*], heartbeat: 1s}")

@@ -46,6 +46,8 @@ func TestPrivacyMySQL(t *testing.T) {
 	privacyTest(t, e, "shop")
 }
 
+// privacyTest sets the hash key in the environment: its tests run alone,
+// not in parallel.
 func privacyTest(t *testing.T, e *env, schema string) {
 	t.Setenv("SLUICE_TEST_HASH_KEY", testHashKey)
 	e.setYAML("replicas: 1}", "replicas: 1}\n"+strings.ReplaceAll(privacyYAML, "%[1]s", schema))
@@ -56,7 +58,7 @@ func privacyTest(t *testing.T, e *env, schema string) {
 	e.exec(`INSERT INTO vips VALUES ('ann@example.com', 'vip')`)
 	e.backfill = []string{schema + ".users", schema + ".vips"}
 	stop, logs := e.startRun()
-	waitBackfills(t, logs, 2, time.Minute)
+	e.waitBackfills(2, time.Minute, logs)
 	e.exec(`INSERT INTO users VALUES (2, 'bob@example.com', '219-09-9999', 'diary entry', NULL)`)
 	e.exec(`UPDATE users SET email = 'bo2@example.com', age = 41 WHERE id = 2`)
 	e.exec(`INSERT INTO vips VALUES ('bob@example.com', 'gold')`)
@@ -117,6 +119,7 @@ func privacyTest(t *testing.T, e *env, schema string) {
 // A hash policy without its key, or a key column dropped, stops sluice
 // with the fix.
 func TestPrivacyErrors(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.users")
 	e.exec(`CREATE TABLE users (id INT PRIMARY KEY, email TEXT)`)
@@ -152,11 +155,13 @@ func TestPrivacyErrors(t *testing.T) {
 // masked. The SSNs never leave in clear: not in the stream, the log, the
 // error, a contract's reasons, or any file of the store.
 func TestPrivacyRenamePostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	privacyRenameTest(t, newEnv(t, pg, "public.users"), "public")
 }
 
 func TestPrivacyRenameMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	privacyRenameTest(t, newMySQLEnv(t, my, "shop.users"), "shop")
 }

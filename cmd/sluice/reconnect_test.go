@@ -14,6 +14,7 @@ import (
 // When PostgreSQL goes away, sluice reconnects with backoff and resumes from
 // the last stored position: every change arrives once.
 func TestPostgresRestartMidStream(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)
@@ -21,6 +22,7 @@ func TestPostgresRestartMidStream(t *testing.T) {
 }
 
 func TestMySQLRestartMidStream(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)

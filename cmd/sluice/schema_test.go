@@ -14,6 +14,7 @@ import (
 // the version increments, lasts across a restart, and sluice schema
 // prints each version's JSON Schema.
 func TestSchemaChangePostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)

@@ -18,12 +18,14 @@ import (
 // plus the changes made meanwhile; a table added to the config later is
 // snapshotted on the restart, the first one not again.
 func TestInitialSnapshotPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	initialSnapshotTest(t, e, pgCrashDB{pgConn(t, pg)}, "public")
 }
 
 func TestInitialSnapshotMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.items")
 	initialSnapshotTest(t, e, mysqlCrashDB{mysqlConn(t, my)}, "shop")
@@ -51,7 +53,7 @@ func initialSnapshotTest(t *testing.T, e *env, db crashDB, schema string) {
 			fmt.Sprintf("DELETE FROM items WHERE id = %d", 1+rng.IntN(rows)),
 		})
 	})
-	waitBackfills(t, logs, 1, 2*time.Minute)
+	e.waitBackfills(1, 2*time.Minute, logs)
 	stopWriter()
 	assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: e.cfg.Source.Name, Schema: schema, Table: "items"}, db.state)
 	if err := stop(); err != nil {
@@ -62,7 +64,7 @@ func initialSnapshotTest(t *testing.T, e *env, db crashDB, schema string) {
 	// A table joins the config: only it is snapshotted.
 	e.setYAML("tables: ["+schema+".items]", "tables: ["+schema+".items, "+schema+".later]")
 	stop, logs = e.startRun()
-	waitBackfills(t, logs, 1, time.Minute)
+	e.waitBackfills(1, time.Minute, logs)
 	// Chunks overlap by their boundary row: count keys.
 	read := map[string]bool{}
 	for _, ev := range readEvents(t, e.natsURL(), e.cfg.Stream.Name, int(streamCount(t, e.natsURL(), e.cfg.Stream.Name)), time.Minute) {

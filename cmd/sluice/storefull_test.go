@@ -21,6 +21,7 @@ import (
 // sluice_store_full is 1; once the ballast is deleted sluice resumes by
 // itself and the stream equals the table.
 func TestStoreFull(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t))

@@ -13,6 +13,7 @@ import (
 // its value is taken from the old row. A table without a primary key is
 // captured when it has REPLICA IDENTITY FULL and its key is configured.
 func TestUnchangedToastAndReplicaIdentityFull(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.docs", "public.docs_full", "public.nokey")
 	e.cfg.Source.Keys = map[string][]string{"public.nokey": {"code"}}

@@ -18,6 +18,7 @@ import (
 // columns, streams and backfills on PostgreSQL, under REPLICA IDENTITY
 // USING INDEX and under FULL.
 func TestUniqueIndexKeyPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.byidx", "public.byfull")
 	e.exec(`CREATE TABLE byidx (code text NOT NULL, region int NOT NULL, v int);
@@ -36,6 +37,7 @@ func TestUniqueIndexKeyPostgres(t *testing.T) {
 
 // The same on MariaDB, where the binlog carries whole rows.
 func TestUniqueIndexKeyMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	e := newMySQLEnv(t, my, "shop.byidx")
 	e.exec(`CREATE TABLE byidx (code VARCHAR(10) NOT NULL, region INT NOT NULL, v INT, UNIQUE KEY byidx_key (region, code))`)
@@ -51,6 +53,7 @@ func TestUniqueIndexKeyMySQL(t *testing.T) {
 // refused: PostgreSQL would log no old key for its updates and deletes.
 // The error names the fix, and sluice check shows it.
 func TestUniqueIndexDefaultIdentityRefused(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items", "public.loose")
 	e.exec(`CREATE TABLE items (id int PRIMARY KEY); CREATE TABLE loose (code text NOT NULL UNIQUE, v int)`)
@@ -82,7 +85,7 @@ func assertUniqueKeyCapture(t *testing.T, e *env, tables ...string) {
 	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 2}")
 	e.backfill = tables
 	stop, logs := e.startRun()
-	waitBackfills(t, logs, len(tables), 2*time.Minute)
+	e.waitBackfills(len(tables), 2*time.Minute, logs)
 	for _, table := range tables {
 		tn := unqualified(table)
 		e.exec(fmt.Sprintf("INSERT INTO %s (region, code, v) VALUES (4, 'n', 0)", tn))

@@ -72,6 +72,7 @@ func assertNoSecret(t *testing.T, secret string, where map[string]string) {
 }
 
 func TestVaultStaticLoginPostgres(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t, pgtest.Options{Password: pgAdminPassword})
 	v := vaulttest.New(t)
 	e := newEnv(t, pg, "public.items")
@@ -208,6 +209,7 @@ func newVaultPGEnv(t *testing.T) (*env, *pgtest.Server, *vaulttest.Server) {
 // streams: the next connect is refused, sluice reads a fresh login and
 // resumes with nothing lost.
 func TestVaultRevokedLeasePostgres(t *testing.T) {
+	t.Parallel()
 	e, pg, v := newVaultPGEnv(t)
 	pgVaultRole(t, v, pg, "1h", "24h")
 	e.useVault(v, sluiceToken(t, v), credentials.Config{Database: &credentials.Database{Role: "sluice-pg1"}})
@@ -235,6 +237,7 @@ func TestVaultRevokedLeasePostgres(t *testing.T) {
 // nears its max TTL, sluice logs in to Vault again and takes a fresh
 // database login, since the old lease dies with the old token.
 func TestVaultAppRoleTokenExpiry(t *testing.T) {
+	t.Parallel()
 	e, pg, v := newVaultPGEnv(t)
 	pgVaultRole(t, v, pg, "1h", "24h")
 	sluiceToken(t, v) // writes the policy
@@ -257,12 +260,14 @@ func TestVaultAppRoleTokenExpiry(t *testing.T) {
 }
 
 func TestVaultDynamicLoginsPostgres(t *testing.T) {
+	t.Parallel()
 	e, pg, v := newVaultPGEnv(t)
 	pgVaultRole(t, v, pg, "4s", "8s")
 	dynamicRotation(t, e, v, "sluice-pg1", pgCrashDB{pgConn(t, pg)})
 }
 
 func TestVaultDynamicLoginsMySQL(t *testing.T) {
+	t.Parallel()
 	my := mysqltest.New(t)
 	v := vaulttest.New(t)
 	e := newMySQLEnv(t, my, "shop.items")
@@ -286,6 +291,7 @@ func TestVaultDynamicLoginsMySQL(t *testing.T) {
 // Each way Vault can fail gives one error that names it, and sluice does
 // not start.
 func TestVaultErrors(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t, pgtest.Options{Password: pgAdminPassword})
 	v := vaulttest.New(t)
 	ctx := context.Background()

@@ -60,6 +60,16 @@ func NewMetrics(reg prometheus.Registerer, source string) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_lag_seconds", ConstLabels: labels,
 			Help: "Age of the oldest transaction read but not yet stored in JetStream; 0 when everything read is stored."},
 			m.lagSeconds),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_open", ConstLabels: labels,
+			Help: "1 while the source has its replication log open and streams; 0 before, and while it reconnects."},
+			func() float64 {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				if m.open {
+					return 1
+				}
+				return 0
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_store_full", ConstLabels: labels,
 			Help: "1 while JetStream refuses publishes for lack of storage: sluice waits with its position kept."},
 			func() float64 {

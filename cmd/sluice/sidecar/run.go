@@ -30,6 +30,11 @@ type Options struct {
 	Backfill []string
 	// Version is the build's version, for the log.
 	Version string
+	// Metrics is where the run registers its metrics, served on
+	// http.listen; nil means a registry of its own. A program that embeds
+	// sluice passes its own to read or serve them (with http.listen set,
+	// the Go and process collectors are registered in it too).
+	Metrics *prometheus.Registry
 }
 
 // Run is sluice run: it captures until ctx ends and returns nil after a
@@ -131,7 +136,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		}
 	}
 	// Served on http.listen, when set.
-	metrics := prometheus.NewRegistry()
+	metrics := opts.Metrics
+	if metrics == nil {
+		metrics = prometheus.NewRegistry()
+	}
 	bf := backfill.New(backfill.Config{
 		Source: cfg.Source.Name, ChunkSize: cfg.Backfill.ChunkSize, OnGap: cfg.Backfill.OnGap,
 		StatementTimeout: cfg.Backfill.StatementTimeout,
