@@ -94,7 +94,7 @@ func publishThroughNodeLoss(t *testing.T, kill string) {
 	if err := pub.Flush(fctx); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
-	got := readAll(t, stream)
+	got := natstest.MsgIDs(t, stream)
 	if len(got) != len(want) {
 		t.Fatalf("stream holds %d messages, want %d", len(got), len(want))
 	}

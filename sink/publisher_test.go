@@ -18,36 +18,6 @@ import (
 	"github.com/sluice-cdc/sluice/sources"
 )
 
-func testStream(t testing.TB, js jetstream.JetStream) jetstream.Stream {
-	t.Helper()
-	s, err := sink.EnsureStream(context.Background(), js, sink.StreamConfig{
-		Name: "T", Prefix: "cdc", Source: "t", Partitions: 4, Replicas: 1, DuplicateWindow: time.Minute,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// readAll returns the ids of every message in the stream, in stream order.
-func readAll(t testing.TB, s jetstream.Stream) []string {
-	t.Helper()
-	ctx := context.Background()
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("get %d: %v", seq, err)
-		}
-		ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
-	}
-	return ids
-}
-
 type ackLog struct {
 	mu    sync.Mutex
 	acked []sink.Acked
@@ -70,7 +40,7 @@ func TestPublisherSurvivesServerRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream := testStream(t, js)
+	stream := natstest.Stream(t, js)
 	var acks ackLog
 	var logs strings.Builder
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,7 +78,7 @@ func TestPublisherSurvivesServerRestart(t *testing.T) {
 	if err := pub.Flush(fctx); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
-	got := readAll(t, stream)
+	got := natstest.MsgIDs(t, stream)
 	if len(got) != len(want) {
 		t.Fatalf("stream holds %d messages, want %d", len(got), len(want))
 	}
@@ -146,7 +116,7 @@ func TestPublisherBatchedAckChainBreak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream := testStream(t, js)
+	stream := natstest.Stream(t, js)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Stored by an earlier run after its last checkpoint.
@@ -182,7 +152,7 @@ func TestPublisherBatchedAckChainBreak(t *testing.T) {
 	if err := pub.Flush(fctx); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
-	if got := readAll(t, stream); strings.Join(got, " ") != strings.Join(want, " ") {
+	if got := natstest.MsgIDs(t, stream); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("stream holds %v, want %v", got, want)
 	}
 	if a := acks.all(); len(a) != 1 || a[0].Seq != 10 {
@@ -207,7 +177,7 @@ func BenchmarkPublisher(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	stream := testStream(b, js)
+	stream := natstest.Stream(b, js)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pub, err := sink.NewPublisher(ctx, js, stream, sink.PublisherConfig{Window: 4096, Log: slog.New(slog.DiscardHandler)})
@@ -257,7 +227,7 @@ func TestPublisherDetectsForeignWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream := testStream(t, js)
+	stream := natstest.Stream(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pub, err := sink.NewPublisher(ctx, js, stream, sink.PublisherConfig{Log: slog.New(slog.DiscardHandler)})
@@ -293,7 +263,7 @@ func fiveMessages(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream := testStream(t, js)
+	stream := natstest.Stream(t, js)
 	for i := range 5 {
 		if _, err := js.Publish(context.Background(), "cdc.t.s.tbl.0", []byte("{}"), jetstream.WithMsgID("t:"+strconv.Itoa(i)+":0")); err != nil {
 			t.Fatal(err)
@@ -336,7 +306,7 @@ func TestEnsureStreamRefusesPartitionChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testStream(t, js)
+	natstest.Stream(t, js)
 	_, err = sink.EnsureStream(context.Background(), js, sink.StreamConfig{
 		Name: "T", Prefix: "cdc", Source: "t", Partitions: 8, Replicas: 1, DuplicateWindow: time.Minute,
 	})

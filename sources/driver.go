@@ -89,6 +89,22 @@ type Settings interface {
 	Validate(cfg Config) error
 }
 
+// SettingsOf is a copy of spec's Settings, which a driver of kind makes
+// with its NewSettings as a *S; nil (or a nil *S) is d's defaults.
+// Settings of another driver are an error naming kind: the config decoder
+// picks Settings by source.kind, but a Spec can be built by hand.
+func SettingsOf[S any](spec Spec, kind string, d Driver) (S, error) {
+	set, ok := any(spec.Settings).(*S)
+	if spec.Settings == nil || ok && set == nil {
+		set, ok = any(d.NewSettings()).(*S)
+	}
+	if !ok {
+		var zero S
+		return zero, fmt.Errorf("a %s source was given the settings of another kind (%T)", kind, spec.Settings)
+	}
+	return *set, nil
+}
+
 // Spec is everything a driver opens a source from: the source: section
 // and what the rest of sluice gives it.
 type Spec struct {

@@ -280,6 +280,40 @@ func (s *Server) Connect() *nats.Conn {
 	return nc
 }
 
+// Stream ensures the event stream of a source named t on one server:
+// stream T, subjects under prefix cdc, 4 partitions, one replica.
+func Stream(t testing.TB, js jetstream.JetStream) jetstream.Stream {
+	t.Helper()
+	s, err := sink.EnsureStream(context.Background(), js, sink.StreamConfig{
+		Name: "T", Prefix: "cdc", Source: "t", Partitions: 4, Replicas: 1, DuplicateWindow: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// MsgIDs returns the Nats-Msg-Id of every message in s, in stream order:
+// what a test compares to tell that each event was stored exactly once,
+// in order.
+func MsgIDs(t testing.TB, s jetstream.Stream) []string {
+	t.Helper()
+	ctx := context.Background()
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("get %d: %v", seq, err)
+		}
+		ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
+	}
+	return ids
+}
+
 // FilesHolding reads every file under dir and names those whose bytes
 // contain s (paths relative to dir), with the number of files read: a
 // probe for values that must not be readable on disk.

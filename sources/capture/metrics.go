@@ -56,38 +56,43 @@ func NewMetrics(reg prometheus.Registerer, source string) *Metrics {
 	}
 	m.dead = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_dead_letters_total", ConstLabels: labels,
 		Help: "Events sent to the dead-letter subject instead of their partition, by reason (too_large)."}, []string{"reason"})
+	// gauge is read when scraped, under m.mu: read sees the state whole.
+	gauge := func(name, help string, read func() float64) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, ConstLabels: labels, Help: help}, func() float64 {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return read()
+		})
+	}
 	reg.MustRegister(m.events, m.partitions, m.latency, m.reconnects, m.dead,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_lag_seconds", ConstLabels: labels,
-			Help: "Age of the oldest transaction read but not yet stored in JetStream; 0 when everything read is stored."},
+		gauge("sluice_source_lag_seconds",
+			"Age of the oldest transaction read but not yet stored in JetStream; 0 when everything read is stored.",
 			m.lagSeconds),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_source_open", ConstLabels: labels,
-			Help: "1 while the source has its replication log open and streams; 0 before, and while it reconnects."},
+		gauge("sluice_source_open",
+			"1 while the source has its replication log open and streams; 0 before, and while it reconnects.",
 			func() float64 {
-				m.mu.Lock()
-				defer m.mu.Unlock()
 				if m.open {
 					return 1
 				}
 				return 0
 			}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_store_full", ConstLabels: labels,
-			Help: "1 while JetStream refuses publishes for lack of storage: sluice waits with its position kept."},
+		gauge("sluice_store_full",
+			"1 while JetStream refuses publishes for lack of storage: sluice waits with its position kept.",
 			func() float64 {
-				m.mu.Lock()
-				defer m.mu.Unlock()
 				if m.full != nil {
 					return 1
 				}
 				return 0
 			}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_checkpoint_age_seconds", ConstLabels: labels,
-			Help: "Seconds since the checkpoint was last written."},
-			m.checkpointAge),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_last_event_timestamp_seconds", ConstLabels: labels,
-			Help: "Commit time of the latest transaction stored in JetStream."},
+		gauge("sluice_checkpoint_age_seconds", "Seconds since the checkpoint was last written.",
 			func() float64 {
-				m.mu.Lock()
-				defer m.mu.Unlock()
+				if m.saved.IsZero() {
+					return 0
+				}
+				return time.Since(m.saved).Seconds()
+			}),
+		gauge("sluice_last_event_timestamp_seconds", "Commit time of the latest transaction stored in JetStream.",
+			func() float64 {
 				if m.acked.time.IsZero() {
 					return 0
 				}
@@ -160,9 +165,8 @@ func (m *Metrics) setOpen(open bool) {
 	m.mu.Unlock()
 }
 
+// lagSeconds is called with m.mu held.
 func (m *Metrics) lagSeconds() float64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.handed.pos == "" || m.handed.pos == m.acked.pos {
 		return 0
 	}
@@ -173,15 +177,6 @@ func (m *Metrics) lagSeconds() float64 {
 		since = m.handed.time
 	}
 	return time.Since(since).Seconds()
-}
-
-func (m *Metrics) checkpointAge() float64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.saved.IsZero() {
-		return 0
-	}
-	return time.Since(m.saved).Seconds()
 }
 
 // Ready tells whether the pipeline is doing its job: the source has its

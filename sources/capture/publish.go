@@ -14,10 +14,8 @@ func (p *Pipeline) subjects(t *sources.Table) ([]string, error) {
 	if s, ok := p.subj[t]; ok {
 		return s, nil
 	}
-	for _, tok := range []string{t.Schema, t.Name} {
-		if !sources.SubjectToken(tok) {
-			return nil, fmt.Errorf("table %s.%s: its name cannot be a NATS subject token (no '.', '*', '>' or whitespace); rename it or leave it out of source.tables", t.Schema, t.Name)
-		}
+	if err := subjectTokens(t); err != nil {
+		return nil, err
 	}
 	base := p.cfg.Prefix + "." + p.cfg.SourceName + "." + t.Schema + "." + t.Name + "."
 	s := make([]string, p.cfg.Partitions)
@@ -26,6 +24,20 @@ func (p *Pipeline) subjects(t *sources.Table) ([]string, error) {
 	}
 	p.subj[t] = s
 	return s, nil
+}
+
+// subjectTokens refuses a table whose schema or name cannot be a token of
+// its subjects: a '.' would shift the tokens, a '*' or '>' would make a
+// wildcard. Patterns never take such a table in (sources.TableSet.Unfit);
+// one listed by name stops the pipeline here, before anything of it is
+// published.
+func subjectTokens(t *sources.Table) error {
+	for _, tok := range []string{t.Schema, t.Name} {
+		if !sources.SubjectToken(tok) {
+			return fmt.Errorf("table %s.%s: its name cannot be a NATS subject token (no '.', '*', '>' or whitespace); rename it or leave it out of source.tables", t.Schema, t.Name)
+		}
+	}
+	return nil
 }
 
 // publish publishes a row change on subject, its table's partition

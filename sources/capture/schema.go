@@ -13,6 +13,12 @@ import (
 // it is published, so a crash in between announces it again under the
 // same message id.
 func (h *handler) versioned(ctx context.Context, c *sources.Change) (*sources.Table, error) {
+	// Checked before the registry sees the shape: its schema-change event
+	// would go out on a subject built from these names, ahead of the rows
+	// that subjects refuses.
+	if err := subjectTokens(c.Table); err != nil {
+		return nil, err
+	}
 	r := h.p.cfg.Schemas
 	table, ch, err := r.Observe(ctx, c.Table)
 	if err != nil || ch == nil {

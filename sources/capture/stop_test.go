@@ -98,7 +98,7 @@ func newPipelineWorld(t *testing.T) pipelineWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pipelineWorld{js: js, stream: testStream(t, js), store: store}
+	return pipelineWorld{js: js, stream: natstest.Stream(t, js), store: store}
 }
 
 // running is a pipeline's Run in progress.
@@ -232,7 +232,7 @@ func TestReplayNotJudgedAgain(t *testing.T) {
 	if cp, _, _ := w.store.Load(context.Background(), "t"); cp.Position != "3" {
 		t.Fatalf("checkpoint at %q, want 3", cp.Position)
 	}
-	if ids := readAll(t, w.stream); len(ids) != 3 || ids[1] != "t:2:0" {
+	if ids := natstest.MsgIDs(t, w.stream); len(ids) != 3 || ids[1] != "t:2:0" {
 		t.Fatalf("stream ids %v; want row 2 once", ids)
 	}
 	// The contract still holds for rows not yet published.

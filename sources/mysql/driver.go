@@ -2,7 +2,6 @@ package mysql
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -103,14 +102,9 @@ func (Driver) TLSWarning(spec sources.Spec) string {
 // configOf maps a driver Spec onto a Config: the one place the source:
 // section reaches this package.
 func configOf(spec sources.Spec) (Config, error) {
-	var s Settings
-	switch set := spec.Settings.(type) {
-	case nil:
-		s = *Driver{}.NewSettings().(*Settings)
-	case *Settings:
-		s = *set
-	default:
-		return Config{}, fmt.Errorf("a mysql source was given the settings of another kind (%T)", spec.Settings)
+	s, err := sources.SettingsOf[Settings](spec, "mysql", Driver{})
+	if err != nil {
+		return Config{}, err
 	}
 	log := spec.Log
 	if log == nil {
