@@ -74,7 +74,7 @@ func TestDeployManifests(t *testing.T) {
 func sluiceMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
-	re := regexp.MustCompile(`Name:\s+"(sluice_\w+)"`)
+	re := regexp.MustCompile(`(?:Name:\s+|gauge\()"(sluice_\w+)"`)
 	for _, dir := range []string{"../../../sink", "../../../sources/capture", "../../../backfill", "../../../schemas", "."} {
 		files, _ := filepath.Glob(dir + "/*.go")
 		for _, f := range files {
