@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/go-mysql-org/go-mysql v1.16.0
+	github.com/google/btree v1.1.3
 	github.com/hashicorp/vault/api v1.23.0
 	github.com/jackc/pglogrepl v0.0.0-20251213150135-2e8d0df862c1
 	github.com/jackc/pgx/v5 v5.12.0

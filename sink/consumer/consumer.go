@@ -17,6 +17,8 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+
+	"github.com/google/btree"
 )
 
 // Event is the part of a sluice event a consumer needs.
@@ -86,6 +88,10 @@ type Row struct {
 	Chunk string
 
 	canonical string
+	// ints is the key as integers when every key value is one (most
+	// keys): a chunk event compares it against its bounds for every row
+	// of its partition, without parsing the key again.
+	ints []int64
 }
 
 // CanonicalKey returns the key's canonical encoding (DESIGN.md "Subjects
@@ -98,12 +104,52 @@ type View struct {
 	tables map[TableName]map[string]*Row // rows by canonical key
 	// parts indexes the same rows by partition, so that a truncate or a
 	// chunk event looks only at its own partition's rows.
-	parts map[TableName]map[string]map[string]*Row
+	parts map[TableName]map[string]*partition
+}
+
+// partition is the rows of one table on one partition, by canonical key,
+// and those whose key is all integers in key order too: a chunk event
+// finds the rows of its range without looking at every row, which would
+// make a backfill's chunk events quadratic in the table's size.
+type partition struct {
+	rows map[string]*Row
+	// ints orders the rows whose key is all integers (Row.ints), others
+	// holds the rest.
+	ints   *btree.BTreeG[*Row]
+	others map[string]*Row
+}
+
+func newPartition() *partition {
+	return &partition{rows: make(map[string]*Row), others: make(map[string]*Row),
+		ints: btree.NewG(32, func(a, b *Row) bool { return slices.Compare(a.ints, b.ints) < 0 })}
+}
+
+func (p *partition) put(row *Row) {
+	p.delete(row.canonical)
+	p.rows[row.canonical] = row
+	if row.ints != nil {
+		p.ints.ReplaceOrInsert(row)
+	} else {
+		p.others[row.canonical] = row
+	}
+}
+
+func (p *partition) delete(canon string) {
+	if p == nil {
+		return
+	}
+	if old := p.rows[canon]; old != nil {
+		if old.ints != nil {
+			p.ints.Delete(old)
+		}
+		delete(p.others, canon)
+		delete(p.rows, canon)
+	}
 }
 
 // NewView returns an empty view.
 func NewView() *View {
-	return &View{tables: make(map[TableName]map[string]*Row), parts: make(map[TableName]map[string]map[string]*Row)}
+	return &View{tables: make(map[TableName]map[string]*Row), parts: make(map[TableName]map[string]*partition)}
 }
 
 func (v *View) put(name TableName, row *Row) {
@@ -113,25 +159,25 @@ func (v *View) put(name TableName, row *Row) {
 		v.tables[name] = rows
 	}
 	if old := rows[row.canonical]; old != nil && old.Partition != row.Partition {
-		delete(v.parts[name][old.Partition], row.canonical)
+		v.parts[name][old.Partition].delete(row.canonical)
 	}
 	rows[row.canonical] = row
 	parts := v.parts[name]
 	if parts == nil {
-		parts = make(map[string]map[string]*Row)
+		parts = make(map[string]*partition)
 		v.parts[name] = parts
 	}
 	part := parts[row.Partition]
 	if part == nil {
-		part = make(map[string]*Row)
+		part = newPartition()
 		parts[row.Partition] = part
 	}
-	part[row.canonical] = row
+	part.put(row)
 }
 
 func (v *View) remove(name TableName, canon string) {
 	if old := v.tables[name][canon]; old != nil {
-		delete(v.parts[name][old.Partition], canon)
+		v.parts[name][old.Partition].delete(canon)
 		delete(v.tables[name], canon)
 	}
 }
@@ -218,7 +264,7 @@ func (v *View) ApplyEvent(partition string, ev *Event) error {
 		canon := canonical(vals)
 		rows := v.tables[name]
 		row := &Row{KeyColumns: cols, Key: vals, Columns: make(map[string]json.RawMessage, len(ev.After)+len(ev.Unchanged)),
-			Partition: partition, canonical: canon}
+			Partition: partition, canonical: canon, ints: intKey(vals)}
 		for c, val := range ev.After {
 			row.Columns[c] = val
 		}
@@ -244,8 +290,10 @@ func (v *View) ApplyEvent(partition string, ev *Event) error {
 	case "t":
 		// Published once on every partition: each copy clears the rows
 		// of its own partition, in that partition's order.
-		for k := range v.parts[name][partition] {
-			v.remove(name, k)
+		if p := v.parts[name][partition]; p != nil {
+			for k := range p.rows {
+				v.remove(name, k)
+			}
 		}
 	case "chunk":
 		return v.applyChunk(name, partition, ev)
@@ -277,23 +325,60 @@ func (v *View) applyChunk(name TableName, partition string, ev *Event) error {
 	// Decide every deletion before making any, so that an error leaves
 	// the view as it was.
 	var gone []string
-	for k, row := range v.parts[name][partition] {
+	part := v.parts[name][partition]
+	if part == nil {
+		return nil
+	}
+	consider := func(k string, row *Row) error {
 		if row.Chunk == id || keep[k] {
-			continue
+			return nil
 		}
 		in, err := inRange(row.Key, ch.From, ch.To)
+		if err == nil && in {
+			var kept bool
+			if kept, err = inKeep(row.Key, ch.Keep); err == nil && !kept {
+				gone = append(gone, k)
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("chunk %s, key %s: %w", id, k, err)
 		}
-		if !in {
-			continue
+		return nil
+	}
+	from, to := intKey(ch.From), intKey(ch.To)
+	if (ch.From == nil || from != nil) && (ch.To == nil || to != nil) {
+		// Integer bounds: the integer-keyed rows of the range come from
+		// the ordered index, the few others from a look at each.
+		var err error
+		visit := func(row *Row) bool {
+			if len(row.ints) != len(ch.From) && ch.From != nil || len(row.ints) != len(ch.To) && ch.To != nil {
+				err = consider(row.canonical, row) // CompareKeys names the mismatch
+				return err == nil
+			}
+			if ch.To != nil && slices.Compare(row.ints, to) > 0 {
+				return false
+			}
+			err = consider(row.canonical, row)
+			return err == nil
 		}
-		kept, err := inKeep(row.Key, ch.Keep)
+		if ch.From == nil {
+			part.ints.Ascend(visit)
+		} else {
+			part.ints.AscendGreaterOrEqual(&Row{ints: from}, visit)
+		}
 		if err != nil {
-			return fmt.Errorf("chunk %s, key %s: %w", id, k, err)
+			return err
 		}
-		if !kept {
-			gone = append(gone, k)
+		for k, row := range part.others {
+			if err := consider(k, row); err != nil {
+				return err
+			}
+		}
+	} else {
+		for k, row := range part.rows {
+			if err := consider(k, row); err != nil {
+				return err
+			}
 		}
 	}
 	for _, k := range gone {
@@ -519,6 +604,28 @@ func smallInt(v []byte) (int64, bool) {
 		n = -n
 	}
 	return n, true
+}
+
+// intKey is a key's values as integers, nil unless every one is a small
+// integer (as smallInt reads it) written as JSON writes it, so that two
+// keys have the same integers only if they are the same key.
+func intKey(key []json.RawMessage) []int64 {
+	if len(key) == 0 {
+		return nil
+	}
+	ints := make([]int64, len(key))
+	for i, v := range key {
+		v = bytes.TrimSpace(v)
+		if digits := bytes.TrimPrefix(v, []byte("-")); len(digits) > 1 && digits[0] == '0' || string(v) == "-0" {
+			return nil
+		}
+		n, ok := smallInt(v)
+		if !ok {
+			return nil
+		}
+		ints[i] = n
+	}
+	return ints
 }
 
 // plainString returns the bytes of a JSON string that has no escapes.
