@@ -109,18 +109,18 @@ func TestChunkRuleIntegerKeys(t *testing.T) {
 // partitions: `go test -bench ChunkEvent ./sink/consumer/`.
 func BenchmarkChunkEvent(b *testing.B) {
 	tbl := &sources.Table{Schema: "public", Name: "t", Columns: []string{"id", "v"}, Key: []int{0}}
-	s := newStream(&testing.T{}, "pg1", 1)
+	v := NewView()
 	enc := sink.NewEncoder("pg1", "postgres", "shop")
 	for i := range 250000 {
 		c := &sources.Change{Op: sources.OpRead, Table: tbl, After: vals(strconv.Itoa(i), `1`), Chunk: "c" + strconv.Itoa(i/2048)}
-		if err := s.v.Apply("cdc.pg1.public.t.0", enc.AppendEvent(nil, c, now)); err != nil {
+		if err := v.Apply("cdc.pg1.public.t.0", enc.AppendEvent(nil, c, now)); err != nil {
 			b.Fatal(err)
 		}
 	}
 	ev := enc.AppendChunkEvent(nil, &sink.Chunk{ID: "c60", Table: tbl, From: vals("122880"), To: vals("124927")}, nil, now)
 	b.ResetTimer()
 	for range b.N {
-		if err := s.v.Apply("cdc.pg1.public.t.0", ev); err != nil {
+		if err := v.Apply("cdc.pg1.public.t.0", ev); err != nil {
 			b.Fatal(err)
 		}
 	}
