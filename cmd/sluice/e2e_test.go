@@ -10,7 +10,6 @@ import (
 
 	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sources"
-	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
 const typesSchema = `
@@ -63,152 +62,161 @@ var typesWant = map[string]string{
 	"nul":  `null`,
 }
 
+// TestEndToEnd: every value of every type, inserts, updates, a key
+// change, deletes and truncates arrive once each, in per-key order, on
+// their key's partition, as sluice tail prints them too.
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
-	pg := pgtest.New(t)
-	e := newEnv(t, pg, "public.all_types", "public.orders")
-	e.exec(typesSchema)
-	stop, logs := e.startRun()
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, conn := db.start(t, "all_types", "orders")
+		for _, ddl := range db.typesDDL {
+			e.exec(ddl)
+		}
+		stop, logs := e.startRun()
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("sluice log:\n%s", logs)
+			}
+		})
 
-	e.exec(typesRow + `; INSERT INTO all_types (id) VALUES (2)`)
-	var values []string
-	for i := range 20 {
-		values = append(values, fmt.Sprintf("('%s', %d, %d, 'n%d')", []string{"eu", "us"}[i%2], i/2, i, i))
-	}
-	e.exec(`INSERT INTO orders VALUES ` + strings.Join(values, ","))
-	e.exec(`BEGIN; UPDATE orders SET qty = qty + 100; UPDATE all_types SET t = 'changed' WHERE id = 1; COMMIT`)
-	e.exec(`UPDATE orders SET id = 100 WHERE region = 'eu' AND id = 1`)
-	e.exec(`DELETE FROM all_types WHERE id = 2`)
-	e.exec(`TRUNCATE orders`)
+		e.exec(db.typesRow)
+		e.exec(`INSERT INTO all_types (id) VALUES (2)`)
+		var values []string
+		for i := range 20 {
+			values = append(values, fmt.Sprintf("('%s', %d, %d, 'n%d')", []string{"eu", "us"}[i%2], i/2, i, i))
+		}
+		e.exec(`INSERT INTO orders VALUES ` + strings.Join(values, ","))
+		tx(t, conn, `UPDATE orders SET qty = qty + 100`, `UPDATE all_types SET `+db.textColumn+` = 'changed' WHERE id = 1`)
+		e.exec(`UPDATE orders SET id = 100 WHERE region = 'eu' AND id = 1`)
+		e.exec(`DELETE FROM all_types WHERE id = 2`)
+		e.exec(`TRUNCATE orders`)
 
-	const want = 2 + 20 + 21 + 2 + 1 + 4
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sluice log:\n%s", logs)
+		const want = 2 + 20 + 21 + 2 + 1 + 4
+		events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, want, 60*time.Second)
+
+		// Nothing more may arrive: no duplicates, no stray events. Once the
+		// checkpoint covers the stream, any would be in it.
+		e.waitCheckpointed(time.Minute)
+		if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != want {
+			t.Fatalf("stream holds %d messages, want exactly %d", n, want)
+		}
+
+		// sluice tail prints the same events, one JSON object per line.
+		var out strings.Builder
+		tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer tcancel()
+		if err := tail(tctx, &out, natsClient{URL: e.natsURL()}, "cdc.>", true, want); err != nil {
+			t.Fatalf("tail: %v", err)
+		}
+		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		if len(lines) != want {
+			t.Fatalf("tail printed %d lines, want %d", len(lines), want)
+		}
+		for i, l := range lines {
+			if l != events[i].raw {
+				t.Fatalf("tail line %d = %s, want %s", i, l, events[i].raw)
+			}
+		}
+		out.Reset()
+		if err := tail(tctx, &out, natsClient{URL: e.natsURL()}, db.subject("all_types")+".*", true, 3); err != nil {
+			t.Fatalf("tail of one table: %v", err)
+		}
+		if n := strings.Count(out.String(), `"table":"all_types"`); n != 3 {
+			t.Fatalf("tail of all_types printed %d all_types events, want 3:\n%s", n, out.String())
+		}
+		if err := stop(); err != nil {
+			t.Fatalf("run: %v", err)
+		}
+
+		// Every value of every type, exactly.
+		first := events[0]
+		if first.Op != "c" || first.Source.Table != "all_types" {
+			t.Fatalf("first event = %s", first.raw)
+		}
+		for col, w := range db.typesWant {
+			if got := string(first.After[col]); got != w {
+				t.Errorf("column %s = %s, want %s", col, got, w)
+			}
+		}
+		if len(first.After) != len(db.typesWant) {
+			t.Errorf("after has %d columns, want %d: %s", len(first.After), len(db.typesWant), first.raw)
+		}
+		if first.Before != nil || string(first.Key["id"]) != "1" {
+			t.Errorf("insert: before %v key %v", first.Before, first.Key)
+		}
+		s := first.Source
+		if s.Name != db.source || s.Kind != db.kind || s.DB != "shop" || s.Schema != db.schema || s.Pos == "" || s.TxID == 0 || s.Snapshot ||
+			time.Since(time.UnixMilli(s.TsMs)) > time.Minute || first.SchemaVersion != 1 || first.TsMs < s.TsMs {
+			t.Errorf("source block: %s", first.raw)
+		}
+		for col, v := range events[1].After {
+			if col != "id" && string(v) != "null" {
+				t.Errorf("row of NULLs: column %s = %s", col, v)
+			}
+		}
+
+		ids := map[string]bool{}
+		byKey := map[string][]string{} // ops per key, in stream order
+		for _, ev := range events {
+			if ids[ev.msgID] {
+				t.Errorf("message id %s delivered twice", ev.msgID)
+			}
+			ids[ev.msgID] = true
+			if !strings.HasPrefix(ev.msgID, db.source+":"+ev.Source.Pos+":") {
+				t.Errorf("message id %s does not carry the position %s", ev.msgID, ev.Source.Pos)
+			}
+			if ev.Op == "t" {
+				continue
+			}
+			key := canonicalKey(t, ev)
+			if want := fmt.Sprintf("%s.%d", db.subject(ev.Source.Table), sink.Partition([]byte(key), 4)); ev.subject != want {
+				t.Errorf("event for key %s on %s, want %s", key, ev.subject, want)
+			}
+			byKey[ev.Source.Table+key] = append(byKey[ev.Source.Table+key], ev.Op)
+		}
+
+		// Per-key order, with the key change split into delete + create.
+		checks := map[string][]string{
+			`all_types[1]`:     {"c", "u"},
+			`all_types[2]`:     {"c", "d"},
+			`orders["eu",0]`:   {"c", "u"},
+			`orders["eu",1]`:   {"c", "u", "d"},
+			`orders["eu",100]`: {"c"},
+			`orders["us",9]`:   {"c", "u"},
+		}
+		for k, w := range checks {
+			if got := byKey[k]; !slices.Equal(got, w) {
+				t.Errorf("ops of %s = %v, want %v", k, got, w)
+			}
+		}
+		var upd event
+		for _, ev := range events {
+			if ev.Op == "u" && ev.Source.Table == "all_types" {
+				upd = ev
+			}
+		}
+		if string(upd.After[db.textColumn]) != `"changed"` {
+			t.Errorf("update: %s", upd.raw)
+		}
+		if db.fullBefore && string(upd.Before[db.textColumn]) != db.typesText || !db.fullBefore && upd.Before != nil {
+			t.Errorf("update's before image (full: %t): %s", db.fullBefore, upd.raw)
+		}
+		var truncs []string
+		for _, ev := range events[len(events)-4:] {
+			if ev.Op != "t" || ev.Key != nil {
+				t.Errorf("want truncate events last, got %s", ev.raw)
+			}
+			truncs = append(truncs, ev.subject)
+		}
+		slices.Sort(truncs)
+		o := db.subject("orders")
+		if !slices.Equal(truncs, []string{o + ".0", o + ".1", o + ".2", o + ".3"}) {
+			t.Errorf("truncate subjects %v, want one per partition", truncs)
+		}
+		if !strings.Contains(logs.String(), "stopped") {
+			t.Errorf("no clean stop logged:\n%s", logs)
 		}
 	})
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, want, 60*time.Second)
-
-	// Nothing more may arrive: no duplicates, no stray events. Once the
-	// checkpoint covers the stream, any would be in it.
-	e.waitCheckpointed(time.Minute)
-	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != want {
-		t.Fatalf("stream holds %d messages, want exactly %d", n, want)
-	}
-
-	// sluice tail prints the same events, one JSON object per line.
-	var out strings.Builder
-	tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer tcancel()
-	if err := tail(tctx, &out, natsClient{URL: e.natsURL()}, "cdc.>", true, want); err != nil {
-		t.Fatalf("tail: %v", err)
-	}
-	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-	if len(lines) != want {
-		t.Fatalf("tail printed %d lines, want %d", len(lines), want)
-	}
-	for i, l := range lines {
-		if l != events[i].raw {
-			t.Fatalf("tail line %d = %s, want %s", i, l, events[i].raw)
-		}
-	}
-	out.Reset()
-	if err := tail(tctx, &out, natsClient{URL: e.natsURL()}, "cdc.pg1.public.all_types.*", true, 3); err != nil {
-		t.Fatalf("tail of one table: %v", err)
-	}
-	if n := strings.Count(out.String(), `"table":"all_types"`); n != 3 {
-		t.Fatalf("tail of all_types printed %d all_types events, want 3:\n%s", n, out.String())
-	}
-	if err := stop(); err != nil {
-		t.Fatalf("run: %v", err)
-	}
-
-	// Every value of every type, exactly.
-	first := events[0]
-	if first.Op != "c" || first.Source.Table != "all_types" {
-		t.Fatalf("first event = %s", first.raw)
-	}
-	for col, w := range typesWant {
-		if got := string(first.After[col]); got != w {
-			t.Errorf("column %s = %s, want %s", col, got, w)
-		}
-	}
-	if len(first.After) != len(typesWant) {
-		t.Errorf("after has %d columns, want %d: %s", len(first.After), len(typesWant), first.raw)
-	}
-	if first.Before != nil || string(first.Key["id"]) != "1" {
-		t.Errorf("insert: before %v key %v", first.Before, first.Key)
-	}
-	s := first.Source
-	if s.Name != "pg1" || s.Kind != "postgres" || s.DB != "shop" || s.Schema != "public" || s.Pos == "" || s.TxID == 0 || s.Snapshot ||
-		time.Since(time.UnixMilli(s.TsMs)) > time.Minute || first.SchemaVersion != 1 || first.TsMs < s.TsMs {
-		t.Errorf("source block: %s", first.raw)
-	}
-	for col, v := range events[1].After {
-		if col != "id" && string(v) != "null" {
-			t.Errorf("row of NULLs: column %s = %s", col, v)
-		}
-	}
-
-	ids := map[string]bool{}
-	byKey := map[string][]string{} // ops per key, in stream order
-	for _, ev := range events {
-		if ids[ev.msgID] {
-			t.Errorf("message id %s delivered twice", ev.msgID)
-		}
-		ids[ev.msgID] = true
-		if !strings.HasPrefix(ev.msgID, "pg1:"+ev.Source.Pos+":") {
-			t.Errorf("message id %s does not carry the position %s", ev.msgID, ev.Source.Pos)
-		}
-		if ev.Op == "t" {
-			continue
-		}
-		key := canonicalKey(t, ev)
-		p := sink.Partition([]byte(key), 4)
-		wantSubj := fmt.Sprintf("cdc.pg1.public.%s.%d", ev.Source.Table, p)
-		if ev.subject != wantSubj {
-			t.Errorf("event for key %s on %s, want %s", key, ev.subject, wantSubj)
-		}
-		byKey[ev.Source.Table+key] = append(byKey[ev.Source.Table+key], ev.Op)
-	}
-
-	// Per-key order, with the key change split into delete + create.
-	checks := map[string][]string{
-		`all_types[1]`:     {"c", "u"},
-		`all_types[2]`:     {"c", "d"},
-		`orders["eu",0]`:   {"c", "u"},
-		`orders["eu",1]`:   {"c", "u", "d"},
-		`orders["eu",100]`: {"c"},
-		`orders["us",9]`:   {"c", "u"},
-	}
-	for k, w := range checks {
-		if got := byKey[k]; !slices.Equal(got, w) {
-			t.Errorf("ops of %s = %v, want %v", k, got, w)
-		}
-	}
-	var upd event
-	for _, ev := range events {
-		if ev.Op == "u" && ev.Source.Table == "all_types" {
-			upd = ev
-		}
-	}
-	if string(upd.After["t"]) != `"changed"` || upd.Before != nil {
-		t.Errorf("update with default replica identity: %s", upd.raw)
-	}
-	var truncs []string
-	for _, ev := range events[len(events)-4:] {
-		if ev.Op != "t" || ev.Key != nil {
-			t.Errorf("want truncate events last, got %s", ev.raw)
-		}
-		truncs = append(truncs, ev.subject)
-	}
-	slices.Sort(truncs)
-	if !slices.Equal(truncs, []string{"cdc.pg1.public.orders.0", "cdc.pg1.public.orders.1", "cdc.pg1.public.orders.2", "cdc.pg1.public.orders.3"}) {
-		t.Errorf("truncate subjects %v, want one per partition", truncs)
-	}
-	if !strings.Contains(logs.String(), "stopped") {
-		t.Errorf("no clean stop logged:\n%s", logs)
-	}
 }
 
 // canonicalKey rebuilds the canonical key the way a consumer would: the

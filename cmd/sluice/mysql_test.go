@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/client"
 
-	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
@@ -54,181 +51,6 @@ var mysqlTypesWant = map[string]string{
 	"dt": `"2024-02-29"`, "tm": `"13:45:06.789"`, "dtm": `"2024-02-29T13:45:06.123456Z"`, "ts": `"2024-02-29T13:45:06.500Z"`, "yr": `2024`,
 	"j": `{"a": [1, 2]}`, "e": `"happy"`, "st": `"a,c"`, "bt": `682`,
 	"nul": `null`,
-}
-
-func TestMySQLEndToEnd(t *testing.T) {
-	t.Parallel()
-	my := mysqltest.New(t)
-	e := newMySQLEnv(t, my, "shop.all_types", "shop.orders")
-	e.exec(mysqlTypesTable)
-	e.exec(`CREATE TABLE orders (region VARCHAR(8), id INT, qty INT, note TEXT, PRIMARY KEY (region, id))`)
-	stop, logs := e.startRun()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sluice log:\n%s", logs)
-		}
-	})
-
-	e.exec(mysqlTypesRow)
-	e.exec(`INSERT INTO all_types (id) VALUES (2)`)
-	var values []string
-	for i := range 20 {
-		values = append(values, fmt.Sprintf("('%s', %d, %d, 'n%d')", []string{"eu", "us"}[i%2], i/2, i, i))
-	}
-	e.exec(`INSERT INTO orders VALUES ` + strings.Join(values, ","))
-	e.exec(`UPDATE orders SET qty = qty + 100`)
-	e.exec(`UPDATE all_types SET tx = 'changed' WHERE id = 1`)
-	e.exec(`UPDATE orders SET id = 100 WHERE region = 'eu' AND id = 1`)
-	e.exec(`DELETE FROM all_types WHERE id = 2`)
-	e.exec(`TRUNCATE TABLE orders`)
-
-	const want = 2 + 20 + 21 + 2 + 1 + 4
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, want, 60*time.Second)
-	// Once the checkpoint covers the stream, a duplicate would be in it.
-	e.waitCheckpointed(time.Minute)
-	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != want {
-		t.Fatalf("stream holds %d messages, want exactly %d", n, want)
-	}
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-
-	first := events[0]
-	for col, w := range mysqlTypesWant {
-		if got := string(first.After[col]); got != w {
-			t.Errorf("column %s = %s, want %s", col, got, w)
-		}
-	}
-	if len(first.After) != len(mysqlTypesWant) {
-		t.Errorf("after has %d columns, want %d: %s", len(first.After), len(mysqlTypesWant), first.raw)
-	}
-	s := first.Source
-	if s.Name != "my1" || s.Kind != "mysql" || s.DB != "shop" || s.Schema != "shop" || s.Pos == "" || s.TxID == 0 ||
-		time.Since(time.UnixMilli(s.TsMs)) > time.Minute || first.SchemaVersion != 1 {
-		t.Errorf("source block: %s", first.raw)
-	}
-
-	ids := map[string]bool{}
-	byKey := map[string][]string{}
-	for _, ev := range events {
-		if ids[ev.msgID] {
-			t.Errorf("message id %s delivered twice", ev.msgID)
-		}
-		ids[ev.msgID] = true
-		if ev.Op == "t" {
-			continue
-		}
-		order := map[string][]string{"all_types": {"id"}, "orders": {"region", "id"}}[ev.Source.Table]
-		var vals []sources.Value
-		for _, c := range order {
-			vals = append(vals, sources.Value(ev.Key[c]))
-		}
-		key := string(sink.AppendCanonicalKey(nil, vals))
-		if want := fmt.Sprintf("cdc.my1.shop.%s.%d", ev.Source.Table, sink.Partition([]byte(key), 4)); ev.subject != want {
-			t.Errorf("event for %s on %s, want %s", key, ev.subject, want)
-		}
-		byKey[ev.Source.Table+key] = append(byKey[ev.Source.Table+key], ev.Op)
-	}
-	for k, w := range map[string][]string{
-		`all_types[1]`: {"c", "u"}, `all_types[2]`: {"c", "d"},
-		`orders["eu",1]`: {"c", "u", "d"}, `orders["eu",100]`: {"c"}, `orders["us",9]`: {"c", "u"},
-	} {
-		if got := byKey[k]; !slices.Equal(got, w) {
-			t.Errorf("ops of %s = %v, want %v", k, got, w)
-		}
-	}
-	for _, ev := range events {
-		if ev.Op == "u" && ev.Source.Table == "all_types" && (string(ev.Before["tx"]) != `"text\nline"` || string(ev.After["tx"]) != `"changed"`) {
-			t.Errorf("update must carry the full before image: %s", ev.raw)
-		}
-	}
-	var truncs []string
-	for _, ev := range events[len(events)-4:] {
-		if ev.Op != "t" {
-			t.Errorf("want truncate events last, got %s", ev.raw)
-		}
-		truncs = append(truncs, ev.subject)
-	}
-	sort.Strings(truncs)
-	if !slices.Equal(truncs, []string{"cdc.my1.shop.orders.0", "cdc.my1.shop.orders.1", "cdc.my1.shop.orders.2", "cdc.my1.shop.orders.3"}) {
-		t.Errorf("truncate subjects %v", truncs)
-	}
-}
-
-// ALTER TABLE mid-stream: every event carries the columns the table had at
-// that point of the binlog, and a new shape gets a higher schema_version.
-func TestMySQLSchemaChangeMidStream(t *testing.T) {
-	t.Parallel()
-	my := mysqltest.New(t)
-	e := newMySQLEnv(t, my, "shop.t")
-	e.exec(`CREATE TABLE t (id INT PRIMARY KEY, a INT)`)
-	stop, logs := e.startRun()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sluice log:\n%s", logs)
-		}
-	})
-	e.exec(`INSERT INTO t VALUES (1, 10)`)
-	e.exec(`ALTER TABLE t ADD COLUMN b VARCHAR(10) DEFAULT 'x'`)
-	e.exec(`INSERT INTO t VALUES (2, 20, 'y')`)
-	e.exec(`UPDATE t SET a = 11 WHERE id = 1`)
-	e.exec(`ALTER TABLE t DROP COLUMN a`)
-	e.exec(`INSERT INTO t VALUES (3, 'z')`)
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 6, 60*time.Second)
-	want := []struct {
-		op      string
-		cols    string
-		version int
-	}{
-		{"c", "a,id", 1},
-		{"schema", "", 2},
-		{"c", "a,b,id", 2},
-		{"u", "a,b,id", 2},
-		{"schema", "", 3},
-		{"c", "b,id", 3},
-	}
-	for i, w := range want {
-		ev := events[i]
-		var cols []string
-		for c := range ev.After {
-			cols = append(cols, c)
-		}
-		sort.Strings(cols)
-		if ev.Op != w.op || strings.Join(cols, ",") != w.cols || ev.SchemaVersion != w.version {
-			t.Errorf("event %d = %s %v v%d, want %s [%s] v%d: %s", i, ev.Op, cols, ev.SchemaVersion, w.op, w.cols, w.version, ev.raw)
-		}
-	}
-	if string(events[2].After["b"]) != `"y"` || string(events[3].After["b"]) != `"x"` || string(events[5].After["b"]) != `"z"` {
-		t.Errorf("values of b: %s %s %s", events[2].After["b"], events[3].After["b"], events[5].After["b"])
-	}
-	assertSchemaEvent(t, events[1], "cdc.my1.shop.t._schema", 1, "id,a", 2, "id,a,b")
-	assertSchemaEvent(t, events[4], "cdc.my1.shop.t._schema", 2, "id,a,b", 3, "id,b")
-
-	// The versions last across a restart: the same shape keeps version 3
-	// and announces nothing.
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	stop, _ = e.startRun()
-	e.exec(`INSERT INTO t VALUES (4, 'w')`)
-	events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, 7, 60*time.Second)
-	if last := events[6]; last.Op != "c" || last.SchemaVersion != 3 {
-		t.Errorf("after a restart: %s", last.raw)
-	}
-	var out strings.Builder
-	if err := printSchema(context.Background(), &out, e.cfg, natsClient{}, "shop.t", 2, false); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`"title": "shop.t version 2"`, `"a": {`, `"b": {`, `"required": [`} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("sluice schema --version 2 has no %s:\n%s", want, out.String())
-		}
-	}
-	err := printSchema(context.Background(), &out, e.cfg, natsClient{}, "shop.t", 9, false)
-	mentions(t, err, "versions 1 to 3")
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // assertSchemaEvent checks a schema-change event: its subject, and the
