@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"math/rand/v2"
@@ -278,98 +279,100 @@ func gapsIn(t *testing.T, e *env, js jetstream.JetStream) []backfill.Gap {
 	return gaps
 }
 
-// TestBackfillAfterSlotLoss is the outage test: sluice stops, the table
-// keeps changing (inserts, updates, deletes), the slot is dropped; on
-// restart the gap is recorded, streaming resumes and the backfill makes the
-// consumer's view equal the table, deleted rows included.
-func TestBackfillAfterSlotLoss(t *testing.T) {
+// TestBackfillAfterLogLoss is the outage test: sluice stops, the table
+// keeps changing (inserts, updates, deletes), the log goes (the slot is
+// dropped, the binlogs purged); on restart the gap is recorded, streaming
+// resumes and the backfill makes the consumer's view equal the table,
+// deleted rows included, while changes keep coming.
+func TestBackfillAfterLogLoss(t *testing.T) {
 	t.Parallel()
-	pg := pgtest.New(t)
-	e := newEnv(t, pg, "public.items")
-	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
-	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
-	conn := pgConn(t, pg)
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, conn := db.start(t, "items")
+		e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
+		e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL)`)
 
-	stop, _ := e.startRun()
-	e.exec(`INSERT INTO items SELECT g, 0 FROM generate_series(1, 3000) g`)
-	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3000, time.Minute)
-	waitCheckpoint(t, e)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-
-	// The outage: changes nobody streams, then the log goes.
-	e.exec(`UPDATE items SET v = v + 1 WHERE id % 7 = 0`)
-	e.exec(`DELETE FROM items WHERE id % 11 = 0 OR id BETWEEN 1 AND 350 OR id > 2950`)
-	e.exec(`INSERT INTO items SELECT g, 5 FROM generate_series(3001, 3400) g`)
-	e.exec(`SELECT pg_drop_replication_slot('sluice_pg1')`)
-
-	stop, logs := e.startRun()
-	// Changes keep coming while the backfill runs.
-	stopWriter := startWriter(t, 3, time.Millisecond, func(rng *rand.Rand) error {
-		id := 1 + rng.IntN(3400)
-		var err error
-		switch rng.IntN(4) {
-		case 0:
-			_, err = conn.Exec(context.Background(), "DELETE FROM items WHERE id = $1", id)
-		case 1:
-			_, err = conn.Exec(context.Background(), "INSERT INTO items VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = items.v + 1", id)
-		default:
-			_, err = conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", id)
+		stop, _ := e.startRun()
+		for from := 1; from <= 3000; from += 500 {
+			e.exec(`INSERT INTO items VALUES ` + valuesList(from, from+499))
 		}
-		return err
+		readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3000, time.Minute)
+		waitCheckpoint(t, e)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+
+		// The outage: changes nobody streams, then the log goes.
+		e.exec(`UPDATE items SET v = v + 1 WHERE id % 7 = 0`)
+		e.exec(`DELETE FROM items WHERE id % 11 = 0 OR id BETWEEN 1 AND 350 OR id > 2950`)
+		e.exec(`INSERT INTO items VALUES ` + strings.ReplaceAll(valuesList(3001, 3400), ", 0)", ", 5)"))
+		if err := conn.loseLog(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+
+		stop, logs := e.startRun()
+		stopWriter := startWriter(t, testSeed(t), time.Millisecond, func(rng *rand.Rand) error {
+			id := 1 + rng.IntN(3400)
+			switch rng.IntN(4) {
+			case 0:
+				return conn.tx([]string{fmt.Sprintf("DELETE FROM items WHERE id = %d", id)})
+			case 1:
+				return conn.tx([]string{fmt.Sprintf(db.upsert, id)})
+			default:
+				return conn.tx([]string{fmt.Sprintf("UPDATE items SET v = v + 1 WHERE id = %d", id)})
+			}
+		})
+		e.waitBackfills(1, 2*time.Minute, logs)
+		stopWriter()
+		if !strings.Contains(logs.String(), "log position lost: gap recorded") {
+			t.Errorf("the gap was not logged:\n%s", tailLines(logs.String(), 30))
+		}
+		events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: db.source, Schema: db.schema, Table: "items"}, conn.state)
+		assertNoStaleRead(t, events)
+		chunks := 0
+		for _, ev := range events {
+			if ev.Op == "chunk" {
+				chunks++
+			}
+		}
+		if chunks == 0 {
+			t.Error("no chunk events were published")
+		}
+		// A durable consumer that read nothing yet.
+		if _, err := e.eventsAdmin().CreateConsumer(context.Background(), e.cfg.Stream.Name, jetstream.ConsumerConfig{Durable: "analytics", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+		// sluice status shows the gap, the finished backfill, the
+		// partitions and the consumers.
+		st, err := readStatus(context.Background(), e.cfg, natsClient{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum uint64
+		for _, n := range st.Partitions {
+			sum += n
+		}
+		if len(st.Gaps) != 1 || len(st.Backfills) != 1 || st.Backfills[0].State != backfill.StateDone || st.Checkpoint == nil ||
+			sum != st.Messages || st.Messages != uint64(len(events)) {
+			t.Errorf("status: %+v (partitions add up to %d, %d events)", st, sum, len(events))
+		}
+		var out strings.Builder
+		if err := printStatus(&out, st, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"checkpoint  ", "gap  ", db.schema + ".items: done", "partitions  0:", fmt.Sprintf("consumer    analytics: %d pending, acknowledged to seq 0, oldest unacknowledged from", len(events))} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("sluice status has no %q:\n%s", want, out.String())
+			}
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		gaps := readGapsStopped(t, e)
+		if len(gaps) != 1 || gaps[0].From == "" || gaps[0].To == "" || len(gaps[0].Jobs) != 1 || !strings.Contains(gaps[0].Cause, db.gapCause) {
+			t.Fatalf("gaps recorded = %+v, want one with from, to, its job and the cause (%q)", gaps, db.gapCause)
+		}
+		t.Logf("gap %s → %s repaired by %d chunk events on 4 partitions", gaps[0].From, gaps[0].To, chunks)
 	})
-	e.waitBackfills(1, 2*time.Minute, logs)
-	stopWriter()
-	if !strings.Contains(logs.String(), "log position lost: gap recorded") {
-		t.Errorf("the gap was not logged:\n%s", tailLines(logs.String(), 30))
-	}
-	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))
-	assertNoStaleRead(t, events)
-	chunks := 0
-	for _, ev := range events {
-		if ev.Op == "chunk" {
-			chunks++
-		}
-	}
-	if chunks == 0 {
-		t.Error("no chunk events were published")
-	}
-	// A durable consumer that read nothing yet.
-	if _, err := e.eventsAdmin().CreateConsumer(context.Background(), e.cfg.Stream.Name, jetstream.ConsumerConfig{Durable: "analytics", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
-		t.Fatal(err)
-	}
-	// sluice status shows the gap, the finished backfill, the partitions
-	// and the consumers.
-	st, err := readStatus(context.Background(), e.cfg, natsClient{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum uint64
-	for _, n := range st.Partitions {
-		sum += n
-	}
-	if len(st.Gaps) != 1 || len(st.Backfills) != 1 || st.Backfills[0].State != backfill.StateDone || st.Checkpoint == nil ||
-		sum != st.Messages || st.Messages != uint64(len(events)) {
-		t.Errorf("status: %+v (partitions add up to %d, %d events)", st, sum, len(events))
-	}
-	var out strings.Builder
-	if err := printStatus(&out, st, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"checkpoint  0/", "gap  ", "public.items: done", "partitions  0:", fmt.Sprintf("consumer    analytics: %d pending, acknowledged to seq 0, oldest unacknowledged from", len(events))} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("sluice status has no %q:\n%s", want, out.String())
-		}
-	}
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	gaps := readGapsStopped(t, e)
-	if len(gaps) != 1 || gaps[0].From == "" || gaps[0].To == "" || len(gaps[0].Jobs) != 1 || !strings.Contains(gaps[0].Cause, "did not exist") {
-		t.Fatalf("gaps recorded = %+v, want one with from, to, its job and the cause", gaps)
-	}
-	t.Logf("gap %s → %s repaired by %d chunk events on 4 partitions", gaps[0].From, gaps[0].To, chunks)
 }
 
 // adminState is JetStream in sluice's state account (checkpoint bucket),
@@ -415,29 +418,35 @@ func readGapsStopped(t *testing.T, e *env) []backfill.Gap {
 	return readGaps(t, e)
 }
 
-// With on_gap: fail a lost slot stops sluice with an error naming the
-// setting.
+// With on_gap: fail a lost log position stops sluice with an error naming
+// the setting.
 func TestBackfillOnGapFail(t *testing.T) {
 	t.Parallel()
-	pg := pgtest.New(t)
-	e := newEnv(t, pg, "public.items")
-	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, on_gap: fail}")
-	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
-	stop, _ := e.startRun()
-	e.exec(`INSERT INTO items VALUES (1, 0)`)
-	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, time.Minute)
-	// A gap needs a checkpoint: the event's commit must be checkpointed,
-	// not only the event stored, before sluice stops.
-	waitCheckpoint(t, e)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	e.exec(`SELECT pg_drop_replication_slot('sluice_pg1')`)
-	err, _ := runErr(t, e.cfg)
-	if err == nil {
-		t.Fatal("run after the slot was dropped succeeded with on_gap: fail")
-	}
-	mentions(t, err, "sluice_pg1", "did not exist", "on_gap")
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, conn := db.start(t, "items")
+		e.setYAML("backfill: {initial: false}", "backfill: {initial: false, on_gap: fail}")
+		e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL)`)
+		stop, _ := e.startRun()
+		e.exec(`INSERT INTO items VALUES (1, 0)`)
+		readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, time.Minute)
+		// A gap needs a checkpoint: the event's commit must be
+		// checkpointed, not only the event stored, before sluice stops.
+		waitCheckpoint(t, e)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 2; i < 5; i++ {
+			e.exec(fmt.Sprintf(`INSERT INTO items VALUES (%d, 0)`, i))
+		}
+		if err := conn.loseLog(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		err, _ := runErr(t, e.cfg)
+		if !errors.Is(err, sources.ErrLogLost) {
+			t.Fatalf("run after the log was lost = %v, want ErrLogLost", err)
+		}
+		mentions(t, err, db.gapCause, "on_gap")
+	})
 }
 
 // TestBackfillCommand asks a running sluice for backfills with sluice

@@ -1,19 +1,14 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"math/rand/v2"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
 
-	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/sluice-cdc/sluice/sources"
 	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 )
@@ -188,94 +183,4 @@ func TestMySQLPrerequisites(t *testing.T) {
 		t.Errorf("error is not ErrNoPrimaryKey: %v", err)
 	}
 	mentions(t, err, "shop.nokey", "ADD PRIMARY KEY", "source.keys")
-}
-
-// A purged binlog behind the checkpoint is a lost position, reported as such.
-func TestMySQLPurgedBinlogIsAGap(t *testing.T) {
-	t.Parallel()
-	my := mysqltest.New(t)
-	e := newMySQLEnv(t, my, "shop.t")
-	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, on_gap: fail}")
-	e.exec(`CREATE TABLE t (id INT PRIMARY KEY)`)
-	stop, _ := e.startRun()
-	e.exec(`INSERT INTO t VALUES (1)`)
-	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 2; i < 5; i++ {
-		e.exec(`INSERT INTO t VALUES (` + strconv.Itoa(i) + `)`)
-	}
-	if err := my.PurgeBinlogs(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	err, _ := runErr(t, e.cfg)
-	if !errors.Is(err, sources.ErrLogLost) {
-		t.Fatalf("run after the purge = %v, want ErrLogLost", err)
-	}
-	mentions(t, err, "on_gap")
-}
-
-// TestMySQLBackfillAfterPurge is the MariaDB outage test: sluice stops, the
-// table keeps changing, the binlogs are purged; on restart the gap is
-// recorded, streaming resumes at the current GTID and the backfill makes the
-// consumer's view equal the table, deleted rows included.
-func TestMySQLBackfillAfterPurge(t *testing.T) {
-	t.Parallel()
-	my := mysqltest.New(t)
-	e := newMySQLEnv(t, my, "shop.items")
-	e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
-	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL)`)
-	stop, _ := e.startRun()
-	for i := 0; i < 2000; i += 500 {
-		vals := make([]string, 500)
-		for j := range vals {
-			vals[j] = fmt.Sprintf("(%d, 0)", i+j+1)
-		}
-		e.exec(`INSERT INTO items VALUES ` + strings.Join(vals, ","))
-	}
-	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 2000, time.Minute)
-	waitCheckpoint(t, e)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-
-	e.exec(`UPDATE items SET v = v + 1 WHERE id % 7 = 0`)
-	e.exec(`DELETE FROM items WHERE id % 11 = 0 OR id <= 250 OR id > 1950`)
-	e.exec(`INSERT INTO items SELECT seq, 5 FROM seq_2001_to_2300`)
-	if err := my.PurgeBinlogs(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-
-	stop, logs := e.startRun()
-	writerConn := mysqlConn(t, my)
-	stopWriter := startWriter(t, 7, time.Millisecond, func(rng *rand.Rand) error {
-		id := 1 + rng.IntN(2300)
-		var err error
-		switch rng.IntN(4) {
-		case 0:
-			_, err = writerConn.Execute("DELETE FROM items WHERE id = ?", id)
-		case 1:
-			_, err = writerConn.Execute("INSERT INTO items VALUES (?, 0) ON DUPLICATE KEY UPDATE v = v + 1", id)
-		default:
-			_, err = writerConn.Execute("UPDATE items SET v = v + 1 WHERE id = ?", id)
-		}
-		return err
-	})
-	e.waitBackfills(1, 2*time.Minute, logs)
-	stopWriter()
-	if !strings.Contains(logs.String(), "log position lost: gap recorded") {
-		t.Errorf("the gap was not logged:\n%s", tailLines(logs.String(), 30))
-	}
-	db := mysqlCrashDB{mysqlConn(t, my)}
-	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "my1", Schema: "shop", Table: "items"}, db.state)
-	assertNoStaleRead(t, events)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	gaps := readGapsStopped(t, e)
-	if len(gaps) != 1 || gaps[0].From == "" || gaps[0].To == "" || len(gaps[0].Jobs) != 1 {
-		t.Fatalf("gaps recorded = %+v, want one with from, to and its job", gaps)
-	}
-	t.Logf("gap %s → %s", gaps[0].From, gaps[0].To)
 }
