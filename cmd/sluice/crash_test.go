@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
 // buildSluice compiles the binary under test, once per test binary: the
@@ -54,6 +52,7 @@ var built struct {
 }
 
 func TestMain(m *testing.M) {
+	os.Setenv("SLUICE_TEST_HASH_KEY", testHashKey)
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)
@@ -133,16 +132,17 @@ func (d pgCrashDB) state() (map[int]int, error) {
 }
 
 // TestCrashRecovery kills sluice with SIGKILL again and again while rows are
-// written to PostgreSQL.
+// written.
 func TestCrashRecovery(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
 		t.Skip("crash test builds and kills the binary: skipped in -short")
 	}
-	pg := pgtest.New(t)
-	e := newEnv(t, pg, "public.items")
-	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, note text)`)
-	crashTest(t, e, pgCrashDB{pgConn(t, pg)})
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, conn := db.start(t, "items")
+		e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL, note TEXT)`)
+		crashTest(t, e, conn)
+	})
 }
 
 // crashTest kills sluice with SIGKILL again and again while rows are

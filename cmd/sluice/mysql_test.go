@@ -132,17 +132,6 @@ func (d mysqlCrashDB) state() (map[int]int, error) {
 	return state, nil
 }
 
-func TestMySQLCrashRecovery(t *testing.T) {
-	t.Parallel()
-	if testing.Short() {
-		t.Skip("crash test builds and kills the binary: skipped in -short")
-	}
-	my := mysqltest.New(t)
-	e := newMySQLEnv(t, my, "shop.items")
-	e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL, note TEXT)`)
-	crashTest(t, e, mysqlCrashDB{mysqlConn(t, my)})
-}
-
 // The same crash test with positions kept as binlog file and offset, as on
 // a MySQL server without GTIDs.
 func TestMySQLCrashRecoveryFilePositions(t *testing.T) {

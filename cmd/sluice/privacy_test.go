@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
+// testHashKey is the privacy hash key of the tests, in the environment
+// of the whole test binary (TestMain), so that the tests that read it run
+// in parallel.
 const testHashKey = "test-hash-key-0123456789abcdef"
 
 // clear values the stream must never carry.
@@ -31,25 +33,18 @@ func hmacOf(jsonValue string) string {
 	return `"` + hex.EncodeToString(m.Sum(nil)) + `"`
 }
 
-// TestPrivacyPostgres: masked, hashed and dropped columns never reach the
+// TestPrivacy: masked, hashed and dropped columns never reach the
 // stream in clear, from the log or from a backfill; a hashed key keeps
 // each key on one partition, and its table gets no chunk events.
-func TestPrivacyPostgres(t *testing.T) {
-	pg := pgtest.New(t)
-	e := newEnv(t, pg, "public.users", "public.vips")
-	privacyTest(t, e, "public")
+func TestPrivacy(t *testing.T) {
+	t.Parallel()
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, _ := db.start(t, "users", "vips")
+		privacyTest(t, e, db.schema)
+	})
 }
 
-func TestPrivacyMySQL(t *testing.T) {
-	my := mysqltest.New(t)
-	e := newMySQLEnv(t, my, "shop.users", "shop.vips")
-	privacyTest(t, e, "shop")
-}
-
-// privacyTest sets the hash key in the environment: its tests run alone,
-// not in parallel.
 func privacyTest(t *testing.T, e *env, schema string) {
-	t.Setenv("SLUICE_TEST_HASH_KEY", testHashKey)
 	e.setYAML("replicas: 1}", "replicas: 1}\n"+strings.ReplaceAll(privacyYAML, "%[1]s", schema))
 	e.exec(`CREATE TABLE users (id INT PRIMARY KEY, email TEXT, ssn TEXT, notes TEXT, age INT)`)
 	e.exec(`CREATE TABLE vips (email VARCHAR(100) PRIMARY KEY, tier TEXT)`)
@@ -149,21 +144,17 @@ func TestPrivacyErrors(t *testing.T) {
 	}
 }
 
-// TestPrivacyRenamePostgres: a column renamed from under its policy stops
+// TestPrivacyRename: a column renamed from under its policy stops
 // sluice before the first event of the new shape; a restart with a policy
 // on both names (the old one only in an earlier shape now) goes on, both
 // masked. The SSNs never leave in clear: not in the stream, the log, the
 // error, a contract's reasons, or any file of the store.
-func TestPrivacyRenamePostgres(t *testing.T) {
+func TestPrivacyRename(t *testing.T) {
 	t.Parallel()
-	pg := pgtest.New(t)
-	privacyRenameTest(t, newEnv(t, pg, "public.users"), "public")
-}
-
-func TestPrivacyRenameMySQL(t *testing.T) {
-	t.Parallel()
-	my := mysqltest.New(t)
-	privacyRenameTest(t, newMySQLEnv(t, my, "shop.users"), "shop")
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, _ := db.start(t, "users")
+		privacyRenameTest(t, e, db.schema)
+	})
 }
 
 func privacyRenameTest(t *testing.T, e *env, schema string) {

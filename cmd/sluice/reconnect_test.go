@@ -6,27 +6,17 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
-	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
-// When PostgreSQL goes away, sluice reconnects with backoff and resumes from
-// the last stored position: every change arrives once.
-func TestPostgresRestartMidStream(t *testing.T) {
+// When the database goes away, sluice reconnects with backoff and resumes
+// from the last stored position: every change arrives once.
+func TestRestartMidStream(t *testing.T) {
 	t.Parallel()
-	pg := pgtest.New(t)
-	e := newEnv(t, pg, "public.items")
-	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)
-	restartMidStream(t, e, pg)
-}
-
-func TestMySQLRestartMidStream(t *testing.T) {
-	t.Parallel()
-	my := mysqltest.New(t)
-	e := newMySQLEnv(t, my, "shop.items")
-	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)
-	restartMidStream(t, e, my)
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, conn := db.start(t, "items")
+		e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)
+		restartMidStream(t, e, conn.server())
+	})
 }
 
 // restartable is a database server that can go away and come back.

@@ -9,26 +9,18 @@ import (
 	"time"
 
 	"github.com/sluice-cdc/sluice/sink/consumer"
-	"github.com/sluice-cdc/sluice/sources/mysql/mysqltest"
-	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
-// TestInitialSnapshotPostgres: with default settings, no flag, a first
+// TestInitialSnapshot: with default settings, no flag, a first
 // start on a table that already holds rows gives consumers the whole table
 // plus the changes made meanwhile; a table added to the config later is
 // snapshotted on the restart, the first one not again.
-func TestInitialSnapshotPostgres(t *testing.T) {
+func TestInitialSnapshot(t *testing.T) {
 	t.Parallel()
-	pg := pgtest.New(t)
-	e := newEnv(t, pg, "public.items")
-	initialSnapshotTest(t, e, pgCrashDB{pgConn(t, pg)}, "public")
-}
-
-func TestInitialSnapshotMySQL(t *testing.T) {
-	t.Parallel()
-	my := mysqltest.New(t)
-	e := newMySQLEnv(t, my, "shop.items")
-	initialSnapshotTest(t, e, mysqlCrashDB{mysqlConn(t, my)}, "shop")
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, conn := db.start(t, "items")
+		initialSnapshotTest(t, e, conn, db.schema)
+	})
 }
 
 func initialSnapshotTest(t *testing.T, e *env, db crashDB, schema string) {

@@ -47,6 +47,8 @@ type database struct {
 // testDB is the test's own connection to the database.
 type testDB interface {
 	crashDB
+	// server is the database server, which can go away and come back.
+	server() restartable
 	// loseLog makes sluice's log position unavailable: the slot is
 	// dropped, or the binlogs purged.
 	loseLog(ctx context.Context) error
@@ -59,7 +61,7 @@ func databases() []database {
 			start: func(t *testing.T, tables ...string) (*env, testDB) {
 				pg := pgtest.New(t)
 				e := newEnv(t, pg, qualified("public", tables)...)
-				return e, pgTestDB{pgCrashDB{pgConn(t, pg)}}
+				return e, pgTestDB{pgCrashDB{pgConn(t, pg)}, pg}
 			},
 			typesDDL: []string{typesSchema}, typesRow: typesRow, typesWant: typesWant,
 			textColumn: "t", typesText: `"tab\t\"quote\" \\ back"`,
@@ -109,7 +111,12 @@ func (db database) subject(table string) string {
 	return fmt.Sprintf("cdc.%s.%s.%s", db.source, db.schema, table)
 }
 
-type pgTestDB struct{ pgCrashDB }
+type pgTestDB struct {
+	pgCrashDB
+	pg *pgtest.Server
+}
+
+func (d pgTestDB) server() restartable { return d.pg }
 
 func (d pgTestDB) loseLog(ctx context.Context) error {
 	_, err := d.conn.Exec(ctx, `SELECT pg_drop_replication_slot('sluice_pg1')`)
@@ -120,6 +127,8 @@ type mysqlTestDB struct {
 	mysqlCrashDB
 	my *mysqltest.Server
 }
+
+func (d mysqlTestDB) server() restartable { return d.my }
 
 func (d mysqlTestDB) loseLog(ctx context.Context) error { return d.my.PurgeBinlogs(ctx) }
 
