@@ -264,10 +264,9 @@ func crashTest(t *testing.T, e *env, db crashDB) {
 // messages since p first reads it and holds messages after the checkpoint,
 // failing the test if the writer stops first.
 //
-// A checkpoint must exist: a kill before the first one is not tested here,
-// because a MySQL source keeps its first start's capture point in memory
-// only, and a restart before the first checkpoint captures from the
-// binlog's end again, losing what was committed in between.
+// A checkpoint exists from the first start on: the engine writes the
+// source's capture point before it streams (TestFirstStartCheckpointsStart
+// covers a kill before the first commit is checkpointed).
 func waitUncheckpointed(t *testing.T, p *progress, grow uint64, writerDone <-chan error) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
