@@ -90,24 +90,18 @@ func patternsCaptureTest(t *testing.T, e *env, schema string) {
 	}
 }
 
-// A table created while sluice runs that public.* matches arrives with
+// TestTableJoins: a table created while sluice runs that schema.* matches arrives with
 // its rows (initial snapshot) and its changes, announced by a _schema
 // event before its first row; an excluded one created meanwhile has no
 // events; a dropped table is logged.
-func TestTableJoinsPostgres(t *testing.T) {
+func TestTableJoins(t *testing.T) {
 	t.Parallel()
-	pg := pgtest.New(t)
-	e := newEnv(t, pg, "public.*")
-	e.setYAML("tables: [public.*]}", "tables: [public.*], exclude: [public.secret_*], heartbeat: 1s}")
-	tableJoinsTest(t, e, pgCrashDB{pgConn(t, pg)}, "public")
-}
-
-func TestTableJoinsMySQL(t *testing.T) {
-	t.Parallel()
-	my := mysqltest.New(t)
-	e := newMySQLEnv(t, my, "shop.*")
-	e.setYAML("tables: [shop.*]}", "tables: [shop.*], exclude: [shop.secret_*]}")
-	tableJoinsTest(t, e, mysqlCrashDB{mysqlConn(t, my)}, "shop")
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, conn := db.start(t, "*")
+		s := db.schema
+		e.setYAML("tables: ["+s+".*]}", "tables: ["+s+".*], exclude: ["+s+".secret_*], heartbeat: 1s}")
+		tableJoinsTest(t, e, conn, s)
+	})
 }
 
 func tableJoinsTest(t *testing.T, e *env, db crashDB, schema string) {
