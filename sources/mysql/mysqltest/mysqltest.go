@@ -461,7 +461,7 @@ func (s *Server) setup(ctx context.Context, installDB string, log io.Writer) err
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
-	}{{s.dataDir(), 0o700}, {s.sockDir, 0o755}} {
+	}{{s.dataDir(), 0o700}, {s.tmpDir(), 0o700}, {s.sockDir, 0o755}} {
 		if err := os.MkdirAll(d.path, d.mode); err != nil {
 			return err
 		}
@@ -616,7 +616,11 @@ func (s *Server) cleanup() {
 // Options.Settings.
 func (s *Server) args() []string {
 	conf := map[string]string{
-		"datadir":                         s.dataDir(),
+		"datadir": s.dataDir(),
+		// Its own: servers started in parallel share no temporary files
+		// (a shared /tmp failed an information_schema query with "Error
+		// on delete", MySQL error 6).
+		"tmpdir":                          s.tmpDir(),
 		"socket":                          s.socket(),
 		"pid-file":                        filepath.Join(s.dataDir(), "mariadbd.pid"),
 		"port":                            strconv.Itoa(s.port),
@@ -659,6 +663,7 @@ func (s *Server) args() []string {
 }
 
 func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
+func (s *Server) tmpDir() string  { return filepath.Join(s.dir, "tmp") }
 func (s *Server) socket() string  { return filepath.Join(s.sockDir, "mysqld.sock") }
 
 // fieldString renders a text- or binary-protocol value; NULL is nil.
