@@ -32,6 +32,20 @@ func (s Shape) JSONSchema() map[string]any {
 	}
 }
 
+// WithKinds returns s with each column that has no kind given kindOf of
+// its type: the source driver's Driver.KindOf, for a shape registered
+// before kinds existed, whose JSON Schema would otherwise constrain
+// nothing. s is left as it is.
+func (s Shape) WithKinds(kindOf func(typeName string) sources.Kind) Shape {
+	s.Columns = slices.Clone(s.Columns)
+	for i, c := range s.Columns {
+		if c.Kind == "" {
+			s.Columns[i].Kind = kindOf(c.Type)
+		}
+	}
+	return s
+}
+
 // columnSchema is the JSON form sluice writes for values of a kind.
 func columnSchema(kind sources.Kind) map[string]any {
 	nullable := func(typ string, more map[string]any) map[string]any {

@@ -151,6 +151,30 @@ func TestRegistryShapesWithoutKinds(t *testing.T) {
 	}
 }
 
+// A shape registered before kinds existed gets them from the driver for
+// its JSON Schema; kinds it has stay, and the registered shape is not
+// changed.
+func TestShapeWithKinds(t *testing.T) {
+	legacy := Shape{Schema: "public", Table: "t", Columns: []Column{{Name: "id", Type: "int4"}, {Name: "v", Type: "text", Kind: sources.KindOther}}}
+	kindOf := func(typeName string) sources.Kind {
+		if typeName == "int4" {
+			return sources.KindInteger
+		}
+		return sources.KindString
+	}
+	got := legacy.WithKinds(kindOf)
+	if got.Columns[0].Kind != sources.KindInteger || got.Columns[1].Kind != sources.KindOther {
+		t.Errorf("kinds %+v, want integer and the stored other", got.Columns)
+	}
+	if legacy.Columns[0].Kind != "" {
+		t.Error("WithKinds changed the registered shape")
+	}
+	b, _ := json.Marshal(got.JSONSchema()["properties"].(map[string]any)["id"])
+	if !strings.Contains(string(b), `"integer"`) {
+		t.Errorf("id's JSON Schema %s", b)
+	}
+}
+
 // A table that joins while sluice runs announces its first shape; the
 // tables captured at start keep theirs silent.
 func TestAnnounceFirstShapes(t *testing.T) {

@@ -119,6 +119,16 @@ func (toyDriver) NewSettings() sources.Settings  { return &toySettings{} }
 func (toyDriver) DSNHasPassword(string) bool     { return false }
 func (toyDriver) TLSWarning(sources.Spec) string { return "" }
 
+func (toyDriver) KindOf(typeName string) sources.Kind {
+	switch typeName {
+	case "int":
+		return sources.KindInteger
+	case "text":
+		return sources.KindString
+	}
+	return sources.KindOther
+}
+
 func (d toyDriver) Open(_ context.Context, spec sources.Spec) (sources.Source, error) {
 	d.db.open(spec.Settings.(*toySettings).Rows)
 	return &toySource{db: d.db, name: spec.Name}, nil
