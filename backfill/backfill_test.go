@@ -15,7 +15,8 @@ func vals(s ...string) []sources.Value {
 }
 
 func TestBoundWritesDecimalsAsNumbers(t *testing.T) {
-	tbl := &sources.Table{Columns: []string{"region", "amount", "id"}, Types: []string{"text", "numeric", "int8"}, Key: []int{0, 1, 2}}
+	tbl := &sources.Table{Columns: []string{"region", "amount", "id"}, Types: []string{"text", "numeric", "int8"},
+		Kinds: []sources.Kind{sources.KindString, sources.KindDecimal, sources.KindInteger}, Key: []int{0, 1, 2}}
 	got := bound(tbl, vals(`"eu"`, `"12.50"`, `7`))
 	want := []string{`"eu"`, `12.50`, `7`}
 	for i := range want {
@@ -26,9 +27,15 @@ func TestBoundWritesDecimalsAsNumbers(t *testing.T) {
 	if bound(tbl, nil) != nil {
 		t.Fatal("an open end must stay nil")
 	}
-	mysqlTbl := &sources.Table{Columns: []string{"d"}, Types: []string{"decimal(10,2)"}, Key: []int{0}}
-	if got := bound(mysqlTbl, vals(`"-3.25"`)); string(got[0]) != `-3.25` {
-		t.Fatalf("MySQL decimal bound = %s", got[0])
+	// The kind decides, not the type's name: a decimal named otherwise is
+	// a number, and a table without kinds keeps its strings.
+	otherDB := &sources.Table{Columns: []string{"d"}, Types: []string{"DEC(10,2)"}, Kinds: []sources.Kind{sources.KindDecimal}, Key: []int{0}}
+	if got := bound(otherDB, vals(`"-3.25"`)); string(got[0]) != `-3.25` {
+		t.Fatalf("decimal bound = %s", got[0])
+	}
+	noKinds := &sources.Table{Columns: []string{"d"}, Types: []string{"numeric"}, Key: []int{0}}
+	if got := bound(noKinds, vals(`"-3.25"`)); string(got[0]) != `"-3.25"` {
+		t.Fatalf("bound of a column of unknown kind = %s, want the value as it is", got[0])
 	}
 }
 

@@ -574,8 +574,7 @@ func bound(t *sources.Table, key []sources.Value) []sources.Value {
 	}
 	out := make([]sources.Value, len(key))
 	for i, v := range key {
-		typ := strings.ToLower(t.Types[t.Key[i]])
-		if len(v) > 1 && v[0] == '"' && (strings.HasPrefix(typ, "numeric") || strings.HasPrefix(typ, "decimal")) {
+		if len(v) > 1 && v[0] == '"' && t.ColumnKind(t.Key[i]) == sources.KindDecimal {
 			v = v[1 : len(v)-1]
 		}
 		out[i] = v

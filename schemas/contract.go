@@ -123,32 +123,33 @@ func (k *Contracts) CheckShape(old, next Shape) (policy string, reasons []string
 	if !ok {
 		return "", nil
 	}
-	types := func(s Shape) map[string]string {
-		m := make(map[string]string, len(s.Columns))
+	columns := func(s Shape) map[string]Column {
+		m := make(map[string]Column, len(s.Columns))
 		for _, c := range s.Columns {
-			m[c.Name] = c.Type
+			m[c.Name] = c
 		}
 		return m
 	}
-	was, now := types(old), types(next)
+	was, now := columns(old), columns(next)
 	var out []string
 	for col, p := range ct.Columns {
-		t, ok := now[col]
+		c, ok := now[col]
+		before := was[col].Type
 		switch {
 		case !ok && p.Required:
 			out = append(out, fmt.Sprintf("required column %s was dropped", col))
-		case ok && was[col] != "" && was[col] != t && p.Type != "" && !kindAccepts(p.Type, t):
-			out = append(out, fmt.Sprintf("column %s changed type from %s to %s, which the contract's %s does not accept", col, was[col], t, p.Type))
+		case ok && before != "" && before != c.Type && p.Type != "" && !kindAccepts(p.Type, c.Kind):
+			out = append(out, fmt.Sprintf("column %s changed type from %s to %s, which the contract's %s does not accept", col, before, c.Type, p.Type))
 		}
 	}
 	sort.Strings(out)
 	return ct.Policy, out
 }
 
-// kindAccepts tells whether values of a database type can have the
+// kindAccepts tells whether values of a column's kind can have the
 // contract's JSON kind.
-func kindAccepts(kind, dbType string) bool {
-	js, _ := json.Marshal(columnSchema(dbType)["type"])
+func kindAccepts(kind string, of sources.Kind) bool {
+	js, _ := json.Marshal(columnSchema(of)["type"])
 	if string(js) == "null" {
 		return true // a type of any form
 	}
@@ -156,8 +157,7 @@ func kindAccepts(kind, dbType string) bool {
 		return true
 	}
 	if kind == "number" && strings.Contains(string(js), `"string"`) {
-		_, hasPattern := columnSchema(dbType)["pattern"] // numeric / decimal
-		return hasPattern
+		return of == sources.KindDecimal
 	}
 	return strings.Contains(string(js), `"`+kind+`"`)
 }

@@ -3,7 +3,8 @@ package schemas
 import (
 	"slices"
 	"strconv"
-	"strings"
+
+	"github.com/sluice-cdc/sluice/sources"
 )
 
 // JSONSchema describes the row objects ("before", "after") of the shape's
@@ -14,7 +15,7 @@ import (
 func (s Shape) JSONSchema() map[string]any {
 	props := make(map[string]any, len(s.Columns))
 	for _, c := range s.Columns {
-		t := columnSchema(c.Type)
+		t := columnSchema(c.Kind)
 		if types, ok := t["type"].([]string); ok && c.NotNull {
 			t["type"] = slices.DeleteFunc(slices.Clone(types), func(s string) bool { return s == "null" })
 		}
@@ -31,14 +32,22 @@ func (s Shape) JSONSchema() map[string]any {
 	}
 }
 
-// columnSchema maps a PostgreSQL or MySQL type name to the JSON form
-// sluice writes for it.
-func columnSchema(dbType string) map[string]any {
-	t := strings.ToLower(dbType)
-	if i := strings.IndexByte(t, '('); i >= 0 {
-		t = t[:i]
+// WithKinds returns s with each column that has no kind given kindOf of
+// its type: the source driver's Driver.KindOf, for a shape registered
+// before kinds existed, whose JSON Schema would otherwise constrain
+// nothing. s is left as it is.
+func (s Shape) WithKinds(kindOf func(typeName string) sources.Kind) Shape {
+	s.Columns = slices.Clone(s.Columns)
+	for i, c := range s.Columns {
+		if c.Kind == "" {
+			s.Columns[i].Kind = kindOf(c.Type)
+		}
 	}
-	t = strings.TrimSpace(strings.TrimSuffix(t, " unsigned"))
+	return s
+}
+
+// columnSchema is the JSON form sluice writes for values of a kind.
+func columnSchema(kind sources.Kind) map[string]any {
 	nullable := func(typ string, more map[string]any) map[string]any {
 		out := map[string]any{"type": []string{typ, "null"}}
 		for k, v := range more {
@@ -46,35 +55,33 @@ func columnSchema(dbType string) map[string]any {
 		}
 		return out
 	}
-	switch {
-	case strings.HasPrefix(t, "_") || strings.HasSuffix(t, "[]"):
+	switch kind {
+	case sources.KindArray:
 		return nullable("array", nil)
-	}
-	switch t {
-	case "int2", "int4", "int8", "smallint", "integer", "bigint", "tinyint", "mediumint", "int", "year", "oid":
+	case sources.KindInteger:
 		return nullable("integer", nil)
-	case "numeric", "decimal":
+	case sources.KindDecimal:
 		return nullable("string", map[string]any{"pattern": `^(-?[0-9]+(\.[0-9]+)?|NaN|-?Infinity)$`})
-	case "float4", "float8", "real", "double precision", "float", "double":
+	case sources.KindFloat:
 		// Non-finite values are written as the strings NaN, Infinity, -Infinity.
 		return map[string]any{"type": []string{"number", "string", "null"}}
-	case "bool", "boolean":
+	case sources.KindBool:
 		return nullable("boolean", nil)
-	case "date":
+	case sources.KindDate:
 		return nullable("string", map[string]any{"format": "date"})
-	case "timestamp", "timestamptz", "timestamp with time zone", "timestamp without time zone", "datetime":
+	case sources.KindTimestamp:
 		return nullable("string", map[string]any{"format": "date-time"})
-	case "uuid":
+	case sources.KindUUID:
 		return nullable("string", map[string]any{"format": "uuid"})
-	case "bytea", "blob", "tinyblob", "mediumblob", "longblob", "binary", "varbinary":
+	case sources.KindBytes:
 		return nullable("string", map[string]any{"contentEncoding": "base64"})
-	case "json", "jsonb":
+	case sources.KindJSON:
 		return map[string]any{} // any JSON value
-	case "text", "varchar", "character varying", "char", "character", "bpchar", "name", "citext",
-		"tinytext", "mediumtext", "longtext", "enum", "set", "time", "timetz", "interval", "inet", "cidr", "macaddr":
+	case sources.KindString, sources.KindTime:
+		// No "time" format: MySQL's TIME is a duration up to 838:59:59.
 		return nullable("string", nil)
 	}
-	// Types without a fixed JSON form here (user enums, domains, bit...)
-	// admit any value rather than a wrong constraint.
+	// KindOther and unknown kinds (a shape registered before kinds
+	// existed) admit any value rather than a wrong constraint.
 	return map[string]any{}
 }

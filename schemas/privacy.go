@@ -227,12 +227,15 @@ func (p *Privacy) shape(t *sources.Table) (*privateShape, error) {
 			continue
 		}
 		outIndex[i] = len(out.Columns)
-		typ := t.Types[i]
+		typ, kind := t.Types[i], t.ColumnKind(i)
 		if pol != "" {
-			typ = "text" // what a masked or hashed value is
+			// A masked or hashed value is a string whatever the column
+			// held; "text" is the type name users have always read for it.
+			typ, kind = "text", sources.KindString
 		}
 		out.Columns = append(out.Columns, col)
 		out.Types = append(out.Types, typ)
+		out.Kinds = append(out.Kinds, kind)
 		if t.NotNull != nil {
 			out.NotNull = append(out.NotNull, t.NotNull[i])
 		}

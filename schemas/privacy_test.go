@@ -16,6 +16,7 @@ var users = &sources.Table{
 	Schema: "public", Name: "users", Version: 3,
 	Columns: []string{"id", "email", "ssn", "notes", "age"},
 	Types:   []string{"int4", "text", "text", "text", "int4"},
+	Kinds:   []sources.Kind{sources.KindInteger, sources.KindString, sources.KindString, sources.KindString, sources.KindInteger},
 	Key:     []int{0},
 }
 
@@ -88,6 +89,12 @@ func TestPrivacyHashedKey(t *testing.T) {
 	}
 	if p.KeyOrderKept(users) {
 		t.Error("a hashed key keeps no order, chunk events must be off")
+	}
+	// The hashed integer key is text now, in name and in kind (its JSON
+	// Schema says string); the other columns keep theirs.
+	if tt := a.Table; tt.Types[0] != "text" || tt.ColumnKind(0) != sources.KindString ||
+		tt.Types[4] != "int4" || tt.ColumnKind(4) != sources.KindInteger {
+		t.Errorf("hashed key column: types %q, kinds %q", tt.Types, tt.Kinds)
 	}
 	other := &sources.Table{Schema: "public", Name: "orders", Columns: []string{"id"}, Types: []string{"int4"}, Key: []int{0}}
 	c := &sources.Change{Op: sources.OpCreate, Table: other, After: vals(`1`)}

@@ -21,6 +21,9 @@ type Column struct {
 	Key  bool   `json:"key,omitempty"`
 	// NotNull: declared NOT NULL (false also when the source cannot tell).
 	NotNull bool `json:"not_null,omitempty"`
+	// Kind is the values' logical kind, which the JSON Schema follows.
+	// Shapes registered before kinds existed have none.
+	Kind sources.Kind `json:"kind,omitempty"`
 }
 
 // Shape is a table shape as consumers see it (after privacy policies),
@@ -40,7 +43,7 @@ func ShapeOf(source string, t *sources.Table) Shape {
 	s := Shape{Source: source, Schema: t.Schema, Table: t.Name}
 	for i, c := range t.Columns {
 		s.Columns = append(s.Columns, Column{Name: c, Type: t.Types[i], Key: slices.Contains(t.Key, i),
-			NotNull: i < len(t.NotNull) && t.NotNull[i]})
+			NotNull: i < len(t.NotNull) && t.NotNull[i], Kind: t.ColumnKind(i)})
 	}
 	for _, k := range t.Key {
 		s.Key = append(s.Key, t.Columns[k])
@@ -49,7 +52,15 @@ func ShapeOf(source string, t *sources.Table) Shape {
 }
 
 func (s Shape) same(o Shape) bool {
-	return slices.Equal(s.Columns, o.Columns) && slices.Equal(s.Key, o.Key)
+	return slices.EqualFunc(s.Columns, o.Columns, Column.same) && slices.Equal(s.Key, o.Key)
+}
+
+// same leaves Kind out: the driver derives it from Type, so it tells no
+// shapes apart, and the shapes registered before kinds existed have none,
+// which would give every unchanged table a new version on the first start
+// after an upgrade.
+func (c Column) same(o Column) bool {
+	return c.Name == o.Name && c.Type == o.Type && c.Key == o.Key && c.NotNull == o.NotNull
 }
 
 // Store keeps the registered shapes: the checkpoint bucket.

@@ -36,6 +36,7 @@ func table(cols ...string) *sources.Table {
 	t := &sources.Table{Schema: "public", Name: "items", Columns: cols, Key: []int{0}, Version: 1}
 	for range cols {
 		t.Types = append(t.Types, "int4")
+		t.Kinds = append(t.Kinds, sources.KindInteger)
 	}
 	return t
 }
@@ -78,10 +79,13 @@ func TestRegistryVersions(t *testing.T) {
 }
 
 func TestJSONSchemaTypes(t *testing.T) {
+	col := func(name, typ string, kind sources.Kind) Column { return Column{Name: name, Type: typ, Kind: kind} }
 	s := Shape{Schema: "public", Table: "t", Version: 4, Key: []string{"id"}, Columns: []Column{
-		{Name: "id", Type: "int8", Key: true, NotNull: true}, {Name: "amount", Type: "numeric"}, {Name: "at", Type: "timestamptz"},
-		{Name: "doc", Type: "jsonb"}, {Name: "tags", Type: "_text"}, {Name: "raw", Type: "bytea"},
-		{Name: "d", Type: "decimal(10,2)"}, {Name: "n", Type: "bigint unsigned"}, {Name: "mood", Type: "mood"},
+		{Name: "id", Type: "int8", Key: true, NotNull: true, Kind: sources.KindInteger}, col("amount", "numeric", sources.KindDecimal),
+		col("at", "timestamptz", sources.KindTimestamp), col("doc", "jsonb", sources.KindJSON), col("tags", "_text", sources.KindArray),
+		col("raw", "bytea", sources.KindBytes), col("f", "float8", sources.KindFloat), col("ok", "bool", sources.KindBool),
+		col("day", "date", sources.KindDate), col("u", "uuid", sources.KindUUID), col("tm", "time", sources.KindTime),
+		col("ip", "inet", sources.KindString), col("mood", "mood", sources.KindOther), col("old", "int4", ""),
 	}}
 	js := s.JSONSchema()
 	props := js["properties"].(map[string]any)
@@ -90,26 +94,84 @@ func TestJSONSchemaTypes(t *testing.T) {
 		return string(b)
 	}
 	for col, want := range map[string]string{
-		"id":     `"type":["integer"]`,
-		"amount": `"pattern"`,
-		"at":     `"format":"date-time"`,
-		"tags":   `"type":["array","null"]`,
-		"raw":    `"contentEncoding":"base64"`,
-		"d":      `"pattern"`,
-		"n":      `"type":["integer","null"]`,
+		"id":     `{"type":["integer"],"x-sluice-type":"int8"}`,
+		"amount": `{"pattern":"^(-?[0-9]+(\\.[0-9]+)?|NaN|-?Infinity)$","type":["string","null"],"x-sluice-type":"numeric"}`,
+		"at":     `{"format":"date-time","type":["string","null"],"x-sluice-type":"timestamptz"}`,
+		"doc":    `{"x-sluice-type":"jsonb"}`,
+		"tags":   `{"type":["array","null"],"x-sluice-type":"_text"}`,
+		"raw":    `{"contentEncoding":"base64","type":["string","null"],"x-sluice-type":"bytea"}`,
+		"f":      `{"type":["number","string","null"],"x-sluice-type":"float8"}`,
+		"ok":     `{"type":["boolean","null"],"x-sluice-type":"bool"}`,
+		"day":    `{"format":"date","type":["string","null"],"x-sluice-type":"date"}`,
+		"u":      `{"format":"uuid","type":["string","null"],"x-sluice-type":"uuid"}`,
+		"tm":     `{"type":["string","null"],"x-sluice-type":"time"}`,
+		"ip":     `{"type":["string","null"],"x-sluice-type":"inet"}`,
+		"mood":   `{"x-sluice-type":"mood"}`, // no fixed form: any value
+		"old":    `{"x-sluice-type":"int4"}`, // kind unknown: any value
 	} {
-		if !strings.Contains(typeOf(col), want) {
-			t.Errorf("%s: %s, want %s", col, typeOf(col), want)
+		if got := typeOf(col); got != want {
+			t.Errorf("%s: %s, want %s", col, got, want)
 		}
-	}
-	if got := typeOf("doc"); strings.Contains(got, `"type"`) {
-		t.Errorf("jsonb admits any value, got %s", got)
-	}
-	if got := typeOf("mood"); strings.Contains(got, `"type"`) {
-		t.Errorf("an unknown type admits any value, got %s", got)
 	}
 	if js["title"] != "public.t version 4" || len(js["required"].([]string)) != 1 {
 		t.Errorf("schema %v", js)
+	}
+}
+
+// Shapes registered before kinds existed have none: an unchanged table
+// keeps its version across the upgrade, announces nothing and rewrites
+// nothing; a new shape is stored with its kinds.
+func TestRegistryShapesWithoutKinds(t *testing.T) {
+	ctx := context.Background()
+	st := memStore{}
+	legacy := `{"source":"pg1","schema":"public","table":"items","version":1,` +
+		`"columns":[{"name":"id","type":"int4","key":true,"not_null":true},{"name":"v","type":"int4"}],"key":["id"],"registered":"2025-01-02T03:04:05Z"}`
+	st[ShapePrefix("pg1", "public.items")+"1"] = []byte(legacy)
+	items := table("id", "v")
+	items.NotNull = []bool{true, false}
+	got, ch, err := NewRegistry("pg1", st).Observe(ctx, items)
+	if err != nil || ch != nil || got.Version != 1 {
+		t.Fatalf("unchanged table after the upgrade: v%d, change %+v, %v; want v1 and no change", got.Version, ch, err)
+	}
+	if string(st[ShapePrefix("pg1", "public.items")+"1"]) != legacy || len(st) != 1 {
+		t.Errorf("the registered shape was rewritten: %q", st)
+	}
+	wider := table("id", "v", "note")
+	wider.NotNull = []bool{true, false, false}
+	r := NewRegistry("pg1", st)
+	_, ch, err = r.Observe(ctx, wider)
+	if err != nil || ch == nil || ch.New.Version != 2 {
+		t.Fatalf("new shape: change %+v, %v", ch, err)
+	}
+	if err := r.Register(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if b := st[ShapePrefix("pg1", "public.items")+"2"]; strings.Count(string(b), `"kind":"integer"`) != 3 {
+		t.Errorf("version 2 stored as %s, want each column's kind", b)
+	}
+}
+
+// A shape registered before kinds existed gets them from the driver for
+// its JSON Schema; kinds it has stay, and the registered shape is not
+// changed.
+func TestShapeWithKinds(t *testing.T) {
+	legacy := Shape{Schema: "public", Table: "t", Columns: []Column{{Name: "id", Type: "int4"}, {Name: "v", Type: "text", Kind: sources.KindOther}}}
+	kindOf := func(typeName string) sources.Kind {
+		if typeName == "int4" {
+			return sources.KindInteger
+		}
+		return sources.KindString
+	}
+	got := legacy.WithKinds(kindOf)
+	if got.Columns[0].Kind != sources.KindInteger || got.Columns[1].Kind != sources.KindOther {
+		t.Errorf("kinds %+v, want integer and the stored other", got.Columns)
+	}
+	if legacy.Columns[0].Kind != "" {
+		t.Error("WithKinds changed the registered shape")
+	}
+	b, _ := json.Marshal(got.JSONSchema()["properties"].(map[string]any)["id"])
+	if !strings.Contains(string(b), `"integer"`) {
+		t.Errorf("id's JSON Schema %s", b)
 	}
 }
 

@@ -33,7 +33,13 @@ type Table struct {
 	Schema  string // Postgres schema, MySQL database
 	Name    string
 	Columns []string // in table order
-	Types   []string // database type names, aligned with Columns
+	// Types are the database's own type names, aligned with Columns: what
+	// users read (shapes, x-sluice-type), and what tells shapes apart.
+	Types []string
+	// Kinds are the columns' logical kinds, aligned with Columns, which
+	// the driver maps from its type names: code outside the driver reads
+	// these, never Types. nil when the source does not know (ColumnKind).
+	Kinds []Kind
 	// NotNull tells, aligned with Columns, which columns are declared NOT
 	// NULL; nil when the source does not know.
 	NotNull []bool

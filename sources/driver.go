@@ -31,6 +31,11 @@ type Driver interface {
 	// a connection off loopback that is not verify-full TLS; "" when there
 	// is none, or when the DSN is invalid (Open says why).
 	TLSWarning(spec Spec) string
+	// KindOf is the kind of the values of a column whose Table.Types
+	// entry is typeName, as the driver's Tables give it in Kinds (KindOther
+	// for a name it does not know). sluice schema reads the kinds of shapes
+	// registered before kinds existed from it.
+	KindOf(typeName string) Kind
 }
 
 // Config is the source: section's keys every driver reads. A driver's

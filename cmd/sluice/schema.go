@@ -62,9 +62,14 @@ func printSchema(ctx context.Context, w io.Writer, cfg sidecar.Config, conn nats
 		}
 		s = shapes[version-1]
 	}
-	var out any = s.JSONSchema()
-	if shape {
-		out = s
+	var out any = s
+	if !shape {
+		// A shape registered before kinds existed has none: the driver
+		// reads them from its types, as it does for a new shape.
+		if d := cfg.Source.Driver(); d != nil {
+			s = s.WithKinds(d.KindOf)
+		}
+		out = s.JSONSchema()
 	}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {

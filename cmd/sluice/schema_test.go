@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-cdc/sluice/schemas"
 )
 
 // TestSchemaChange: ALTER TABLE mid-stream announces the new shape on
@@ -57,12 +60,17 @@ func TestSchemaChange(t *testing.T) {
 		subject := db.subject("items") + "._schema"
 		assertSchemaEvent(t, events[1], subject, 1, "id,v", 2, "id,v,note")
 		assertSchemaEvent(t, events[4], subject, 2, "id,v,note", 3, "id,note")
+		table := db.schema + ".items"
+		// Shapes are registered with their columns' kinds; those of a
+		// sluice before kinds existed have none, which the restart and
+		// sluice schema below then read.
+		stripKinds(t, e, table)
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
 
 		// The versions last across a restart: the same shape keeps version
-		// 3 and announces nothing.
+		// 3 and announces nothing, even registered without kinds.
 		stop, _ = e.startRun()
 		e.exec(`INSERT INTO items VALUES (4, 'four')`)
 		events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, 7, time.Minute)
@@ -70,8 +78,8 @@ func TestSchemaChange(t *testing.T) {
 			t.Errorf("after a restart the shape must keep version 3: %s", last.raw)
 		}
 
-		// sluice schema prints each version's JSON Schema, and its shape.
-		table := db.schema + ".items"
+		// sluice schema prints each version's JSON Schema (the kinds of a
+		// shape registered without them are the driver's), and its shape.
 		var out strings.Builder
 		if err := printSchema(context.Background(), &out, e.cfg, natsClient{}, table, 0, false); err != nil {
 			t.Fatal(err)
@@ -108,4 +116,43 @@ func TestSchemaChange(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// stripKinds rewrites a table's registered shapes as a sluice before
+// column kinds registered them, checking that each column had its kind.
+func stripKinds(t *testing.T, e *env, table string) {
+	t.Helper()
+	ctx := context.Background()
+	nc, _, store, err := openControlStore(ctx, e.cfg, natsClient{}, "strip-kinds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	keys, err := store.Keys(ctx, schemas.ShapePrefix(e.cfg.Source.Name, table))
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("shapes of %s: %q, %v", table, keys, err)
+	}
+	for _, k := range keys {
+		b, _, err := store.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var shape map[string]any
+		if err := json.Unmarshal(b, &shape); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range shape["columns"].([]any) {
+			col := c.(map[string]any)
+			if col["kind"] == nil {
+				t.Errorf("%s: column %v was registered without its kind", k, col["name"])
+			}
+			delete(col, "kind")
+		}
+		if b, err = json.Marshal(shape); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Put(ctx, k, b); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -99,6 +99,9 @@ func (Driver) TLSWarning(spec sources.Spec) string {
 	return TLSWarning(cfg)
 }
 
+// KindOf is the kind of a column whose type Table.Types names typeName.
+func (Driver) KindOf(typeName string) sources.Kind { return valueKind(typeName) }
+
 // configOf maps a driver Spec onto a Config: the one place the source:
 // section reaches this package.
 func configOf(spec sources.Spec) (Config, error) {

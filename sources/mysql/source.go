@@ -683,6 +683,7 @@ func (s *Source) shape(t *tableSchema, codecs []colCodec) *sources.Table {
 		for _, c := range t.columns {
 			next.Columns = append(next.Columns, c.name)
 			next.Types = append(next.Types, c.dataType)
+			next.Kinds = append(next.Kinds, valueKind(c.dataType))
 			next.NotNull = append(next.NotNull, c.notNull)
 		}
 	} else {
@@ -693,6 +694,7 @@ func (s *Source) shape(t *tableSchema, codecs []colCodec) *sources.Table {
 		for _, c := range codecs {
 			next.Columns = append(next.Columns, c.name)
 			next.Types = append(next.Types, byName[c.name].dataType)
+			next.Kinds = append(next.Kinds, valueKind(byName[c.name].dataType))
 			next.NotNull = append(next.NotNull, byName[c.name].notNull)
 		}
 	}

@@ -276,7 +276,9 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (_ sources
 		}
 		decoders[i] = dec
 		shape.Columns = append(shape.Columns, f.Name)
-		shape.Types = append(shape.Types, s.typeName(f.DataTypeOID, lookup))
+		typ := s.typeName(f.DataTypeOID, lookup)
+		shape.Types = append(shape.Types, typ)
+		shape.Kinds = append(shape.Kinds, valueKind(typ))
 	}
 	var oid uint32
 	if err := conn.QueryRow(ctx, "SELECT $1::regclass::oid", pgx.Identifier{info.schema, info.name}.Sanitize()).Scan(&oid); err != nil {

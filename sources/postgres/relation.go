@@ -47,7 +47,9 @@ func (s *Source) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*r
 		rel.decoders[i] = dec
 		rel.identity[i] = c.Flags&1 != 0
 		shape.Columns = append(shape.Columns, c.Name)
-		shape.Types = append(shape.Types, s.typeName(c.DataType, lookup))
+		typ := s.typeName(c.DataType, lookup)
+		shape.Types = append(shape.Types, typ)
+		shape.Kinds = append(shape.Kinds, valueKind(typ))
 	}
 	shape.NotNull = notNull(ctx, s.conn, m.RelationID, shape.Columns)
 	table, err := s.register(shape, info.key)

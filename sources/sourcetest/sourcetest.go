@@ -231,6 +231,8 @@ func contract(t *testing.T, h Harness) {
 	}
 	if len(chunk.Rows) != 1 || chunk.Table == nil || !slices.Equal(chunk.Table.Columns, []string{"id", "v"}) {
 		t.Errorf("ReadChunk = %d rows of %+v, want the one row (id, v)", len(chunk.Rows), chunk.Table)
+	} else if err := kindsErr(chunk.Table); err != nil {
+		t.Errorf("ReadChunk read %v", err)
 	}
 	if n, err := src.EstimateRows(ctx, table); err != nil || n < 0 {
 		t.Errorf("EstimateRows = %d, %v", n, err)

@@ -3,6 +3,8 @@ package sourcetest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +32,9 @@ type stream struct {
 	wasOpened bool
 	early     error // reported by stop
 	reported  bool
+	// unkinded is the first change whose table lacks kinds, reported by
+	// stop.
+	unkinded error
 }
 
 // startStream streams src from `from` until the test ends or stop, and
@@ -68,6 +73,13 @@ func (s *stream) stop(t *testing.T) {
 	if err := s.orderErr(); err != nil {
 		t.Error(err)
 	}
+	s.mu.Lock()
+	err := s.unkinded
+	s.unkinded = nil
+	s.mu.Unlock()
+	if err != nil {
+		t.Error(err)
+	}
 }
 
 func (s *stream) Opened() {
@@ -92,6 +104,9 @@ func (s *stream) Change(ctx context.Context, c *sources.Change) error {
 	s.mu.Lock()
 	if !s.wasOpened && !s.reported {
 		s.early, s.reported = errors.New("Stream handed over a change before calling sources.Opened"), true
+	}
+	if err := kindsErr(c.Table); err != nil && s.unkinded == nil {
+		s.unkinded = fmt.Errorf("Stream handed over a change of %w", err)
 	}
 	s.mu.Unlock()
 	return s.put(ctx, event{change: c})
@@ -185,4 +200,23 @@ func (s *stream) tx(t *testing.T, ctx context.Context, table string, n int) ([]*
 // onTable matches the changes of table (schema.table).
 func onTable(table string) func(*sources.Change) bool {
 	return func(c *sources.Change) bool { return c.Table.QualifiedName() == table }
+}
+
+// kindsErr tells what is wrong with a table's Kinds: there must be one per
+// column, each set (KindOther for a type of no fixed JSON form), since the
+// JSON Schema, contracts and chunk bounds read them and never a type name.
+func kindsErr(table *sources.Table) error {
+	if len(table.Kinds) != len(table.Columns) {
+		return fmt.Errorf("%s with %d kinds for its %d columns %q: Table.Kinds must be aligned with Columns",
+			table.QualifiedName(), len(table.Kinds), len(table.Columns), table.Columns)
+	}
+	if i := slices.Index(table.Kinds, ""); i >= 0 {
+		typ := ""
+		if i < len(table.Types) {
+			typ = table.Types[i]
+		}
+		return fmt.Errorf("%s whose column %s (type %q) has no kind: use sources.KindOther for a type of no fixed JSON form",
+			table.QualifiedName(), table.Columns[i], typ)
+	}
+	return nil
 }

@@ -2,7 +2,9 @@ package sourcetest
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -51,6 +53,15 @@ var valueCases = []valueCase{
 }
 
 var kinds = []Kind{Int, BigInt, Decimal, Float, Text, Bool, Timestamp, Date, Bytes, JSON}
+
+// columnKinds are the sources.Kind a driver may give a column of each
+// kind of value. MySQL's BOOLEAN is TINYINT(1), whose values are the
+// integers 1 and 0; fits checks that the kind is the values' form.
+var columnKinds = map[Kind][]sources.Kind{
+	Int: {sources.KindInteger}, BigInt: {sources.KindInteger}, Decimal: {sources.KindDecimal}, Float: {sources.KindFloat},
+	Text: {sources.KindString}, Bool: {sources.KindBool, sources.KindInteger}, Timestamp: {sources.KindTimestamp},
+	Date: {sources.KindDate}, Bytes: {sources.KindBytes}, JSON: {sources.KindJSON},
+}
 
 // values: each kind's values, and NULL of each, arrive in a change as the
 // JSON the event contract states, and a chunk reads them as the stream
@@ -122,13 +133,32 @@ func values(t *testing.T, h Harness) {
 		}
 	}
 
+	// Each column's kind is that of its kind of value, and the form of
+	// every value streamed for it.
+	shape := streamed[0].Table
+	if err := kindsErr(shape); err != nil {
+		t.Fatal(err)
+	}
+	for j, c := range cols {
+		if got := shape.ColumnKind(j); !slices.Contains(columnKinds[c.kind], got) {
+			t.Errorf("column %s (%s values, type %s) has kind %q, want one of %q", c.name, c.kind, shape.Types[j], got, columnKinds[c.kind])
+		}
+	}
+	for i, ch := range streamed {
+		for j, v := range ch.After {
+			if !fits(shape.ColumnKind(j), v) {
+				t.Errorf("row %d, column %s: %s is no value of its kind %q", i+1, shape.Columns[j], v, shape.ColumnKind(j))
+			}
+		}
+	}
+
 	chunk, err := src.ReadChunk(ctx, sources.ChunkQuery{Table: table, Limit: len(rows) + 1})
 	if err != nil || len(chunk.Rows) != len(rows) {
 		t.Fatalf("ReadChunk: %d rows, %v; want %d", len(chunk.Rows), err, len(rows))
 	}
-	shape := streamed[0].Table
-	if !slices.Equal(chunk.Table.Columns, shape.Columns) || chunk.Table.Version != shape.Version {
-		t.Errorf("the chunk's shape %q (version %d) is not the stream's %q (version %d)", chunk.Table.Columns, chunk.Table.Version, shape.Columns, shape.Version)
+	if !slices.Equal(chunk.Table.Columns, shape.Columns) || chunk.Table.Version != shape.Version || !slices.Equal(chunk.Table.Kinds, shape.Kinds) {
+		t.Errorf("the chunk's shape %q (version %d, kinds %q) is not the stream's %q (version %d, kinds %q)",
+			chunk.Table.Columns, chunk.Table.Version, chunk.Table.Kinds, shape.Columns, shape.Version, shape.Kinds)
 	}
 	for i, r := range chunk.Rows {
 		for j := range r {
@@ -138,6 +168,45 @@ func values(t *testing.T, h Harness) {
 		}
 	}
 }
+
+// fits tells whether v, a value's JSON, has the form of kind (DESIGN.md
+// "The event"); null fits every kind.
+func fits(kind sources.Kind, v []byte) bool {
+	var x any
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.UseNumber()
+	if dec.Decode(&x) != nil {
+		return false
+	}
+	if x == nil {
+		return true
+	}
+	str, isString := x.(string)
+	switch kind {
+	case sources.KindInteger:
+		n, ok := x.(json.Number)
+		return ok && !strings.ContainsAny(string(n), ".eE")
+	case sources.KindDecimal:
+		return isString && decimalText.MatchString(str)
+	case sources.KindFloat:
+		_, ok := x.(json.Number)
+		return ok || str == "NaN" || str == "Infinity" || str == "-Infinity"
+	case sources.KindBool:
+		_, ok := x.(bool)
+		return ok
+	case sources.KindBytes:
+		_, err := base64.StdEncoding.DecodeString(str)
+		return isString && err == nil
+	case sources.KindString, sources.KindDate, sources.KindTime, sources.KindTimestamp, sources.KindUUID:
+		return isString
+	case sources.KindArray:
+		_, ok := x.([]any)
+		return ok
+	}
+	return true // JSON, other: any value
+}
+
+var decimalText = regexp.MustCompile(`^(-?[0-9]+(\.[0-9]+)?|NaN|-?Infinity)$`)
 
 // canonical is a JSON document re-encoded: numbers keep their text,
 // objects their keys sorted, and no spacing.

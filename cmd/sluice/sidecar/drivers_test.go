@@ -119,6 +119,16 @@ func (toyDriver) NewSettings() sources.Settings  { return &toySettings{} }
 func (toyDriver) DSNHasPassword(string) bool     { return false }
 func (toyDriver) TLSWarning(sources.Spec) string { return "" }
 
+func (toyDriver) KindOf(typeName string) sources.Kind {
+	switch typeName {
+	case "int":
+		return sources.KindInteger
+	case "text":
+		return sources.KindString
+	}
+	return sources.KindOther
+}
+
 func (d toyDriver) Open(_ context.Context, spec sources.Spec) (sources.Source, error) {
 	d.db.open(spec.Settings.(*toySettings).Rows)
 	return &toySource{db: d.db, name: spec.Name}, nil
@@ -133,8 +143,10 @@ func (toyDriver) Check(_ context.Context, spec sources.Spec) sources.Preflight {
 }
 
 var (
-	toyItems  = &sources.Table{Schema: "mem", Name: "items", Columns: []string{"id", "v"}, Types: []string{"int", "text"}, Key: []int{0}, Version: 1}
-	toySignal = &sources.Table{Schema: "mem", Name: "sluice_signal", Columns: []string{"source", "kind", "id"}, Types: []string{"text", "text", "text"}, Key: []int{0}, Version: 1}
+	toyItems = &sources.Table{Schema: "mem", Name: "items", Columns: []string{"id", "v"}, Types: []string{"int", "text"},
+		Kinds: []sources.Kind{sources.KindInteger, sources.KindString}, Key: []int{0}, Version: 1}
+	toySignal = &sources.Table{Schema: "mem", Name: "sluice_signal", Columns: []string{"source", "kind", "id"}, Types: []string{"text", "text", "text"},
+		Kinds: []sources.Kind{sources.KindString, sources.KindString, sources.KindString}, Key: []int{0}, Version: 1}
 )
 
 // toyDB is the database: rows by id, and a log of one change per
