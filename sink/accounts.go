@@ -42,7 +42,8 @@ const DefaultMaxConsumers = 10000
 
 // readServices are the JetStream API subjects, scoped to one stream, that
 // a read login needs for jetstream.New(nc): stream names and info, getting a message,
-// creating a consumer and reading its info, pulling and acking. There is no
+// creating a consumer and reading its info, pulling, acking and unpinning
+// (consumer groups). There is no
 // delete, no update of the stream, no listing of the consumers.
 func readServices(stream string) []service {
 	return []service{
@@ -59,6 +60,9 @@ func readServices(stream string) []service {
 		{subject: "$JS.API.CONSUMER.DURABLE.CREATE." + stream + ".*"},
 		{subject: "$JS.API.CONSUMER.INFO." + stream + ".*"},
 		{subject: "$JS.API.CONSUMER.MSG.NEXT." + stream + ".*", streamed: true},
+		// A consumer group member hands a partition to another member by
+		// unpinning its consumer (sink/consumer RunGroup).
+		{subject: "$JS.API.CONSUMER.UNPIN." + stream + ".*"},
 		{subject: "$JS.ACK." + stream + ".>"},
 	}
 }

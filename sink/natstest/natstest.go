@@ -44,6 +44,14 @@ type Server struct {
 // the test. Under -short it skips the test (SkipShort).
 func New(t testing.TB) *Server {
 	t.Helper()
+	return NewWith(t, nil)
+}
+
+// NewWith is New with the server config changed by edit first, e.g. to
+// lay the accounts out for one source (Prefix, Source, Stream) and add
+// read logins to Users.
+func NewWith(t testing.TB, edit func(*sink.ServerConfig)) *Server {
+	t.Helper()
 	SkipShort(t)
 	s := &Server{t: t, cfg: sink.ServerConfig{
 		Name:       "natstest",
@@ -52,6 +60,9 @@ func New(t testing.TB) *Server {
 		MaxPayload: 1 << 20,
 		Users:      []sink.User{Admin},
 	}}
+	if edit != nil {
+		edit(&s.cfg)
+	}
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
