@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-cdc/sluice/sink"
+	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/sluice-cdc/sluice/sink/natstest"
 )
 
@@ -681,4 +682,86 @@ func expired() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
+}
+
+// A consumer group member with a read login creates its pinned consumers,
+// pulls, acks and unpins; it still cannot delete a consumer or the stream,
+// and a client without a login or with a wrong password is refused.
+func TestReadLoginConsumerGroup(t *testing.T) {
+	e := newSecEnv(t, func(c *sink.ServerConfig) {
+		c.Users = []sink.User{{User: "reader", Password: "rd-pw", Permissions: sink.PermRead}}
+	})
+	for _, opts := range [][]nats.Option{nil, {nats.UserInfo("reader", "wrong")}, {nats.UserInfo("nobody", "rd-pw")}} {
+		nc, err := nats.Connect(e.url, opts...)
+		if err == nil {
+			nc.Close()
+			t.Fatalf("connected with %d options and no valid login", len(opts))
+		}
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("refused with %v, want an authorization violation", err)
+		}
+	}
+	rd := e.connect(nats.UserInfo("reader", "rd-pw"))
+	admin := e.admin()
+	rjs, _ := jetstream.New(rd)
+
+	// The member runs until it handled the stream's event.
+	ctx, cancel := context.WithCancel(context.Background())
+	handled := make(chan string, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.RunGroup(ctx, rjs, consumer.GroupConfig{
+			Stream: secStream, Prefix: "cdc", Source: "pg1", Partitions: 8, Group: "grp", Member: "reader",
+			TakeoverAfter: consumer.MinTakeoverAfter,
+		}, func(_ context.Context, _ int, m jetstream.Msg) error {
+			handled <- m.Subject()
+			return nil
+		})
+	}()
+	select {
+	case s := <-handled:
+		if s != "cdc.pg1.public.orders.7" {
+			t.Fatalf("the member handled %s", s)
+		}
+	case err := <-done:
+		t.Fatalf("RunGroup with a read login: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read login's group member handled nothing")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("RunGroup: %v", err)
+	}
+	if err := waitFor(5*time.Second, func() bool {
+		m, err := admin.Request(sink.EventsAPIPrefix+".CONSUMER.INFO."+secStream+".grp-7", nil, 2*time.Second)
+		return err == nil && strings.Contains(string(m.Data), `"ack_floor":{"consumer_seq":1,"stream_seq":1`)
+	}); err != nil {
+		t.Fatalf("the member's ack did not reach grp-7: %v", err)
+	}
+	rst, err := rjs.Stream(context.Background(), secStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rst.UnpinConsumer(context.Background(), "grp-7", consumer.GroupPriority); err != nil {
+		t.Fatalf("read login unpins its group's consumer: %v", err)
+	}
+
+	for _, subj := range []string{
+		"$JS.API.CONSUMER.DELETE." + secStream + ".grp-7",
+		sink.EventsAPIPrefix + ".CONSUMER.DELETE." + secStream + ".grp-7",
+		"$JS.API.STREAM.DELETE." + secStream,
+		sink.EventsAPIPrefix + ".STREAM.DELETE." + secStream,
+		"$JS.API.CONSUMER.UNPIN." + secKVStrm + ".x",
+	} {
+		if err := apiErr(rd, subj, nil); err == nil {
+			t.Errorf("read login: %s succeeded", subj)
+		}
+	}
+	if delivered(admin, "grp-7") < 0 || e.msgs() == 0 {
+		t.Fatal("grp-7 or the stream is gone")
+	}
+	// Canary: the admin can delete it.
+	if err := apiErr(admin, sink.EventsAPIPrefix+".CONSUMER.DELETE."+secStream+".grp-7", nil); err != nil {
+		t.Fatalf("canary: admin deletes grp-7: %v", err)
+	}
 }
