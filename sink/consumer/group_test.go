@@ -397,6 +397,28 @@ func TestGroupJoinGetsFairShare(t *testing.T) {
 		return o["a"] == grpPartitions/2 && o["b"] == grpPartitions/2
 	})
 	t.Logf("fair share after %s", time.Since(joined).Round(time.Millisecond))
+	// The rule rests on num_waiting counting the members: each keeps one
+	// pull open per partition (but while handling one of its messages).
+	nc, err := nats.Connect(e.srv.URL(), nats.UserInfo("r3", "pw3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rjs, _ := jetstream.New(nc)
+	waitUntil(t, 10*time.Second, "num_waiting 2 on some partition's consumer", func() bool {
+		most := 0
+		for p := range grpPartitions {
+			c, err := rjs.Consumer(context.Background(), grpStream, consumer.GroupConsumerName("workers", p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			most = max(most, c.CachedInfo().NumWaiting)
+			if n := c.CachedInfo().NumWaiting; n > 2 {
+				t.Fatalf("partition %d: num_waiting %d with two members", p, n)
+			}
+		}
+		return most == 2
+	})
 	// And it stays so: nobody releases below the share.
 	time.Sleep(3 * grpTakeover)
 	if o := e.owners(); o["a"] != grpPartitions/2 || o["b"] != grpPartitions/2 {
