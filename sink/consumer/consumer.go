@@ -4,7 +4,8 @@
 // the copy converges on the source even when rows were deleted while the
 // log was gone. Go consumers can import it; README ("Consuming: applying
 // events, backfills and chunk events") states the same rule for other
-// languages.
+// languages. RunGroup shares a source's partitions between the members of
+// a consumer group (README "Consumer groups").
 package consumer
 
 import (

@@ -267,6 +267,9 @@ func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, 
 			setOwned(false)
 		case errors.Is(berr, nats.ErrConnectionClosed):
 			return fmt.Errorf("consumer group %s: partition %d: %w", cfg.Group, gp.p, berr)
+		case errors.Is(berr, jetstream.ErrConsumerDeleted), errors.Is(berr, jetstream.ErrConsumerNotFound):
+			return fmt.Errorf("consumer group %s: partition %d: consumer %s: %w (restart the members to create it again; it starts from the stream's first event)",
+				cfg.Group, gp.p, GroupConsumerName(cfg.Group, gp.p), berr)
 		case ctx.Err() != nil:
 		default:
 			cfg.Log.Debug("consumer group: pull ended with an error, retrying", "partition", gp.p, "error", berr)
