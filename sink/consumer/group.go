@@ -307,13 +307,27 @@ func (gp *groupPartition) handleOne(ctx context.Context, msg jetstream.Msg, hand
 	if err != nil {
 		return fmt.Errorf("consumer group %s: partition %d: %w", gp.cfg.Group, gp.p, err)
 	}
-	// The next message is handed only once this ack is stored: with
-	// MaxAckPending 1 the server would not deliver it before anyway, and a
-	// lost ack would let the next owner handle this message again.
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), gp.cfg.TakeoverAfter)
-	defer cancel()
-	if err := msg.DoubleAck(actx); err != nil {
-		return fmt.Errorf("consumer group %s: partition %d: ack: %w (the message will be handled again by the partition's next owner)", gp.cfg.Group, gp.p, err)
+	// The next message is handed only once this ack is confirmed, or
+	// given up on: with MaxAckPending 1 the server delivers nothing else of
+	// the partition until it has the ack or AckWait ran out, so an ack
+	// that did not land (a cluster node lost meanwhile) only means this
+	// message is handled once more, in its place. That is no reason to stop
+	// the member; a closed connection is.
+	for range 2 {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), gp.cfg.TakeoverAfter/2)
+		err = msg.DoubleAck(actx)
+		cancel()
+		if err == nil || errors.Is(err, nats.ErrConnectionClosed) {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, nats.ErrConnectionClosed):
+		return fmt.Errorf("consumer group %s: partition %d: ack: %w", gp.cfg.Group, gp.p, err)
+	default:
+		gp.cfg.Log.Warn("consumer group: ack not confirmed; the message may be handled again",
+			"group", gp.cfg.Group, "partition", gp.p, "error", err)
 	}
 	return nil
 }

@@ -34,6 +34,12 @@ type groupEnv struct {
 	t   *testing.T
 	srv *natstest.Server
 	js  jetstream.JetStream // sluice's events connection
+	// connect opens a member's connection, closed with the test.
+	connect func(login int) *nats.Conn
+
+	// anyRepeat allows a message to be handled again right after itself
+	// (an ack lost with a server), not only after a killed member.
+	anyRepeat bool
 
 	mu        sync.Mutex
 	rnd       *rand.Rand
@@ -58,8 +64,7 @@ type ownEvent struct {
 
 func newGroupEnv(t *testing.T) *groupEnv {
 	t.Helper()
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
+	seed := logSeed(t)
 	srv := natstest.NewWith(t, func(c *sink.ServerConfig) {
 		c.Prefix, c.Source, c.Stream = "cdc", grpSource, grpStream
 		for i := 1; i <= 4; i++ {
@@ -81,6 +86,15 @@ func newGroupEnv(t *testing.T) *groupEnv {
 		t.Fatal(err)
 	}
 	e := &groupEnv{t: t, srv: srv, js: js, rnd: rand.New(rand.NewPCG(uint64(seed), 1))}
+	e.connect = func(login int) *nats.Conn {
+		t.Helper()
+		nc, err := nats.Connect(srv.URL(), nats.UserInfo("r"+strconv.Itoa(login), "pw"+strconv.Itoa(login)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
 	for p := range e.owner {
 		e.owner[p] = map[string]bool{}
 	}
@@ -132,11 +146,7 @@ type member struct {
 // connection of its own.
 func (e *groupEnv) start(name string, login int) *member {
 	e.t.Helper()
-	nc, err := nats.Connect(e.srv.URL(), nats.UserInfo("r"+strconv.Itoa(login), "pw"+strconv.Itoa(login)))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(nc.Close)
+	nc := e.connect(login)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		e.t.Fatal(err)
@@ -251,6 +261,8 @@ func (e *groupEnv) check(killed string) {
 			}
 			switch {
 			case h.seq > prev.seq:
+			case h.seq == prev.seq && e.anyRepeat:
+				e.t.Logf("partition %d: %d handled again by %s", p, h.seq, h.member)
 			case h.seq == prev.seq && prev.member == killed && h.member != killed:
 				e.t.Logf("partition %d: %d redelivered to %s after %s was killed", p, h.seq, h.member, killed)
 			default:
@@ -426,6 +438,95 @@ func TestGroupJoinGetsFairShare(t *testing.T) {
 	}
 	stop()
 	waitUntil(t, 30*time.Second, "every message handled", e.allHandled)
+	e.stop(a)
+	e.stop(b)
+	e.check("")
+}
+
+func logSeed(t *testing.T) int64 {
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	return seed
+}
+
+// On a 3-node cluster with replicas 3, losing the stream's leader while
+// two members consume (one connected there) loses nothing and keeps each
+// partition's order; an ack lost with the node may repeat a message once.
+func TestGroupSurvivesNodeLoss(t *testing.T) {
+	plan := natstest.NewCluster(t, 3)
+	seed := logSeed(t)
+	e := &groupEnv{t: t, anyRepeat: true, rnd: rand.New(rand.NewPCG(uint64(seed), 1))}
+	for p := range e.owner {
+		e.owner[p] = map[string]bool{}
+	}
+	// Admin logins see the streams of their own account with the plain API.
+	e.connect = func(int) *nats.Conn { return plan.Connect() }
+	js, err := jetstream.New(plan.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.js = js
+	ctx := context.Background()
+	waitUntil(t, time.Minute, "the stream is created", func() bool {
+		_, err := sink.EnsureStream(ctx, js, sink.StreamConfig{
+			Name: grpStream, Prefix: "cdc", Source: grpSource, Partitions: grpPartitions, Replicas: 3, DuplicateWindow: time.Minute,
+		})
+		return err == nil
+	})
+	for n := range 100 {
+		if err := e.publish(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := e.start("a", 1), e.start("b", 2)
+	waitUntil(t, 30*time.Second, "both members own partitions", func() bool {
+		o := e.owners()
+		return o["a"] > 0 && o["b"] > 0
+	})
+	// Publishing goes on through the loss: a publish that fails is sent
+	// again with its message id, so the stream stores it once.
+	pctx, stopPub := context.WithCancel(ctx)
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		for n := 100; pctx.Err() == nil; n++ {
+			for pctx.Err() == nil {
+				e.mu.Lock()
+				p := e.rnd.IntN(grpPartitions)
+				e.mu.Unlock()
+				body, _ := json.Marshal(map[string]any{"op": "c", "key": map[string]int{"id": n}})
+				actx, cancel := context.WithTimeout(pctx, 2*time.Second)
+				ack, err := js.Publish(actx, fmt.Sprintf("cdc.%s.public.t.%d", grpSource, p), body, jetstream.WithMsgID("m"+strconv.Itoa(n)))
+				cancel()
+				if err == nil {
+					e.mu.Lock()
+					if !ack.Duplicate {
+						e.published[p] = append(e.published[p], ack.Sequence)
+					}
+					e.mu.Unlock()
+					break
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	leader := natstest.StreamLeader(t, js, grpStream)
+	plan.ServerNamed(leader).Stop()
+	t.Logf("stopped %s, the stream's leader", leader)
+	handledNow := func() int {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		n := 0
+		for p := range e.handled {
+			n += len(e.handled[p])
+		}
+		return n
+	}
+	before := handledNow()
+	waitUntil(t, time.Minute, "members handle events after the loss", func() bool { return handledNow() > before+200 })
+	stopPub()
+	<-pubDone
+	waitUntil(t, time.Minute, "every message handled", e.allHandled)
 	e.stop(a)
 	e.stop(b)
 	e.check("")
