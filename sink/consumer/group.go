@@ -188,7 +188,7 @@ func (a *atomicString) Load() string {
 
 func (a *atomicString) Store(s string) { a.p.Store(&s) }
 
-func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, int, jetstream.Msg) error) (err error) {
+func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, int, jetstream.Msg) error) error {
 	cfg := gp.cfg
 	owned := false
 	setOwned := func(o bool) {
