@@ -40,6 +40,8 @@ type groupEnv struct {
 	// anyRepeat allows a message to be handled again right after itself
 	// (an ack lost with a server), not only after a killed member.
 	anyRepeat bool
+	// slow, if set, makes the handling of one message take that long.
+	slow func(seq uint64) time.Duration
 
 	mu        sync.Mutex
 	rnd       *rand.Rand
@@ -178,6 +180,9 @@ func (e *groupEnv) start(name string, login int) *member {
 			pmu.Lock()
 			d := time.Duration(pause.IntN(1000)) * time.Microsecond
 			pmu.Unlock()
+			if e.slow != nil {
+				d += e.slow(md.Sequence.Stream)
+			}
 			start := time.Now()
 			time.Sleep(d)
 			e.mu.Lock()
@@ -529,5 +534,44 @@ func TestGroupSurvivesNodeLoss(t *testing.T) {
 	waitUntil(t, time.Minute, "every message handled", e.allHandled)
 	e.stop(a)
 	e.stop(b)
+	e.check("")
+}
+
+// A handler that takes longer than TakeoverAfter keeps its message (in
+// progress) and its partition's order: another member may get the
+// partition, but only after the slow message is acked.
+func TestGroupSlowHandler(t *testing.T) {
+	e := newGroupEnv(t)
+	ctx := context.Background()
+	for n := range 100 {
+		if err := e.publish(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.mu.Lock()
+	slowSeq := e.published[0][len(e.published[0])/2]
+	e.mu.Unlock()
+	e.slow = func(seq uint64) time.Duration {
+		if seq == slowSeq {
+			return 2*grpTakeover + grpTakeover/2
+		}
+		return 0
+	}
+	a, b := e.start("a", 1), e.start("b", 2)
+	waitUntil(t, time.Minute, "every message handled", e.allHandled)
+	e.stop(a)
+	e.stop(b)
+	e.mu.Lock()
+	var times int
+	for _, h := range e.handled[0] {
+		if h.seq == slowSeq {
+			times++
+			t.Logf("slow message %d handled by %s in %s", h.seq, h.member, h.end.Sub(h.start).Round(time.Millisecond))
+		}
+	}
+	e.mu.Unlock()
+	if times != 1 {
+		t.Errorf("the slow message was handled %d times, want once (in-progress acks keep it)", times)
+	}
 	e.check("")
 }
