@@ -346,10 +346,13 @@ func (v *View) applyChunk(name TableName, partition string, ev *Event) error {
 		}
 		return nil
 	}
+	// Every row is looked at, unless the bounds are integers: then the
+	// integer-keyed rows of the range come from the ordered index, and
+	// only the few others are looked at each.
+	scan := part.rows
 	from, to := intKey(ch.From), intKey(ch.To)
 	if (ch.From == nil || from != nil) && (ch.To == nil || to != nil) {
-		// Integer bounds: the integer-keyed rows of the range come from
-		// the ordered index, the few others from a look at each.
+		scan = part.others
 		var err error
 		visit := func(row *Row) bool {
 			if len(row.ints) != len(ch.From) && ch.From != nil || len(row.ints) != len(ch.To) && ch.To != nil {
@@ -370,16 +373,10 @@ func (v *View) applyChunk(name TableName, partition string, ev *Event) error {
 		if err != nil {
 			return err
 		}
-		for k, row := range part.others {
-			if err := consider(k, row); err != nil {
-				return err
-			}
-		}
-	} else {
-		for k, row := range part.rows {
-			if err := consider(k, row); err != nil {
-				return err
-			}
+	}
+	for k, row := range scan {
+		if err := consider(k, row); err != nil {
+			return err
 		}
 	}
 	for _, k := range gone {
