@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-cdc/sluice/sink"
 	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/sluice-cdc/sluice/sink/natstest"
 )
@@ -20,41 +19,23 @@ import (
 // ack each. `go test -run '^$' -bench GroupThroughput ./sink/consumer/`
 func BenchmarkGroupThroughput(b *testing.B) {
 	natstest.SkipShort(b)
-	srv := natstest.NewWith(b, func(c *sink.ServerConfig) { c.Prefix, c.Source, c.Stream = "cdc", grpSource, grpStream })
-	nc, err := srv.Sink().Connect("sluice-events")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := sink.EnsureStream(ctx, js, sink.StreamConfig{Name: grpStream, Prefix: "cdc", Source: grpSource, Partitions: grpPartitions, Replicas: 1, DuplicateWindow: time.Minute}); err != nil {
-		b.Fatal(err)
-	}
+	e := newGroupEnv(b)
 	for i := range b.N {
-		if _, err := js.PublishAsync(fmt.Sprintf("cdc.%s.public.t.%d", grpSource, i%grpPartitions), []byte(`{"op":"c","key":{"id":1},"after":{"id":1}}`)); err != nil {
+		if _, err := e.js.PublishAsync(fmt.Sprintf("cdc.%s.public.t.%d", grpSource, i%grpPartitions), []byte(`{"op":"c","key":{"id":1},"after":{"id":1}}`)); err != nil {
 			b.Fatal(err)
 		}
 	}
-	<-js.PublishAsyncComplete()
-	member, err := srv.Sink().Connect("member")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(member.Close)
-	mjs, err := jetstream.New(member)
+	<-e.js.PublishAsyncComplete()
+	mjs, err := jetstream.New(e.connect(1))
 	if err != nil {
 		b.Fatal(err)
 	}
 	var handled atomic.Int64
-	rctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	b.ResetTimer()
 	start := time.Now()
-	err = consumer.RunGroup(rctx, mjs, consumer.GroupConfig{Stream: grpStream, Prefix: "cdc", Source: grpSource, Partitions: grpPartitions, Group: "bench", TakeoverAfter: consumer.MinTakeoverAfter},
+	err = consumer.RunGroup(ctx, mjs, consumer.GroupConfig{Stream: grpStream, Prefix: "cdc", Source: grpSource, Partitions: grpPartitions, Group: "bench", TakeoverAfter: consumer.MinTakeoverAfter},
 		func(context.Context, int, jetstream.Msg) error {
 			if handled.Add(1) == int64(b.N) {
 				cancel()

@@ -31,7 +31,7 @@ const (
 // with read logins r1..r4, the events published by sluice's own
 // in-process connection, and a record of what every member handled.
 type groupEnv struct {
-	t   *testing.T
+	t   testing.TB
 	srv *natstest.Server
 	js  jetstream.JetStream // sluice's events connection
 	// connect opens a member's connection, closed with the test.
@@ -64,7 +64,7 @@ type ownEvent struct {
 	at        time.Time
 }
 
-func newGroupEnv(t *testing.T) *groupEnv {
+func newGroupEnv(t testing.TB) *groupEnv {
 	t.Helper()
 	seed := logSeed(t)
 	srv := natstest.NewWith(t, func(c *sink.ServerConfig) {
@@ -448,7 +448,7 @@ func TestGroupJoinGetsFairShare(t *testing.T) {
 	e.check("")
 }
 
-func logSeed(t *testing.T) int64 {
+func logSeed(t testing.TB) int64 {
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
 	return seed
