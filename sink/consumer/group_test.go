@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -574,4 +575,24 @@ func TestGroupSlowHandler(t *testing.T) {
 		t.Errorf("the slow message was handled %d times, want once (in-progress acks keep it)", times)
 	}
 	e.check("")
+}
+
+// Group and source names become consumer names and filter subjects: a
+// name that is not one token ("a.>", "*", whitespace) is refused before
+// anything reaches the server, naming the setting.
+func TestGroupRefusesUnfitNames(t *testing.T) {
+	for _, c := range []struct{ group, source, want string }{
+		{"a.>", "g", `Group "a.>": use letters, digits, - and _ only`},
+		{"*", "g", `Group "*"`},
+		{"bill ing", "g", `Group "bill ing"`},
+		{"billing", "g.>", `Source "g.>"`},
+		{"", "g", "Group is empty"},
+	} {
+		err := consumer.RunGroup(context.Background(), nil, consumer.GroupConfig{
+			Stream: grpStream, Prefix: "cdc", Source: c.source, Partitions: grpPartitions, Group: c.group,
+		}, func(context.Context, int, jetstream.Msg) error { return nil })
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("group %q, source %q: %v, want %q", c.group, c.source, err, c.want)
+		}
+	}
 }
