@@ -485,12 +485,12 @@ func TestGroupSurvivesNodeLoss(t *testing.T) {
 		}
 	}
 	a, b := e.start("a", 1), e.start("b", 2)
-	waitUntil(t, 30*time.Second, "both members own partitions", func() bool {
-		o := e.owners()
-		return o["a"] > 0 && o["b"] > 0
-	})
-	// Publishing goes on through the loss: a publish that fails is sent
-	// again with its message id, so the stream stores it once.
+	// Publishing goes on from here, through the loss. It starts before the
+	// wait for both members to own partitions: a partition gets an owner
+	// only when a message of it is delivered, so without new events the
+	// member that drained the backlog alone would keep every pin. A publish
+	// that fails is sent again with its message id, so the stream stores
+	// it once.
 	pctx, stopPub := context.WithCancel(ctx)
 	pubDone := make(chan struct{})
 	go func() {
@@ -516,6 +516,10 @@ func TestGroupSurvivesNodeLoss(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
+	waitUntil(t, 30*time.Second, "both members own partitions", func() bool {
+		o := e.owners()
+		return o["a"] > 0 && o["b"] > 0
+	})
 	leader := natstest.StreamLeader(t, js, grpStream)
 	plan.ServerNamed(leader).Stop()
 	t.Logf("stopped %s, the stream's leader", leader)
