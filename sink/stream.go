@@ -38,6 +38,19 @@ const (
 	metaSource     = "sluice.source"
 )
 
+// StreamPartitions returns the partition count sluice recorded on a
+// source's stream, checking that the stream is that source's.
+func StreamPartitions(cfg jetstream.StreamConfig, source string) (int, error) {
+	if got := cfg.Metadata[metaSource]; got != source {
+		return 0, fmt.Errorf("the stream belongs to source %q, not %q", got, source)
+	}
+	n, err := strconv.Atoi(cfg.Metadata[metaPartitions])
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("the stream records no partition count (metadata %s = %q): is it a sluice stream?", metaPartitions, cfg.Metadata[metaPartitions])
+	}
+	return n, nil
+}
+
 // EnsureStream creates the stream, or checks that the existing one has the
 // configured subjects and partition count. Changing the partition count of
 // an existing stream would send a key to a new partition and break per-key

@@ -30,7 +30,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCommand(), checkCommand(), backfillCommand(), statusCommand(), schemaCommand(), tailCommand(), versionCommand())
+	root.AddCommand(runCommand(), checkCommand(), backfillCommand(), statusCommand(), schemaCommand(), tailCommand(), applyCommand(), versionCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		os.Exit(1)

@@ -51,6 +51,18 @@ func tailCommand() *cobra.Command {
 			return err
 		},
 	}
+	clientFlags(cmd, &conn)
+	cmd.Flags().BoolVar(&opts.FromStart, "from-start", false, "print the stored events from the beginning of the stream")
+	cmd.Flags().IntVar(&opts.Count, "count", 0, "exit after reading N events (0 = run until interrupted)")
+	cmd.Flags().DurationVar(&opts.Idle, "idle", 0, "exit once no event has arrived for this long, e.g. 2s (0 = never)")
+	cmd.Flags().BoolVar(&opts.Materialize, "materialize", false,
+		"apply the events to an in-memory copy of the tables and, on exit, print its rows as JSON lines\n"+
+			`{"source":...,"table":"schema.table","key":{...},"row":{...}}, sorted by source, table and canonical key bytes`)
+	return cmd
+}
+
+// clientFlags are the flags of a consumer command that logs in to NATS.
+func clientFlags(cmd *cobra.Command, conn *natsClient) {
 	def := os.Getenv("NATS_URL")
 	if def == "" {
 		def = "nats://127.0.0.1:4222"
@@ -62,13 +74,6 @@ func tailCommand() *cobra.Command {
 	if conn.Password == "" {
 		conn.Password = os.Getenv("NATS_PASSWORD")
 	}
-	cmd.Flags().BoolVar(&opts.FromStart, "from-start", false, "print the stored events from the beginning of the stream")
-	cmd.Flags().IntVar(&opts.Count, "count", 0, "exit after reading N events (0 = run until interrupted)")
-	cmd.Flags().DurationVar(&opts.Idle, "idle", 0, "exit once no event has arrived for this long, e.g. 2s (0 = never)")
-	cmd.Flags().BoolVar(&opts.Materialize, "materialize", false,
-		"apply the events to an in-memory copy of the tables and, on exit, print its rows as JSON lines\n"+
-			`{"source":...,"table":"schema.table","key":{...},"row":{...}}, sorted by source, table and canonical key bytes`)
-	return cmd
 }
 
 // passwordFlag keeps --password working for old scripts, deprecated: a

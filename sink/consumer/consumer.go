@@ -38,6 +38,10 @@ type Event struct {
 		Chunk    string `json:"chunk"`
 	} `json:"source"`
 	Chunk *ChunkRange `json:"chunk"`
+	// SchemaVersion is the version of the table shape the row has.
+	SchemaVersion int `json:"schema_version"`
+	// TsMs is when sluice published the event, in Unix milliseconds.
+	TsMs int64 `json:"ts_ms"`
 }
 
 // ChunkRange is the body of a chunk event. Nil From or To is an open end.
@@ -383,6 +387,28 @@ func (v *View) applyChunk(name TableName, partition string, ev *Event) error {
 		v.remove(name, k)
 	}
 	return nil
+}
+
+// ParseKey reads an event's key object: its columns and values in key
+// order.
+func ParseKey(raw json.RawMessage) (cols []string, vals []json.RawMessage, err error) {
+	return orderedKey(raw)
+}
+
+// Canonical returns the canonical encoding of key values as the events
+// write them (DESIGN.md "Subjects and partitions"), e.g. [42] or ["eu",7].
+func Canonical(vals []json.RawMessage) string { return canonical(vals) }
+
+// InChunk tells whether a key falls under a chunk event's rule: inside
+// its range and not in its keep list. (Whether the chunk emitted it, and
+// its partition, are the caller's to check.)
+func InChunk(key []json.RawMessage, ch *ChunkRange) (bool, error) {
+	in, err := inRange(key, ch.From, ch.To)
+	if err != nil || !in {
+		return false, err
+	}
+	kept, err := inKeep(key, ch.Keep)
+	return !kept, err
 }
 
 // inKeep matches keep entries by key order as well as by text, so a keep

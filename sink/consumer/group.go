@@ -62,6 +62,14 @@ type GroupConfig struct {
 	// OnOwn, if set, is called when this member starts (owned true) or
 	// stops (false) owning a partition, from that partition's goroutine.
 	OnOwn func(partition int, owned bool)
+	// Batch is how many messages of a partition a member may hold
+	// unacknowledged (the consumers' MaxAckPending), and the most
+	// RunGroupBatches hands over at once. Default 1. Above 1, a new owner
+	// may get a partition's later messages before a dead owner's
+	// unacknowledged ones come back (see the package comment), so the
+	// handler must order them itself: sluice apply does, by the stream
+	// sequence it stores with the rows.
+	Batch int
 }
 
 func (c *GroupConfig) check() error {
@@ -89,6 +97,12 @@ func (c *GroupConfig) check() error {
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Batch == 0 {
+		c.Batch = 1
+	}
+	if c.Batch < 1 {
+		return fmt.Errorf("consumer group: Batch %d: use 1 or more", c.Batch)
 	}
 	return nil
 }
@@ -119,7 +133,7 @@ func groupConsumerConfig(cfg GroupConfig, p int) jetstream.ConsumerConfig {
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.TakeoverAfter,
-		MaxAckPending:  1,
+		MaxAckPending:  cfg.Batch,
 		PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PriorityGroups: []string{GroupPriority},
 		PinnedTTL:      cfg.TakeoverAfter,
@@ -135,6 +149,26 @@ func groupConsumerConfig(cfg GroupConfig, p int) jetstream.ConsumerConfig {
 // connection still works) rather than after TakeoverAfter.
 func RunGroup(ctx context.Context, js jetstream.JetStream, cfg GroupConfig,
 	handle func(ctx context.Context, partition int, msg jetstream.Msg) error) error {
+	return RunGroupBatches(ctx, js, cfg, func(ctx context.Context, p int, msgs []jetstream.Msg) error {
+		for _, m := range msgs {
+			if err := handle(ctx, p, m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// BatchWait is how long RunGroupBatches waits for more messages of a
+// partition before it hands over a batch smaller than GroupConfig.Batch.
+const BatchWait = 20 * time.Millisecond
+
+// RunGroupBatches is RunGroup handing over up to GroupConfig.Batch
+// messages of a partition at once, in delivery order: whatever arrived
+// until the batch is full or no message came for BatchWait. A nil return
+// acknowledges them all.
+func RunGroupBatches(ctx context.Context, js jetstream.JetStream, cfg GroupConfig,
+	handle func(ctx context.Context, partition int, msgs []jetstream.Msg) error) error {
 	if err := cfg.check(); err != nil {
 		return err
 	}
@@ -188,7 +222,7 @@ func (a *atomicString) Load() string {
 
 func (a *atomicString) Store(s string) { a.p.Store(&s) }
 
-func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, int, jetstream.Msg) error) error {
+func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, int, []jetstream.Msg) error) error {
 	cfg := gp.cfg
 	owned := false
 	setOwned := func(o bool) {
@@ -228,7 +262,7 @@ func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, 
 		default:
 		}
 		fctx, cancel := context.WithTimeout(ctx, pull)
-		batch, err := gp.cons.Fetch(1, jetstream.FetchContext(fctx), jetstream.FetchPriorityGroup(GroupPriority))
+		batch, err := gp.cons.Fetch(cfg.Batch, jetstream.FetchContext(fctx), jetstream.FetchPriorityGroup(GroupPriority))
 		if err != nil {
 			cancel()
 			if errors.Is(err, nats.ErrConnectionClosed) {
@@ -240,22 +274,68 @@ func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, 
 			}
 			continue
 		}
-		for msg := range batch.Messages() {
-			if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
-				if owned && pin != gp.pin.Load() {
-					// Our pin lapsed and we got it back under a new id: a
-					// different ownership, even if the same member.
-					setOwned(false)
-				}
-				gp.pin.Store(pin)
+		var held []jetstream.Msg
+		flush := func() error {
+			if len(held) == 0 {
+				return nil
 			}
-			setOwned(true)
-			if err := gp.handleOne(ctx, msg, handle); err != nil {
-				cancel()
+			err := gp.handleBatch(ctx, held, handle)
+			if err != nil {
 				// Redelivered at once, to the next owner (we unpin on return).
-				_ = msg.Nak()
-				return err
+				for _, m := range held {
+					_ = m.Nak()
+				}
 			}
+			held = held[:0]
+			return err
+		}
+		wait := time.NewTimer(BatchWait)
+		msgs := batch.Messages()
+	read:
+		for {
+			var idle <-chan time.Time
+			if len(held) > 0 {
+				idle = wait.C
+			}
+			select {
+			case msg, ok := <-msgs:
+				if !ok {
+					break read
+				}
+				if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
+					if owned && pin != gp.pin.Load() {
+						// Our pin lapsed and we got it back under a new id: a
+						// different ownership, even if the same member.
+						if err := flush(); err != nil {
+							wait.Stop()
+							cancel()
+							return err
+						}
+						setOwned(false)
+					}
+					gp.pin.Store(pin)
+				}
+				setOwned(true)
+				held = append(held, msg)
+				if len(held) >= cfg.Batch {
+					if err := flush(); err != nil {
+						wait.Stop()
+						cancel()
+						return err
+					}
+				}
+				wait.Reset(BatchWait)
+			case <-idle:
+				if err := flush(); err != nil {
+					cancel()
+					return err
+				}
+			}
+		}
+		wait.Stop()
+		if err := flush(); err != nil {
+			cancel()
+			return err
 		}
 		berr := batch.Error()
 		cancel()
@@ -282,10 +362,10 @@ func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, 
 	return nil
 }
 
-// handleOne hands one message to handle and acks it. While handle runs, a
-// goroutine (waited for before returning) marks the message in progress,
-// so a slow handler keeps it instead of its redelivery to another member.
-func (gp *groupPartition) handleOne(ctx context.Context, msg jetstream.Msg, handle func(context.Context, int, jetstream.Msg) error) error {
+// handleBatch hands messages to handle and acks them. While handle runs, a
+// goroutine (waited for before returning) marks them in progress, so a
+// slow handler keeps them instead of their redelivery to another member.
+func (gp *groupPartition) handleBatch(ctx context.Context, msgs []jetstream.Msg, handle func(context.Context, int, []jetstream.Msg) error) error {
 	hctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -297,25 +377,35 @@ func (gp *groupPartition) handleOne(ctx context.Context, msg jetstream.Msg, hand
 			case <-hctx.Done():
 				return
 			case <-t.C:
-				_ = msg.InProgress()
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
 			}
 		}
 	}()
-	err := handle(hctx, gp.p, msg)
+	err := handle(hctx, gp.p, msgs)
 	stop()
 	<-done
 	if err != nil {
 		return fmt.Errorf("consumer group %s: partition %d: %w", gp.cfg.Group, gp.p, err)
 	}
-	// The next message is handed only once this ack is confirmed, or
-	// given up on: with MaxAckPending 1 the server delivers nothing else of
-	// the partition until it has the ack or AckWait ran out, so an ack
-	// that did not land (a cluster node lost meanwhile) only means this
-	// message is handled once more, in its place. That is no reason to stop
-	// the member; a closed connection is.
+	// Every ack but the last goes out unconfirmed; the last is confirmed,
+	// and one connection keeps the order, so the server has them all
+	// then. The next messages are handed only once that ack is confirmed,
+	// or given up on: with MaxAckPending 1 the server delivers nothing
+	// else of the partition until it has the ack or AckWait ran out, so
+	// an ack that did not land (a cluster node lost meanwhile) only means
+	// this message is handled once more, in its place. That is no reason
+	// to stop the member; a closed connection is.
+	for _, m := range msgs[:len(msgs)-1] {
+		if err := m.Ack(); errors.Is(err, nats.ErrConnectionClosed) {
+			return fmt.Errorf("consumer group %s: partition %d: ack: %w", gp.cfg.Group, gp.p, err)
+		}
+	}
+	last := msgs[len(msgs)-1]
 	for range 2 {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), gp.cfg.TakeoverAfter/2)
-		err = msg.DoubleAck(actx)
+		err = last.DoubleAck(actx)
 		cancel()
 		if err == nil || errors.Is(err, nats.ErrConnectionClosed) {
 			break
@@ -326,7 +416,7 @@ func (gp *groupPartition) handleOne(ctx context.Context, msg jetstream.Msg, hand
 	case errors.Is(err, nats.ErrConnectionClosed):
 		return fmt.Errorf("consumer group %s: partition %d: ack: %w", gp.cfg.Group, gp.p, err)
 	default:
-		gp.cfg.Log.Warn("consumer group: ack not confirmed; the message may be handled again",
+		gp.cfg.Log.Warn("consumer group: ack not confirmed; the messages may be handled again",
 			"group", gp.cfg.Group, "partition", gp.p, "error", err)
 	}
 	return nil

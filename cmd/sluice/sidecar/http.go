@@ -84,3 +84,21 @@ func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener, listen st
 	<-served
 	return nil
 }
+
+// ListenMetrics listens on listen and returns serve, which serves
+// /metrics from reg and /healthz until ctx ends (then nil), or returns
+// what stopped the server. Other commands (sluice apply) serve their
+// metrics with it.
+func ListenMetrics(listen string, reg *prometheus.Registry, log *slog.Logger) (serve func(context.Context) error, addr net.Addr, err error) {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen %s: %w (is another process using the port? choose another)", listen, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	log.Info("http listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz")
+	return func(ctx context.Context) error { return serveHTTP(ctx, srv, ln, listen) }, ln.Addr(), nil
+}

@@ -166,7 +166,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		return err
 	}
 	registry := schemas.NewRegistry(cfg.Source.Name, store)
-	registry.AnnounceFirstShapes(src.Tables())
+	// Every table's first shape is announced, the tables captured at start
+	// too: consumers (sluice apply --create) learn each table's columns
+	// and key from the stream itself.
+	registry.AnnounceFirstShapes(nil)
 	p, err := capture.New(ctx, capture.Config{
 		SourceName:         cfg.Source.Name,
 		SourceKind:         cfg.Source.Kind,
