@@ -340,4 +340,3 @@ func (a *applier) setTable(name string, t *table) {
 	}
 	a.tables[name] = t
 }
-

@@ -22,11 +22,11 @@ type metrics struct {
 	pending   []prometheus.Gauge
 	ownedG    prometheus.Gauge
 
-	totalN  atomic.Uint64
-	nOwned  atomic.Int64
-	mu      sync.Mutex
-	lagOf   []time.Duration
-	pendOf  []float64
+	totalN atomic.Uint64
+	nOwned atomic.Int64
+	mu     sync.Mutex
+	lagOf  []time.Duration
+	pendOf []float64
 }
 
 func newMetrics(reg prometheus.Registerer, source string, partitions int) (*metrics, error) {

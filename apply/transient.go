@@ -19,9 +19,9 @@ func transient(err error) bool {
 	if errors.As(err, &pe) {
 		switch {
 		case pe.Code == "40001", pe.Code == "40P01", pe.Code == "55P03", // serialization, deadlock, lock not available
-			strings.HasPrefix(pe.Code, "08"), // connection exceptions
+			strings.HasPrefix(pe.Code, "08"),  // connection exceptions
 			strings.HasPrefix(pe.Code, "57P"), // the server shutting down or starting
-			pe.Code == "53300": // too many connections
+			pe.Code == "53300":                // too many connections
 			return true
 		}
 		return false

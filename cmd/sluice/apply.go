@@ -180,5 +180,3 @@ func sourceStream(ctx context.Context, js jetstream.JetStream, subject, source s
 	}
 	return streams[0], n, nil
 }
-
-
