@@ -74,11 +74,20 @@ func startProc(t testing.TB, bin, cfg, logPath string) *proc {
 // startProcWith starts the binary with args, its output appended to logPath.
 func startProcWith(t testing.TB, bin, logPath string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, bin, logPath, nil, args...)
+}
+
+// startProcEnv is startProcWith with env added to the test's environment.
+func startProcEnv(t testing.TB, bin, logPath string, env []string, args ...string) *proc {
+	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

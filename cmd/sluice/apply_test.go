@@ -1,0 +1,418 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
+	"github.com/sluice-cdc/sluice/sink/consumer"
+	"github.com/sluice-cdc/sluice/sink/natstest"
+	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
+)
+
+// applyEnv is a source database shop and a target database on one private
+// PostgreSQL, with sluice's NATS taking a read login.
+type applyEnv struct {
+	*env
+	pg     *pgtest.Server
+	target *pgx.Conn
+	reader natsClient
+}
+
+func newApplyEnv(t *testing.T, tables ...string) *applyEnv {
+	t.Helper()
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, tables...)
+	e.setYAML("store_dir:", `users: [{user: reader, password: rd-pw, permissions: read}], store_dir:`)
+	if err := pg.CreateDatabase(context.Background(), "target"); err != nil {
+		t.Fatal(err)
+	}
+	target, err := pgx.Connect(context.Background(), pg.DSN("target"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Close(context.Background()) })
+	return &applyEnv{env: e, pg: pg, target: target,
+		reader: natsClient{URL: e.natsURL(), User: "reader", Password: "rd-pw"}}
+}
+
+// applyMember is an apply member running in-process.
+type applyMember struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// stop stops the member and returns its error.
+func (m *applyMember) stop() error {
+	m.cancel()
+	<-m.done
+	return m.err
+}
+
+// wait waits for the member to stop by itself and returns its error.
+func (m *applyMember) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-m.done:
+		return m.err
+	case <-time.After(timeout):
+		t.Fatalf("apply did not stop within %s", timeout)
+		return nil
+	}
+}
+
+// startApply runs one apply member in-process, stopped with the test.
+func (a *applyEnv) startApply(member string, create bool) *applyMember {
+	a.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &applyMember{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		m.err = runApply(ctx, a.reader, "cdc.pg1.>", applyOptions{To: a.pg.DSN("target"), Group: "g", Member: member,
+			Create: create, Batch: 100, TakeoverAfter: 2 * time.Second, Log: sidecar.LogConfig{Format: "text", Level: "warn"}})
+	}()
+	a.t.Cleanup(func() { _ = m.stop() })
+	return m
+}
+
+// rows returns every row of a table as JSON, ordered by id.
+func tableJSON(t testing.TB, conn *pgx.Conn, table string) ([]string, error) {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), fmt.Sprintf(`SELECT to_jsonb(x)::text FROM %s x ORDER BY id`, pgx.Identifier{table}.Sanitize()))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// waitTargetEquals waits until the target's table has the source's rows.
+func (a *applyEnv) waitTargetEquals(source *pgx.Conn, table string, timeout time.Duration) {
+	a.t.Helper()
+	var want, got []string
+	var err error
+	deadline := time.Now().Add(timeout)
+	for {
+		if want, err = tableJSON(a.t, source, table); err != nil {
+			a.t.Fatal(err)
+		}
+		got, err = tableJSON(a.t, a.target, table)
+		if err == nil && slices.Equal(want, got) {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	missing, extra := 0, 0
+	for _, r := range want {
+		if !slices.Contains(got, r) {
+			missing++
+			if missing <= 3 {
+				a.t.Logf("source row not in the target: %.300s", r)
+			}
+		}
+	}
+	for _, r := range got {
+		if !slices.Contains(want, r) {
+			extra++
+			if extra <= 3 {
+				a.t.Logf("target row not in the source: %.300s", r)
+			}
+		}
+	}
+	a.t.Fatalf("target %s differs from the source after %s (%v): %d rows, want %d; %d missing or stale, %d extra or stale",
+		table, timeout, err, len(got), len(want), missing, extra)
+}
+
+// assertAppliedOnce checks the bookkeeping: for each partition, the
+// events the target counts as applied equal the messages the stream holds
+// on that partition, and the stored position is the partition's last
+// message. Any event applied twice, or skipped, breaks the first.
+func (a *applyEnv) assertAppliedOnce() {
+	a.t.Helper()
+	nc, err := nats.Connect(a.natsURL(), nats.UserInfo("reader", "rd-pw"))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := a.reader.jetStream(nc)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	s, err := js.Stream(context.Background(), a.cfg.Stream.Name)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	for p := range a.cfg.Stream.Partitions {
+		filter := fmt.Sprintf("cdc.pg1.*.*.%d", p)
+		info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(filter))
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		var n uint64
+		for _, c := range info.State.Subjects {
+			n += c
+		}
+		last, err := s.GetLastMsgForSubject(context.Background(), filter)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		var seq, events uint64
+		if err := a.target.QueryRow(context.Background(), `SELECT seq, events FROM sluice.apply_positions WHERE source = 'pg1' AND part = $1`, p).Scan(&seq, &events); err != nil {
+			a.t.Fatal(err)
+		}
+		if events != n || seq != last.Sequence {
+			a.t.Errorf("partition %d: applied %d events up to seq %d; the stream holds %d, the last at seq %d", p, events, seq, n, last.Sequence)
+		}
+	}
+}
+
+// sluice apply lands every kind of change in a target PostgreSQL: it
+// creates the table from its announced shape, keeps a TOASTed value an
+// update left out, follows an added column, applies deletes and a
+// truncate, and counts each event once.
+func TestApplyTypes(t *testing.T) {
+	t.Parallel()
+	a := newApplyEnv(t, "public.items")
+	a.exec(`CREATE TABLE items (id int PRIMARY KEY, name varchar(20) NOT NULL, amount numeric(10,2), at timestamptz,
+		data bytea, doc jsonb, tags text[], flag boolean, u uuid, big text, f float8, d date);
+		ALTER TABLE items ALTER COLUMN big SET STORAGE EXTERNAL`)
+	stopRun, _ := a.startRun()
+	defer func() {
+		if err := stopRun(); err != nil {
+			t.Error(err)
+		}
+	}()
+	source := pgConn(t, a.pg)
+	member := a.startApply("m1", true)
+	a.exec(`INSERT INTO items VALUES (1, 'one', 10.50, '2024-05-01 10:00:00+02', '\x00ff10', '{"a": [1, "x"]}', '{a,"b c"}', true,
+		'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 625) i), 1.5, '2024-01-31')`)
+	a.exec(`INSERT INTO items (id, name) SELECT i, 'n' || i FROM generate_series(2, 300) i`)
+	a.exec(`UPDATE items SET amount = 11.25 WHERE id = 1`) // big comes unchanged
+	a.exec(`DELETE FROM items WHERE id % 10 = 3`)
+	a.exec(`UPDATE items SET name = 'x' || id WHERE id % 7 = 0`)
+	a.waitTargetEquals(source, "items", time.Minute)
+
+	a.exec(`ALTER TABLE items ADD COLUMN note text`)
+	a.exec(`UPDATE items SET note = 'noted' WHERE id < 50`)
+	a.waitTargetEquals(source, "items", time.Minute)
+
+	a.exec(`TRUNCATE items`)
+	a.exec(`INSERT INTO items (id, name, note) SELECT i, 'again' || i, 'n' FROM generate_series(1, 40) i`)
+	a.waitTargetEquals(source, "items", time.Minute)
+	if err := member.stop(); err != nil {
+		t.Fatal(err)
+	}
+	a.assertAppliedOnce()
+	var owners int
+	if err := a.target.QueryRow(context.Background(), `SELECT count(*) FROM sluice.apply_owners WHERE member = 'm1'`).Scan(&owners); err != nil || owners != a.cfg.Stream.Partitions {
+		t.Errorf("apply_owners: %d rows of m1 (%v), want one per partition (%d)", owners, err, a.cfg.Stream.Partitions)
+	}
+
+	// The stored positions, not JetStream's acknowledgements, say what is
+	// applied: with the group's consumers deleted, the next member gets
+	// every event again from the stream's start, and applies none of them.
+	ctx := context.Background()
+	js := a.eventsAdmin()
+	for p := range a.cfg.Stream.Partitions {
+		if err := js.DeleteConsumer(ctx, a.cfg.Stream.Name, consumer.GroupConsumerName("g", p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m2 := a.startApply("m2", true)
+	waitUntil(t, time.Minute, "the new member reads every event again", func() bool {
+		select {
+		case <-m2.done:
+			t.Fatalf("the new member stopped: %v", m2.err)
+		default:
+		}
+		for p := range a.cfg.Stream.Partitions {
+			info, err := js.Consumer(ctx, a.cfg.Stream.Name, consumer.GroupConsumerName("g", p))
+			if err != nil {
+				return false
+			}
+			ci, err := info.Info(ctx)
+			if err != nil || ci.NumPending > 0 || ci.NumAckPending > 0 || ci.Delivered.Stream == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	a.waitTargetEquals(source, "items", time.Minute)
+	a.assertAppliedOnce()
+}
+
+// Without --create, a missing table stops apply with an error naming it
+// and the fix; a target table without the source's key is refused too.
+func TestApplyRefusesMissingTable(t *testing.T) {
+	t.Parallel()
+	a := newApplyEnv(t, "public.items")
+	a.exec(`CREATE TABLE items (id int PRIMARY KEY, v int)`)
+	stopRun, _ := a.startRun()
+	defer func() { _ = stopRun() }()
+	a.exec(`INSERT INTO items VALUES (1, 1)`)
+	err := a.startApply("m1", false).wait(t, time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "table public.items does not exist in the target") || !strings.Contains(err.Error(), "--create") {
+		t.Fatalf("apply without the table: %v; want an error naming the table and --create", err)
+	}
+	if _, err := a.target.Exec(context.Background(), `CREATE TABLE items (id int, v int)`); err != nil {
+		t.Fatal(err)
+	}
+	err = a.startApply("m1", false).wait(t, time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "no primary key or unique index on (id)") {
+		t.Fatalf("apply into a table without the key: %v; want an error naming the key", err)
+	}
+}
+
+
+// Three `sluice apply` processes in one group apply a source under load:
+// one is killed with SIGKILL, another restarted, and sluice is down while
+// rows are deleted and the log is lost, so a backfill's chunk events carry
+// the deletes. The target ends equal to the source, and the bookkeeping
+// shows every event applied exactly once.
+func TestApplyGroupFaults(t *testing.T) {
+	t.Parallel()
+	a := newApplyEnv(t, "public.items")
+	a.setYAML("partitions: 4", "partitions: 8")
+	a.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 300}")
+	a.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+	source := pgConn(t, a.pg)
+	db := pgCrashDB{conn: pgConn(t, a.pg)} // the writer's own connection
+	stopRun, _ := a.startRun()
+	a.exec(`INSERT INTO items VALUES ` + valuesList(1, 3000))
+
+	bin := buildSluice(t)
+	metricsPort := natstest.FreePort(t)
+	start := func(member string) *proc {
+		listen := `--http-listen=`
+		if member == "w3" {
+			listen = fmt.Sprintf("--http-listen=127.0.0.1:%d", metricsPort)
+		}
+		return startProcEnv(t, bin, filepath.Join(a.dir, member+".log"), []string{"NATS_PASSWORD=rd-pw"},
+			"apply", "--nats", a.natsURL(), "--user", "reader", "--to", a.pg.DSN("target"), "--group", "g", "--member", member,
+			"--create", "--takeover-after", "2s", "--batch", "200", listen, "cdc.pg1.>")
+	}
+	workers := map[string]*proc{"w1": start("w1"), "w2": start("w2"), "w3": start("w3")}
+	logs := func() string {
+		var b strings.Builder
+		for _, m := range []string{"w1", "w2", "w3"} {
+			out, _ := os.ReadFile(filepath.Join(a.dir, m+".log"))
+			fmt.Fprintf(&b, "--- %s:\n%s\n", m, tailLines(string(out), 15))
+		}
+		return b.String()
+	}
+	defer func() {
+		if t.Failed() {
+			t.Log(logs())
+		}
+	}()
+	members := func(q string) int {
+		var n int
+		if err := a.target.QueryRow(context.Background(), q).Scan(&n); err != nil {
+			return -1
+		}
+		return n
+	}
+	stopWriter := startWriter(t, testSeed(t), time.Millisecond, func(rng *rand.Rand) error {
+		id := 1 + rng.IntN(4000)
+		switch rng.IntN(4) {
+		case 0:
+			return db.tx([]string{fmt.Sprintf("DELETE FROM items WHERE id = %d", id)})
+		case 1:
+			return db.tx([]string{fmt.Sprintf("INSERT INTO items VALUES (%d, 1) ON CONFLICT (id) DO UPDATE SET v = items.v + 1", id)})
+		default:
+			return db.tx([]string{fmt.Sprintf("UPDATE items SET v = v + 1 WHERE id = %d", id)})
+		}
+	})
+	waitUntil(t, time.Minute, "all three members apply partitions",
+		func() bool { return members(`SELECT count(DISTINCT member) FROM sluice.apply_positions WHERE member <> ''`) == 3 })
+
+	// SIGKILL one member: its partitions move to the others.
+	if err := workers["w1"].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = workers["w1"].cmd.Wait()
+	waitUntil(t, time.Minute, "the killed member's partitions are taken over",
+		func() bool { return members(`SELECT count(*) FROM sluice.apply_positions WHERE member = 'w1'`) == 0 })
+
+	// Restart another one.
+	if err := workers["w2"].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := workers["w2"].cmd.Wait(); err != nil {
+		t.Fatalf("w2 did not stop cleanly on SIGTERM: %v", err)
+	}
+	workers["w2"] = start("w2")
+	waitUntil(t, time.Minute, "the restarted member applies partitions again",
+		func() bool { return members(`SELECT count(*) FROM sluice.apply_positions WHERE member = 'w2'`) > 0 })
+
+	// The outage: sluice stops, rows go, the log goes.
+	if err := stopRun(); err != nil {
+		t.Fatal(err)
+	}
+	a.exec(`DELETE FROM items WHERE id % 11 = 0 OR id BETWEEN 1 AND 350`)
+	a.exec(`UPDATE items SET v = v + 100 WHERE id % 7 = 0`)
+	if _, err := source.Exec(context.Background(), `SELECT pg_drop_replication_slot('sluice_pg1')`); err != nil {
+		t.Fatal(err)
+	}
+	_, runLogs := a.startRun()
+	a.waitBackfills(1, 2*time.Minute, runLogs)
+	stopWriter()
+	a.waitTargetEquals(source, "items", 2*time.Minute)
+
+	// The members report what they apply.
+	_, body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	for _, want := range []string{"sluice_apply_events_total{", "sluice_apply_lag_seconds{", "sluice_apply_pending{", "sluice_apply_partitions_owned{"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("w3's /metrics has no %s", want)
+		}
+	}
+	for _, m := range []string{"w2", "w3"} {
+		if err := workers[m].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := workers[m].cmd.Wait(); err != nil {
+			t.Errorf("%s did not stop cleanly on SIGTERM: %v", m, err)
+		}
+	}
+	a.assertAppliedOnce()
+
+	// Owner changes, per partition: each a handover, none back and forth
+	// on every batch.
+	rows, err := a.target.Query(context.Background(), `SELECT part, string_agg(member || '@' || from_seq, ' ' ORDER BY from_seq) FROM sluice.apply_owners GROUP BY part ORDER BY part`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var p int
+		var owners string
+		if err := rows.Scan(&p, &owners); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("partition %d owners: %s", p, owners)
+		if n := len(strings.Fields(owners)); n > 10 {
+			t.Errorf("partition %d changed owner %d times: %s", p, n, owners)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	chunks := members(`SELECT count(*) FROM sluice.apply_chunk_keys`)
+	if chunks != 0 {
+		t.Errorf("%d keys of backfill chunks are still recorded after their chunk events", chunks)
+	}
+}
