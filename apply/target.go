@@ -110,7 +110,7 @@ ORDER BY a.attnum`, schema, name)
 		if err := rows.Scan(&c.name, &c.typ, &c.notNull); err != nil {
 			return nil, err
 		}
-		c.kind = postgres.Driver{}.KindOf(c.typ)
+		c.kind = kindOfType(c.typ)
 		t.columns[c.name] = c
 		t.order = append(t.order, c.name)
 	}
@@ -122,6 +122,10 @@ ORDER BY a.attnum`, schema, name)
 	}
 	return t, nil
 }
+
+// kindOfType is the kind of a target column's values: the target is a
+// PostgreSQL database, whose type names its driver knows.
+func kindOfType(typ string) sources.Kind { return postgres.Driver{}.KindOf(typ) }
 
 // uniqueOn tells whether the target has a primary key or unique index on
 // exactly the columns cols, which ON CONFLICT needs.

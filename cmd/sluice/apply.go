@@ -33,6 +33,9 @@ type applyOptions struct {
 	TakeoverAfter time.Duration
 	HTTPListen    string
 	Log           sidecar.LogConfig
+	// Metrics, when set, is the registry apply's metrics go to (tests
+	// read them); otherwise a new one.
+	Metrics *prometheus.Registry
 }
 
 func applyCommand() *cobra.Command {
@@ -126,7 +129,10 @@ func runApply(ctx context.Context, conn natsClient, subject string, o applyOptio
 	if err := db.Ping(ctx); err != nil {
 		return fmt.Errorf("connect to the target %s:%d/%s: %w (check --to and $PGPASSWORD)", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.Database, err)
 	}
-	reg := prometheus.NewRegistry()
+	reg := o.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	if o.HTTPListen != "" {
 		serve, _, err := sidecar.ListenMetrics(o.HTTPListen, reg, log)

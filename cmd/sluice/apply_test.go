@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-cdc/sluice/cmd/sluice/sidecar"
 	"github.com/sluice-cdc/sluice/sink/consumer"
@@ -22,37 +23,52 @@ import (
 	"github.com/sluice-cdc/sluice/sources/postgres/pgtest"
 )
 
-// applyEnv is a source database shop and a target database on one private
-// PostgreSQL, with sluice's NATS taking a read login.
+// applyEnv is a source database shop and a target database (on the same
+// private PostgreSQL, or on a second one), with sluice's NATS taking a read
+// login.
 type applyEnv struct {
 	*env
-	pg     *pgtest.Server
-	target *pgx.Conn
-	reader natsClient
+	pg       *pgtest.Server // the source's
+	targetPG *pgtest.Server
+	target   *pgx.Conn
+	reader   natsClient
 }
 
 func newApplyEnv(t *testing.T, tables ...string) *applyEnv {
 	t.Helper()
 	pg := pgtest.New(t)
+	return newApplyEnvOn(t, pg, pg, tables...)
+}
+
+func newApplyEnvOn(t *testing.T, pg, targetPG *pgtest.Server, tables ...string) *applyEnv {
+	t.Helper()
 	e := newEnv(t, pg, tables...)
 	e.setYAML("store_dir:", `users: [{user: reader, password: rd-pw, permissions: read}], store_dir:`)
-	if err := pg.CreateDatabase(context.Background(), "target"); err != nil {
+	if err := targetPG.CreateDatabase(context.Background(), "target"); err != nil {
 		t.Fatal(err)
 	}
-	target, err := pgx.Connect(context.Background(), pg.DSN("target"))
+	a := &applyEnv{env: e, pg: pg, targetPG: targetPG, reader: natsClient{URL: e.natsURL(), User: "reader", Password: "rd-pw"}}
+	a.connectTarget()
+	return a
+}
+
+// connectTarget (re)opens the test's connection to the target.
+func (a *applyEnv) connectTarget() {
+	a.t.Helper()
+	target, err := pgx.Connect(context.Background(), a.targetPG.DSN("target"))
 	if err != nil {
-		t.Fatal(err)
+		a.t.Fatal(err)
 	}
-	t.Cleanup(func() { target.Close(context.Background()) })
-	return &applyEnv{env: e, pg: pg, target: target,
-		reader: natsClient{URL: e.natsURL(), User: "reader", Password: "rd-pw"}}
+	a.t.Cleanup(func() { target.Close(context.Background()) })
+	a.target = target
 }
 
 // applyMember is an apply member running in-process.
 type applyMember struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error
+	metrics *prometheus.Registry
 }
 
 // stop stops the member and returns its error.
@@ -78,11 +94,12 @@ func (m *applyMember) wait(t *testing.T, timeout time.Duration) error {
 func (a *applyEnv) startApply(member string, create bool) *applyMember {
 	a.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &applyMember{cancel: cancel, done: make(chan struct{})}
+	m := &applyMember{cancel: cancel, done: make(chan struct{}), metrics: prometheus.NewRegistry()}
 	go func() {
 		defer close(m.done)
-		m.err = runApply(ctx, a.reader, "cdc.pg1.>", applyOptions{To: a.pg.DSN("target"), Group: "g", Member: member,
-			Create: create, Batch: 100, TakeoverAfter: 2 * time.Second, Log: sidecar.LogConfig{Format: "text", Level: "warn"}})
+		m.err = runApply(ctx, a.reader, "cdc.pg1.>", applyOptions{To: a.targetPG.DSN("target"), Group: "g", Member: member,
+			Create: create, Batch: 100, TakeoverAfter: 2 * time.Second, Log: sidecar.LogConfig{Format: "text", Level: "warn"},
+			Metrics: m.metrics})
 	}()
 	a.t.Cleanup(func() { _ = m.stop() })
 	return m
@@ -303,7 +320,7 @@ func TestApplyGroupFaults(t *testing.T) {
 			listen = fmt.Sprintf("--http-listen=127.0.0.1:%d", metricsPort)
 		}
 		return startProcEnv(t, bin, filepath.Join(a.dir, member+".log"), []string{"NATS_PASSWORD=rd-pw"},
-			"apply", "--nats", a.natsURL(), "--user", "reader", "--to", a.pg.DSN("target"), "--group", "g", "--member", member,
+			"apply", "--nats", a.natsURL(), "--user", "reader", "--to", a.targetPG.DSN("target"), "--group", "g", "--member", member,
 			"--create", "--takeover-after", "2s", "--batch", "200", listen, "cdc.pg1.>")
 	}
 	workers := map[string]*proc{"w1": start("w1"), "w2": start("w2"), "w3": start("w3")}
@@ -415,4 +432,70 @@ func TestApplyGroupFaults(t *testing.T) {
 	if chunks != 0 {
 		t.Errorf("%d keys of backfill chunks are still recorded after their chunk events", chunks)
 	}
+}
+
+// counter sums a counter of the member's metrics over its labels.
+func (m *applyMember) counter(t *testing.T, name string) float64 {
+	t.Helper()
+	families, err := m.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() == name {
+			for _, mm := range f.GetMetric() {
+				sum += mm.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// The target database restarts while apply is in the middle of a
+// backlog: the batches that fail are tried again, and the target ends
+// equal to the source with every event applied once.
+func TestApplyTargetRestart(t *testing.T) {
+	t.Parallel()
+	a := newApplyEnvOn(t, pgtest.New(t), pgtest.New(t), "public.items")
+	a.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+	stopRun, _ := a.startRun()
+	defer func() { _ = stopRun() }()
+	member := a.startApply("m1", true)
+	for from := 1; from <= 20000; from += 1000 {
+		a.exec(`INSERT INTO items VALUES ` + valuesList(from, from+999))
+	}
+	waitUntil(t, time.Minute, "apply starts on the backlog", func() bool { return member.counter(t, "sluice_apply_events_total") > 0 })
+	if err := a.targetPG.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a.target.Close(context.Background())
+	a.connectTarget()
+	a.exec(`UPDATE items SET v = 1 WHERE id % 3 = 0`)
+	a.exec(`DELETE FROM items WHERE id % 5 = 0`)
+	a.waitTargetEquals(pgConn(t, a.pg), "items", 2*time.Minute)
+	if err := member.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if member.counter(t, "sluice_apply_retries_total") == 0 {
+		t.Error("no batch was tried again: the restart did not hit apply mid-batch")
+	}
+	a.assertAppliedOnce()
+}
+
+// Hostile table and column names, and values that look like SQL, reach
+// the target as themselves: identifiers are quoted, values bound.
+func TestApplyHostileNames(t *testing.T) {
+	t.Parallel()
+	a := newApplyEnv(t, "public.*")
+	a.exec(`CREATE TABLE items (id int PRIMARY KEY, v text);
+		CREATE TABLE "a""b'c;d" (id int PRIMARY KEY, "x""); DROP TABLE items; --" text)`)
+	stopRun, _ := a.startRun()
+	defer func() { _ = stopRun() }()
+	a.startApply("m1", true)
+	a.exec(`INSERT INTO items VALUES (1, '''); DROP TABLE items; --'), (2, '"; DROP TABLE items; --')`)
+	a.exec(`INSERT INTO "a""b'c;d" VALUES (1, '''); DROP TABLE items; --')`)
+	source := pgConn(t, a.pg)
+	a.waitTargetEquals(source, "items", time.Minute)
+	a.waitTargetEquals(source, `a"b'c;d`, time.Minute)
 }
