@@ -295,7 +295,6 @@ func TestApplyRefusesMissingTable(t *testing.T) {
 	}
 }
 
-
 // Three `sluice apply` processes in one group apply a source under load:
 // one is killed with SIGKILL, another restarted, and sluice is down while
 // rows are deleted and the log is lost, so a backfill's chunk events carry
@@ -356,7 +355,9 @@ func TestApplyGroupFaults(t *testing.T) {
 		}
 	})
 	waitUntil(t, time.Minute, "all three members apply partitions",
-		func() bool { return members(`SELECT count(DISTINCT member) FROM sluice.apply_positions WHERE member <> ''`) == 3 })
+		func() bool {
+			return members(`SELECT count(DISTINCT member) FROM sluice.apply_positions WHERE member <> ''`) == 3
+		})
 
 	// SIGKILL one member: its partitions move to the others.
 	if err := workers["w1"].cmd.Process.Kill(); err != nil {
