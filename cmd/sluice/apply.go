@@ -103,6 +103,7 @@ func runApply(ctx context.Context, conn natsClient, subject string, o applyOptio
 	} else if strings.Contains(o.To, "password=") {
 		log.Warn("the target password is in --to, which every user of this host sees in ps: give it in $PGPASSWORD or ~/.pgpass")
 	}
+	conn.Log = log
 	nc, err := conn.connect("sluice-apply " + o.Member)
 	if err != nil {
 		return err

@@ -42,12 +42,20 @@ func newApplyEnv(t *testing.T, tables ...string) *applyEnv {
 
 func newApplyEnvOn(t *testing.T, pg, targetPG *pgtest.Server, tables ...string) *applyEnv {
 	t.Helper()
-	e := newEnv(t, pg, tables...)
+	a := applyTo(t, newEnv(t, pg, tables...), targetPG)
+	a.pg = pg
+	return a
+}
+
+// applyTo makes e's sluice take a read login and creates database target
+// on targetPG.
+func applyTo(t *testing.T, e *env, targetPG *pgtest.Server) *applyEnv {
+	t.Helper()
 	e.setYAML("store_dir:", `users: [{user: reader, password: rd-pw, permissions: read}], store_dir:`)
 	if err := targetPG.CreateDatabase(context.Background(), "target"); err != nil {
 		t.Fatal(err)
 	}
-	a := &applyEnv{env: e, pg: pg, targetPG: targetPG, reader: natsClient{URL: e.natsURL(), User: "reader", Password: "rd-pw"}}
+	a := &applyEnv{env: e, targetPG: targetPG, reader: natsClient{URL: e.natsURL(), User: "reader", Password: "rd-pw"}}
 	a.connectTarget()
 	return a
 }
@@ -97,7 +105,7 @@ func (a *applyEnv) startApply(member string, create bool) *applyMember {
 	m := &applyMember{cancel: cancel, done: make(chan struct{}), metrics: prometheus.NewRegistry()}
 	go func() {
 		defer close(m.done)
-		m.err = runApply(ctx, a.reader, "cdc.pg1.>", applyOptions{To: a.targetPG.DSN("target"), Group: "g", Member: member,
+		m.err = runApply(ctx, a.reader, "cdc."+a.cfg.Source.Name+".>", applyOptions{To: a.targetPG.DSN("target"), Group: "g", Member: member,
 			Create: create, Batch: 100, TakeoverAfter: 2 * time.Second, Log: sidecar.LogConfig{Format: "text", Level: "warn"},
 			Metrics: m.metrics})
 	}()
@@ -175,7 +183,7 @@ func (a *applyEnv) assertAppliedOnce() {
 		a.t.Fatal(err)
 	}
 	for p := range a.cfg.Stream.Partitions {
-		filter := fmt.Sprintf("cdc.pg1.*.*.%d", p)
+		filter := fmt.Sprintf("cdc.%s.*.*.%d", a.cfg.Source.Name, p)
 		info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(filter))
 		if err != nil {
 			a.t.Fatal(err)
@@ -189,7 +197,7 @@ func (a *applyEnv) assertAppliedOnce() {
 			a.t.Fatal(err)
 		}
 		var seq, events uint64
-		if err := a.target.QueryRow(context.Background(), `SELECT seq, events FROM sluice.apply_positions WHERE source = 'pg1' AND part = $1`, p).Scan(&seq, &events); err != nil {
+		if err := a.target.QueryRow(context.Background(), `SELECT seq, events FROM sluice.apply_positions WHERE source = $1 AND part = $2`, a.cfg.Source.Name, p).Scan(&seq, &events); err != nil {
 			a.t.Fatal(err)
 		}
 		if events != n || seq != last.Sequence {
@@ -320,7 +328,7 @@ func TestApplyGroupFaults(t *testing.T) {
 		}
 		return startProcEnv(t, bin, filepath.Join(a.dir, member+".log"), []string{"NATS_PASSWORD=rd-pw"},
 			"apply", "--nats", a.natsURL(), "--user", "reader", "--to", a.targetPG.DSN("target"), "--group", "g", "--member", member,
-			"--create", "--takeover-after", "2s", "--batch", "200", listen, "cdc.pg1.>")
+			"--create", "--takeover-after", "2s", "--batch", "200", listen, "cdc."+a.cfg.Source.Name+".>")
 	}
 	workers := map[string]*proc{"w1": start("w1"), "w2": start("w2"), "w3": start("w3")}
 	logs := func() string {
@@ -374,9 +382,16 @@ func TestApplyGroupFaults(t *testing.T) {
 	if err := workers["w2"].cmd.Wait(); err != nil {
 		t.Fatalf("w2 did not stop cleanly on SIGTERM: %v", err)
 	}
+	var restarted time.Time
+	if err := a.target.QueryRow(context.Background(), `SELECT now()`).Scan(&restarted); err != nil {
+		t.Fatal(err)
+	}
 	workers["w2"] = start("w2")
-	waitUntil(t, time.Minute, "the restarted member applies partitions again",
-		func() bool { return members(`SELECT count(*) FROM sluice.apply_positions WHERE member = 'w2'`) > 0 })
+	waitUntil(t, time.Minute, "the restarted member applies partitions again", func() bool {
+		var n int
+		err := a.target.QueryRow(context.Background(), `SELECT count(*) FROM sluice.apply_positions WHERE member = 'w2' AND updated_at > $1`, restarted).Scan(&n)
+		return err == nil && n > 0
+	})
 
 	// The outage: sluice stops, rows go, the log goes.
 	if err := stopRun(); err != nil {
@@ -499,4 +514,93 @@ func TestApplyHostileNames(t *testing.T) {
 	source := pgConn(t, a.pg)
 	a.waitTargetEquals(source, "items", time.Minute)
 	a.waitTargetEquals(source, `a"b'c;d`, time.Minute)
+}
+
+// rowQuerier reads rows as text: pgtest.Server and mysqltest.Server.
+type rowQuerier interface {
+	Query(ctx context.Context, db, sql string, args ...any) ([][]*string, error)
+}
+
+// sortedRows returns a query's rows as sorted lines, NULL as \N.
+func sortedRows(q rowQuerier, db, sql string) ([]string, error) {
+	rows, err := q.Query(context.Background(), db, sql)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		vals := make([]string, len(r))
+		for j, v := range r {
+			vals[j] = `\N`
+			if v != nil {
+				vals[j] = *v
+			}
+		}
+		out[i] = strings.Join(vals, "|")
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Each kind of source lands in PostgreSQL: a table with an integer key
+// and one with a composite text and integer key, whose backfill chunks
+// (after the log is lost with rows deleted) are compared bytewise.
+func TestApplyEachSource(t *testing.T) {
+	t.Parallel()
+	eachDatabase(t, func(t *testing.T, db database) {
+		e, conn := db.start(t, "items", "orders")
+		var src rowQuerier
+		switch d := conn.(type) {
+		case pgTestDB:
+			src = d.pg
+		case mysqlTestDB:
+			src = d.my
+		}
+		a := applyTo(t, e, pgtest.New(t))
+		a.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 40}")
+		a.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL)`)
+		a.exec(`CREATE TABLE orders (region VARCHAR(8), id INT, qty INT, PRIMARY KEY (region, id))`)
+		stopRun, _ := a.startRun()
+		a.startApply("m1", true)
+		a.exec(`INSERT INTO items VALUES ` + valuesList(1, 500))
+		var orders []string
+		for i, region := range []string{"eu", "EU", "us", "ap", "a", "éu"} {
+			for id := 1; id <= 50; id++ {
+				orders = append(orders, fmt.Sprintf("('%s', %d, %d)", region, id, i))
+			}
+		}
+		a.exec(`INSERT INTO orders VALUES ` + strings.Join(orders, ", "))
+		a.exec(`UPDATE items SET v = v + 1 WHERE id % 3 = 0`)
+		a.exec(`DELETE FROM orders WHERE id % 9 = 0`)
+		converged := func() {
+			t.Helper()
+			for _, q := range []string{"SELECT id, v FROM %sitems", "SELECT region, id, qty FROM %sorders"} {
+				var want, got []string
+				var err error
+				waitUntil(t, 2*time.Minute, "the target equals the source: "+q, func() bool {
+					if want, err = sortedRows(src, "shop", fmt.Sprintf(q, "")); err != nil {
+						t.Fatal(err)
+					}
+					got, err = sortedRows(a.targetPG, "target", fmt.Sprintf(q, db.schema+"."))
+					return err == nil && slices.Equal(want, got)
+				})
+			}
+		}
+		converged()
+
+		// The outage: rows go while nobody streams, then the log goes.
+		if err := stopRun(); err != nil {
+			t.Fatal(err)
+		}
+		a.exec(`DELETE FROM items WHERE id % 11 = 0 OR id > 450`)
+		a.exec(`DELETE FROM orders WHERE region = 'EU' OR id % 7 = 0`)
+		a.exec(`UPDATE orders SET qty = 99 WHERE id = 5`)
+		if err := conn.loseLog(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		_, logs := a.startRun()
+		a.waitBackfills(2, 2*time.Minute, logs)
+		converged()
+		a.assertAppliedOnce()
+	})
 }

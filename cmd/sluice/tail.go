@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	neturl "net/url"
 	"os"
 	"os/signal"
@@ -92,6 +93,11 @@ type natsClient struct {
 	// embedded server serves it under sink.EventsAPIPrefix to every login.
 	// Empty tries that prefix, then the default one (another NATS).
 	APIPrefix string
+	// Log, when set, gets the connection's asynchronous errors, which
+	// nats.go otherwise prints to stderr; and the connection then never
+	// gives up reconnecting: a long-running consumer (sluice apply)
+	// outlives any outage of sluice's server.
+	Log *slog.Logger
 }
 
 // jetStream returns the JetStream API of the event streams on nc.
@@ -114,6 +120,17 @@ func (c natsClient) connect(name string) (*nats.Conn, error) {
 	}
 	if c.CA != "" {
 		opts = append(opts, nats.RootCAs(c.CA))
+	}
+	if c.Log != nil {
+		log := c.Log
+		opts = append(opts, nats.MaxReconnects(-1),
+			nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+				log.Warn("NATS connection error", "error", err)
+			}),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				log.Warn("disconnected from NATS; reconnecting", "error", err)
+			}),
+			nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "url", redactURL(nc.ConnectedUrl())) }))
 	}
 	nc, err := nats.Connect(c.URL, opts...)
 	if err != nil {
