@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -131,6 +132,9 @@ type applier struct {
 	tables map[string]*table // by schema.table, as last read and checked
 
 	parts []partState
+	// partialWarned: the warning that a new target starts after the
+	// stream's retention dropped events was logged.
+	partialWarned atomic.Bool
 }
 
 // partState is what a member knows of the partition it applies: valid
@@ -290,16 +294,25 @@ func (a *applier) next(ctx context.Context, p int, after uint64) (*jetstream.Raw
 	if err != nil {
 		return nil, fmt.Errorf("apply: partition %d: read the event after stream sequence %d: %w", p, after, err)
 	}
-	if after > 0 {
-		info, err := a.stream.Info(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("apply: stream info: %w", err)
-		}
-		if info.State.FirstSeq > after+1 {
-			return nil, fmt.Errorf("apply: partition %d: the target applied up to stream sequence %d, but the stream now starts at %d: "+
-				"events were removed (stream retention) before they were applied, so the target misses changes; "+
-				"raise the stream's retention, and rebuild the target (or run `sluice backfill` of its tables)", p, after, info.State.FirstSeq)
-		}
+	info, err := a.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("apply: stream info: %w", err)
+	}
+	if after == 0 && info.State.FirstSeq > 1 && a.partialWarned.CompareAndSwap(false, true) {
+		// A new target: what the stream dropped before it existed is
+		// for a backfill to bring back.
+		a.cfg.Log.Warn("apply: the stream no longer holds its first events (retention), so the target misses the rows they wrote: "+
+			"run `sluice backfill` of the tables to replay them", "stream_first_seq", info.State.FirstSeq)
+	}
+	if after > 0 && info.State.FirstSeq > after+1 {
+		// Events between the stored position and the stream's first were
+		// removed. Whether any was this partition's cannot be told (an
+		// idle partition's position is old too), so this warns, by name,
+		// rather than stop every restart of a stream with retention.
+		a.m.retention.Inc()
+		a.cfg.Log.Warn("apply: the stream removed events after this partition's stored position (retention): if any was this partition's, "+
+			"the target misses it; raise the stream's retention, and run `sluice backfill` of the tables if the target was behind",
+			"partition", p, "stored_seq", after, "stream_first_seq", info.State.FirstSeq)
 	}
 	return msg, nil
 }

@@ -433,8 +433,12 @@ func (b *batch) partitionKeys(ctx context.Context, t *table, where string, args 
 	sel := make([]string, len(t.key))
 	for i, k := range t.key {
 		c := t.columns[k]
-		switch c.kind {
-		case sources.KindInteger, sources.KindDecimal, sources.KindString, sources.KindUUID, sources.KindDate:
+		switch {
+		case c.typ == "bpchar":
+			// char(n) loses its padding in text, which the events keep.
+			return nil, fmt.Errorf("%s: key column %s is char(n), whose values lose their padding as text: apply cannot rebuild its keys "+
+				"to find a partition's rows (truncates and backfill deletes need it); make the target column text or varchar", t.qualified(), k)
+		case c.kind == sources.KindInteger, c.kind == sources.KindDecimal, c.kind == sources.KindString, c.kind == sources.KindUUID, c.kind == sources.KindDate:
 		default:
 			return nil, fmt.Errorf("%s: key column %s is %s: apply cannot rebuild such keys to find a partition's rows "+
 				"(truncates and backfill deletes need it); keys of integers, decimals, text, uuids and dates work", t.qualified(), k, c.typ)

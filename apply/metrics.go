@@ -15,6 +15,7 @@ type metrics struct {
 	events    *prometheus.CounterVec
 	skipped   prometheus.Counter
 	retries   prometheus.Counter
+	retention prometheus.Counter
 	txs       prometheus.Counter
 	txSeconds prometheus.Histogram
 	seq       []prometheus.Gauge
@@ -38,6 +39,8 @@ func newMetrics(reg prometheus.Registerer, source string, partitions int) (*metr
 			Help: "Messages delivered again after their events were applied, skipped.", ConstLabels: src}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_apply_retries_total",
 			Help: "Batches tried again after a failure that passes (target restarting, deadlock, timeout).", ConstLabels: src}),
+		retention: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_apply_retention_warnings_total",
+			Help: "Times a partition's next event came after events the stream's retention removed before they were applied.", ConstLabels: src}),
 		txs: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_apply_transactions_total",
 			Help: "Transactions committed in the target.", ConstLabels: src}),
 		txSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_apply_transaction_seconds",
@@ -48,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, source string, partitions int) (*metr
 		lagOf:  make([]time.Duration, partitions),
 		pendOf: make([]float64, partitions),
 	}
-	cs := []prometheus.Collector{m.events, m.skipped, m.retries, m.txs, m.txSeconds, m.ownedG}
+	cs := []prometheus.Collector{m.events, m.skipped, m.retries, m.retention, m.txs, m.txSeconds, m.ownedG}
 	for p := range partitions {
 		l := prometheus.Labels{"source": source, "partition": strconv.Itoa(p)}
 		m.seq = append(m.seq, prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_apply_position",

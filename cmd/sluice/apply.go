@@ -122,6 +122,9 @@ func runApply(ctx context.Context, conn natsClient, subject string, o applyOptio
 		return fmt.Errorf("--to: %w", err)
 	}
 	pcfg.MaxConns = int32(partitions + 2)
+	// Keys are rebuilt from the target's text of dates (apply's truncate
+	// and chunk rules), which must be ISO whatever the server's default.
+	pcfg.ConnConfig.RuntimeParams["datestyle"] = "ISO, YMD"
 	db, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("--to: %w", err)
