@@ -283,27 +283,17 @@ func (b *batch) rowsJSON(t *table, rows []*change, cols []string) ([]byte, error
 func (b *batch) deleteKeys(ctx context.Context, t *table, keys [][]json.RawMessage) error {
 	for len(keys) > 0 {
 		n := min(len(keys), 5000)
-		var buf bytes.Buffer
-		buf.WriteByte('[')
+		buf := []byte{'['}
 		for i, k := range keys[:n] {
 			if i > 0 {
-				buf.WriteByte(',')
+				buf = append(buf, ',')
 			}
-			buf.WriteByte('{')
-			for j, c := range t.key {
-				if j > 0 {
-					buf.WriteByte(',')
-				}
-				buf.Write(sources.AppendJSONString(nil, []byte(c)))
-				buf.WriteByte(':')
-				buf.Write(k[j])
-			}
-			buf.WriteByte('}')
+			buf = appendObject(buf, t.key, k)
 		}
-		buf.WriteByte(']')
+		buf = append(buf, ']')
 		sql := fmt.Sprintf("DELETE FROM %s WHERE (%s) IN (SELECT %s FROM jsonb_populate_recordset(NULL::%s, $1::jsonb) AS r)",
 			t.ident, identList(t.key, ""), identList(t.key, "r."), t.ident)
-		if _, err := b.tx.Exec(ctx, sql, buf.Bytes()); err != nil {
+		if _, err := b.tx.Exec(ctx, sql, buf); err != nil {
 			return fmt.Errorf("delete %d rows from %s: %w", n, t.qualified(), err)
 		}
 		keys = keys[n:]
@@ -398,18 +388,7 @@ func (b *batch) rangeCondition(t *table, ch *consumer.ChunkRange) (string, []any
 		if len(bound.vals) != len(t.key) {
 			return "", nil, fmt.Errorf("chunk bound has %d values, the key %d columns", len(bound.vals), len(t.key))
 		}
-		var buf bytes.Buffer
-		buf.WriteByte('{')
-		for i, c := range t.key {
-			if i > 0 {
-				buf.WriteByte(',')
-			}
-			buf.Write(sources.AppendJSONString(nil, []byte(c)))
-			buf.WriteByte(':')
-			buf.Write(bound.vals[i])
-		}
-		buf.WriteByte('}')
-		args = append(args, buf.Bytes())
+		args = append(args, appendObject(nil, t.key, bound.vals))
 		conds = append(conds, fmt.Sprintf("(%s) %s (SELECT %s FROM jsonb_populate_record(NULL::%s, $%d::jsonb) AS b)",
 			strings.Join(lhs, ", "), bound.op, strings.Join(rhs, ", "), t.ident, len(args)))
 	}
@@ -494,6 +473,20 @@ func (b *batch) committed() {
 		// Read again at next use: the cache holds only committed shapes.
 		b.a.setTable(name, nil)
 	}
+}
+
+// appendObject appends the JSON object of columns cols with values vals.
+func appendObject(dst []byte, cols []string, vals []json.RawMessage) []byte {
+	dst = append(dst, '{')
+	for i, c := range cols {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = sources.AppendJSONString(dst, []byte(c))
+		dst = append(dst, ':')
+		dst = append(dst, vals[i]...)
+	}
+	return append(dst, '}')
 }
 
 func identList(cols []string, prefix string) string {
