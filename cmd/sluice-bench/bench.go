@@ -129,6 +129,13 @@ func bench(ctx context.Context, o options) (*result, error) {
 		return nil, err
 	}
 
+	if pg, ok := r.db.(*pgBench); ok && o.apply {
+		step("sluice apply of the backlog into a new database of the same PostgreSQL")
+		if res.Apply, err = r.applyThroughput(ctx, pg); err != nil {
+			return nil, err
+		}
+	}
+
 	step("latency: %d rows/s, one per transaction, for %s", o.latencyRate, o.latencyFor)
 	next := o.rows + 1
 	if res.Latency, err = r.latency(ctx, next); err != nil {

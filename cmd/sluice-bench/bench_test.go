@@ -25,7 +25,8 @@ func buildSluice(t *testing.T) string {
 
 // TestBench runs the whole bench, small, on both databases, and checks
 // that every figure is there and consistent, and that --json carries a
-// numeric ratio.
+// numeric ratio. --apply is on for both: pg measures sluice apply and
+// COPY, mysql leaves them out.
 func TestBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL, MariaDB and sluice: not in -short")
@@ -37,7 +38,7 @@ func TestBench(t *testing.T) {
 			defer cancel()
 			profiles := t.TempDir()
 			o := options{kind: kind, rows: 5000, rowBytes: 100, txSize: 50, partitions: 4, replicas: 1,
-				latencyRate: 400, latencyFor: time.Second, bigTxRows: 20000, sluiceBin: bin, profileDir: profiles}
+				latencyRate: 400, latencyFor: time.Second, bigTxRows: 20000, sluiceBin: bin, profileDir: profiles, apply: true}
 			if err := o.validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -60,6 +61,14 @@ func TestBench(t *testing.T) {
 			if b := r.BigTx; b == nil || b.Rows != 20000 || b.PeakRSS < b.IdleRSS || b.IdleRSS <= 0 || b.CommitToLastAck <= 0 {
 				t.Errorf("big transaction = %+v", b)
 			}
+			switch a := r.Apply; {
+			case kind == "mysql" && a != nil:
+				t.Errorf("apply = %+v, want none for mysql", a)
+			case kind == "pg" && (a == nil || a.Events != 5001 || a.Rate <= 0 || a.CopyRows != 5000 || a.CopyRate <= 0 ||
+				a.RatioCopy != a.Rate/a.CopyRate || a.RatioCatchUp != a.Rate/r.SluiceRate):
+				// 5001: the backlog and the warm-up row.
+				t.Errorf("apply = %+v, want 5001 events applied, 5000 rows copied, and the ratios of this run", a)
+			}
 			if r.CatchUpPeakRSS <= 0 {
 				t.Errorf("catch-up peak RSS = %d", r.CatchUpPeakRSS)
 			}
@@ -80,9 +89,19 @@ func TestBench(t *testing.T) {
 			if ratio, ok := got["ratio"].(float64); !ok || ratio != r.Ratio {
 				t.Errorf("JSON ratio = %v (%T), want the number %v", got["ratio"], got["ratio"], r.Ratio)
 			}
+			texts := []string{"ratio (over the slower limit)", "p99", "peak RSS"}
+			if r.Apply != nil {
+				a, _ := got["apply"].(map[string]any)
+				for _, k := range []string{"events_per_sec", "copy_rows_per_sec", "ratio_copy", "ratio_catch_up"} {
+					if v, ok := a[k].(float64); !ok || v <= 0 {
+						t.Errorf("JSON apply.%s = %v, want a positive number", k, a[k])
+					}
+				}
+				texts = append(texts, "sluice apply", "COPY of the same rows", "sluice run's catch-up")
+			}
 			buf.Reset()
 			r.writeText(&buf)
-			for _, want := range []string{"ratio (over the slower limit)", "p99", "peak RSS"} {
+			for _, want := range texts {
 				if !strings.Contains(buf.String(), want) {
 					t.Errorf("text report lacks %q:\n%s", want, buf.String())
 				}

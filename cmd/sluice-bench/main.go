@@ -13,6 +13,10 @@
 //     publishes the same number of messages of the same size with
 //     Nats-Msg-Id, asynchronously. The ratio is sluice over the slower of
 //     the two.
+//   - apply (PostgreSQL only): `sluice apply` lands the backlog from the
+//     stream in another database of the same PostgreSQL; its events/s is
+//     set against COPY of the same rows into a table of the same shape and
+//     against sluice's own catch-up.
 //   - latency: rows are committed one per transaction at a fixed rate, and
 //     each row's commit-to-delivery time is measured by a consumer.
 //   - one big transaction: sluice's peak RSS while it publishes it.
@@ -42,6 +46,8 @@ type options struct {
 	sluiceBin   string
 	profileDir  string
 	json        bool
+	// apply measures `sluice apply` and COPY after the catch-up (pg only).
+	apply bool
 	// storeCipher, when set, encrypts sluice's store at rest with it.
 	storeCipher string
 }
@@ -57,6 +63,11 @@ NATS, in temp dirs, and reports in one run:
     backlog read by pg_recvlogical (pg) or a bare go-mysql BinlogSyncer (mysql),
     and against the embedded JetStream taking as many messages of the same size
     (async publish with Nats-Msg-Id); the ratio is sluice over the slower;
+  - pg only: events/s of sluice apply landing that backlog from the stream in
+    another database of the same PostgreSQL (--create, from the stream's start),
+    against COPY of the same rows into a table of the same shape and against
+    sluice's catch-up; --apply=false skips it (mysql never measures it: its
+    target would need a PostgreSQL started as well);
   - p50/p99 commit-to-delivery latency at --latency-rate rows/s;
   - sluice's peak RSS while it publishes one transaction of --big-tx rows.`,
 		Example: `  sluice-bench pg
@@ -95,6 +106,7 @@ NATS, in temp dirs, and reports in one run:
 	f.StringVar(&o.sluiceBin, "sluice", "", "the sluice binary (default: sluice next to sluice-bench, then bin/sluice, then $PATH)")
 	f.StringVar(&o.profileDir, "profile", "", "write sluice's CPU and heap profiles of the catch-up and the big transaction to this dir (go tool pprof)")
 	f.BoolVar(&o.json, "json", false, "print one JSON object instead of the table")
+	f.BoolVar(&o.apply, "apply", true, "pg: measure sluice apply of the backlog into PostgreSQL against COPY (mysql: not measured)")
 	f.StringVar(&o.storeCipher, "store-encryption", "", "encrypt sluice's store at rest with this cipher (chacha or aes), to measure what it costs")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)

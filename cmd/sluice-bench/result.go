@@ -39,6 +39,9 @@ type result struct {
 	RatioBaseline  float64 `json:"ratio_baseline"`
 	RatioJetStream float64 `json:"ratio_jetstream"`
 
+	// Apply is `sluice apply` of the backlog into PostgreSQL (pg only;
+	// absent with --apply=false).
+	Apply   *applyResult   `json:"apply,omitempty"`
 	Latency *latencyResult `json:"latency"`
 	BigTx   *bigTxResult   `json:"big_tx,omitempty"`
 	// Bars says which of the project's bars this run meets.
@@ -56,6 +59,23 @@ type latencyResult struct {
 	PeakRSS      int64   `json:"peak_rss_bytes"`
 }
 
+// applyResult is `sluice apply` of the stream's backlog into another
+// database of the bench's PostgreSQL, and COPY of the same rows there.
+type applyResult struct {
+	Events  int     `json:"events"` // the stream's partition messages: the backlog and the warm-up row
+	Batch   int     `json:"batch"`  // apply's --batch
+	Seconds float64 `json:"seconds"`
+	Rate    float64 `json:"events_per_sec"`
+	// COPY (pgx CopyFrom, one statement) of the backlog's rows into a new
+	// table of the bench table's shape.
+	CopyRows    int     `json:"copy_rows"`
+	CopySeconds float64 `json:"copy_seconds"`
+	CopyRate    float64 `json:"copy_rows_per_sec"`
+	// Apply's rate over COPY's and over sluice's catch-up of this run.
+	RatioCopy    float64 `json:"ratio_copy"`
+	RatioCatchUp float64 `json:"ratio_catch_up"`
+}
+
 type bigTxResult struct {
 	Rows            int     `json:"rows"`
 	IdleRSS         int64   `json:"idle_rss_bytes"`
@@ -69,6 +89,10 @@ func (r *result) finish() {
 	r.RatioBaseline = r.SluiceRate / r.BaselineRate
 	r.RatioJetStream = r.SluiceRate / r.JetStreamRate
 	r.Bars = map[string]bool{"ratio": r.Ratio >= barRatio}
+	if a := r.Apply; a != nil {
+		a.RatioCopy = a.Rate / a.CopyRate
+		a.RatioCatchUp = a.Rate / r.SluiceRate
+	}
 	if r.Latency != nil {
 		r.Bars["p99_latency"] = r.Latency.P99ms <= barP99ms
 	}
@@ -95,6 +119,15 @@ func (r *result) writeText(w io.Writer) {
 	fmt.Fprintf(t, "  ratio (over the slower limit)\t\t%.2f\t%s\n", r.Ratio, bar(r.Bars["ratio"], fmt.Sprintf(">= %.2f", barRatio)))
 	t.Flush()
 	fmt.Fprintf(w, "  sluice's peak RSS during the catch-up: %.0f MB\n", mb(r.CatchUpPeakRSS))
+	if a := r.Apply; a != nil {
+		fmt.Fprintf(w, "\nsluice apply of the backlog into PostgreSQL (another database, same server)\n")
+		t := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(t, "  \tevents/s\tapply over it\n")
+		fmt.Fprintf(t, "  sluice apply, --batch %d, %d events\t%.0f\t\n", a.Batch, a.Events, a.Rate)
+		fmt.Fprintf(t, "  COPY of the same rows, same table shape (rows/s)\t%.0f\t%.2f\n", a.CopyRate, a.RatioCopy)
+		fmt.Fprintf(t, "  sluice run's catch-up (above)\t%.0f\t%.2f\n", r.SluiceRate, a.RatioCatchUp)
+		t.Flush()
+	}
 	if l := r.Latency; l != nil {
 		fmt.Fprintf(w, "\ncommit-to-delivery latency at %d rows/s (achieved %.0f), one row a transaction, %d rows after a warm-up\n", l.Rate, l.AchievedRate, l.Measured)
 		fmt.Fprintf(w, "  p50 %.1f ms   p99 %.1f ms %s   max %.1f ms   peak RSS %.0f MB\n",

@@ -43,7 +43,7 @@ func findSluice(flag string) (string, error) {
 		strings.Join(tried, ", "))
 }
 
-// sluiceProc is one `sluice run` child process.
+// sluiceProc is one `sluice run` or `sluice apply` child process.
 type sluiceProc struct {
 	cmd     *exec.Cmd
 	http    string // host:port of /readyz
@@ -56,13 +56,19 @@ type sluiceProc struct {
 const storeKeyEnv = "SLUICE_BENCH_STORE_KEY"
 
 func startSluice(bin, config, logPath, httpAddr, cpuProfile string, env []string) (*sluiceProc, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, err
-	}
 	args := []string{"run", "--config", config}
 	if cpuProfile != "" {
 		args = append(args, "--cpuprofile", cpuProfile)
+	}
+	return startProc(bin, args, logPath, httpAddr, env)
+}
+
+// startProc starts bin with args, its output appended to logPath; httpAddr
+// is where waitReady asks, "" for a command without an HTTP port.
+func startProc(bin string, args []string, logPath, httpAddr string, env []string) (*sluiceProc, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)

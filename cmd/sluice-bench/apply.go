@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-cdc/sluice/apply"
+	"github.com/sluice-cdc/sluice/sink/consumer"
+)
+
+const (
+	// targetDB is the database `sluice apply` writes to, on the bench's
+	// own PostgreSQL: the same server, so apply and COPY are held to the
+	// same disk and settings.
+	targetDB = "target"
+	// applyGroup is apply's consumer group: new on every run's stream, so
+	// apply starts at the stream's first message.
+	applyGroup = "sluice-bench-apply"
+	// applyPoll is how often the target's positions are read: the rate is
+	// exact to about this much of the run.
+	applyPoll = 50 * time.Millisecond
+	// pgSlot is the slot sluice uses for source "bench".
+	pgSlot = "sluice_bench"
+)
+
+// applyThroughput runs `sluice apply` on the backlog the catch-up left on
+// the stream, into a new database of the bench's PostgreSQL, and times it
+// from the start of the process until the target's sluice.apply_positions
+// count every event of the stream's partitions; then it times COPY of the
+// same rows into a table of the bench table's shape. sluice run serves
+// its embedded NATS meanwhile and has nothing to read.
+func (r *run) applyThroughput(ctx context.Context, pg *pgBench) (*applyResult, error) {
+	p, nc, s, err := r.start(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = p.stop()
+		}
+	}()
+	subjects := s.CachedInfo().Config.Subjects
+	if len(subjects) != 1 || !strings.HasSuffix(subjects[0], ".>") {
+		return nil, fmt.Errorf("sluice's stream has subjects %v, want one PREFIX.SOURCE.>: is the bench's sluice.yaml what sluice read?", subjects)
+	}
+	events, err := partitionMessages(ctx, s, subjects[0], r.o.partitions)
+	if err != nil {
+		return nil, err
+	}
+	before, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := pg.srv.CreateDatabase(ctx, targetDB); err != nil {
+		return nil, fmt.Errorf("create the apply target database: %w", err)
+	}
+	res := &applyResult{Events: events, Batch: apply.DefaultBatch, CopyRows: r.o.rows}
+	took, err := r.runApply(ctx, pg, subjects[0], events)
+	if err != nil {
+		return nil, err
+	}
+	res.Seconds = took.Seconds()
+	res.Rate = float64(events) / res.Seconds
+	// The stream goes on to the latency and big-transaction runs as the
+	// catch-up left it: without apply's durable consumers.
+	for i := range r.o.partitions {
+		if err := s.DeleteConsumer(ctx, consumer.GroupConsumerName(applyGroup, i)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("delete apply's consumer of partition %d: %w", i, err)
+		}
+	}
+
+	step("COPY of the same %d rows into a table of the same shape", r.o.rows)
+	if took, err = copyRows(ctx, pg, r.o.rows, r.o.rowBytes); err != nil {
+		return nil, err
+	}
+	res.CopySeconds = took.Seconds()
+	res.CopyRate = float64(r.o.rows) / res.CopySeconds
+
+	if err := r.settle(ctx, pg); err != nil {
+		return nil, err
+	}
+	after, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if after.State.LastSeq != before.State.LastSeq {
+		return nil, fmt.Errorf("sluice's stream went from sequence %d to %d during the apply run, which writes no captured row: see %s",
+			before.State.LastSeq, after.State.LastSeq, r.logPath())
+	}
+	stopped = true
+	if err := p.stop(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// partitionMessages counts the stream's messages on the partition
+// subjects PREFIX.SOURCE.*.*.<p>: the events apply counts in
+// sluice.apply_positions, which leave out the _schema subjects.
+func partitionMessages(ctx context.Context, s jetstream.Stream, all string, partitions int) (int, error) {
+	filter := strings.TrimSuffix(all, ">") + "*.*.*"
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, fmt.Errorf("count the stream's messages on %s: %w", filter, err)
+	}
+	n := 0
+	for subject, count := range info.State.Subjects {
+		last := subject[strings.LastIndexByte(subject, '.')+1:]
+		if p, err := strconv.Atoi(last); err == nil && p >= 0 && p < partitions {
+			n += int(count)
+		}
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("no messages on %s: the catch-up should have left the backlog there", filter)
+	}
+	return n, nil
+}
+
+// runApply starts `sluice apply` into the target database and returns the
+// time from its start until it has applied want events.
+func (r *run) runApply(ctx context.Context, pg *pgBench, subject string, want int) (time.Duration, error) {
+	watch, err := pgx.Connect(ctx, pg.srv.DSN(targetDB))
+	if err != nil {
+		return 0, fmt.Errorf("connect to the apply target: %w", err)
+	}
+	defer watch.Close(context.Background())
+	// An explicit empty --user: a NATS_USER in the caller's environment
+	// would otherwise log in to the embedded NATS, which knows no users
+	// and takes anonymous clients on loopback.
+	args := []string{"apply", "--nats", r.natsURL, "--user=", "--to", pg.srv.DSN(targetDB),
+		"--group", applyGroup, "--member", "bench", "--create", "--batch", strconv.Itoa(apply.DefaultBatch),
+		"--http-listen=", subject}
+	logPath := filepath.Join(r.dir, "apply.log")
+	start := time.Now()
+	a, err := startProc(r.o.sluiceBin, args, logPath, "", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer a.stop()
+	deadline := start.Add(30 * time.Minute)
+	for {
+		n, err := appliedEvents(ctx, watch)
+		if err != nil {
+			return 0, err
+		}
+		if n >= want {
+			took := time.Since(start)
+			if n > want {
+				return 0, fmt.Errorf("sluice apply counts %d events applied, the stream's partitions hold %d: see %s", n, want, logPath)
+			}
+			if err := a.stop(); err != nil {
+				return 0, fmt.Errorf("sluice apply: %w; its log:\n%s", err, tail(logPath, 20))
+			}
+			return took, nil
+		}
+		select {
+		case <-a.done:
+			return 0, fmt.Errorf("sluice apply exited (%v) after %d of %d events; its log:\n%s", a.err, n, want, tail(logPath, 20))
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(applyPoll):
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("sluice apply applied %d of %d events within 30m; its log:\n%s", n, want, tail(logPath, 20))
+		}
+	}
+}
+
+// appliedEvents is the number of events apply has committed to the target,
+// 0 before it has created its bookkeeping.
+func appliedEvents(ctx context.Context, conn *pgx.Conn) (int, error) {
+	var n int64
+	err := conn.QueryRow(ctx, `SELECT coalesce(sum(events), 0)::bigint FROM sluice.apply_positions WHERE source = 'bench'`).Scan(&n)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") { // undefined table or schema
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read sluice.apply_positions in the apply target: %w", err)
+	}
+	return int(n), nil
+}
+
+// copyRows COPYs rows [1, n] of the backlog, the same payloads, into a new
+// table of the bench table's shape, in one COPY, and times it. The rows
+// are made before the clock starts, so it times PostgreSQL's side.
+func copyRows(ctx context.Context, pg *pgBench, n, rowBytes int) (time.Duration, error) {
+	conn, err := pgx.Connect(ctx, pg.srv.DSN(targetDB))
+	if err != nil {
+		return 0, fmt.Errorf("connect to the COPY target: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `CREATE TABLE public.bench_copy (id bigint PRIMARY KEY, payload text NOT NULL)`); err != nil {
+		return 0, fmt.Errorf("create the COPY table: %w", err)
+	}
+	payloads := make([]string, n)
+	for i := range payloads {
+		payloads[i] = payload(i+1, rowBytes-8)
+	}
+	start := time.Now()
+	copied, err := conn.CopyFrom(ctx, pgx.Identifier{"public", "bench_copy"}, []string{"id", "payload"},
+		pgx.CopyFromSlice(n, func(i int) ([]any, error) { return []any{int64(i + 1), payloads[i]}, nil }))
+	took := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("COPY into the apply target: %w", err)
+	}
+	if copied != int64(n) {
+		return 0, fmt.Errorf("COPY wrote %d rows of %d", copied, n)
+	}
+	return took, nil
+}
+
+// settle leaves PostgreSQL for the latency and big-transaction runs as the
+// catch-up left it. The target database goes, so autovacuum does not
+// visit its new tables during them; a checkpoint writes its dirty pages
+// now rather than then. sluice's slot must also move past the WAL of the
+// target's writes, or the next start of sluice would decode all of it
+// again while latency is measured: PostgreSQL sends sluice nothing for
+// other databases, so the slot moves only on a change sluice captures. A
+// heartbeat on sluice's signal table, the row sluice itself writes when
+// idle, is such a change that publishes no event.
+func (r *run) settle(ctx context.Context, pg *pgBench) error {
+	step("dropping the apply target; moving sluice's slot past its WAL")
+	if err := pg.srv.Exec(ctx, "postgres", "DROP DATABASE "+targetDB+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop the apply target: %w", err)
+	}
+	if err := pg.srv.Exec(ctx, "postgres", "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint after the apply run: %w", err)
+	}
+	if _, err := pg.conn.Exec(ctx, `INSERT INTO public.sluice_signal (source, kind, id, at) VALUES ('bench', 'heartbeat', '', now())
+ON CONFLICT (source) DO UPDATE SET kind = EXCLUDED.kind, id = EXCLUDED.id, at = EXCLUDED.at`); err != nil {
+		return fmt.Errorf("write a heartbeat to sluice's signal table: %w", err)
+	}
+	var end string
+	if err := pg.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&end); err != nil {
+		return err
+	}
+	// sluice reports its position every status interval (10s by default).
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var past bool
+		err := pg.conn.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2", end, pgSlot).Scan(&past)
+		if err != nil {
+			return fmt.Errorf("read sluice's slot %s: %w", pgSlot, err)
+		}
+		if past {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sluice's slot %s did not reach the heartbeat at %s within 2m; its log:\n%s", pgSlot, end, tail(r.logPath(), 20))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
