@@ -34,13 +34,13 @@ type applyEnv struct {
 	reader   natsClient
 }
 
-func newApplyEnv(t *testing.T, tables ...string) *applyEnv {
+func newApplyEnv(t testing.TB, tables ...string) *applyEnv {
 	t.Helper()
 	pg := pgtest.New(t)
 	return newApplyEnvOn(t, pg, pg, tables...)
 }
 
-func newApplyEnvOn(t *testing.T, pg, targetPG *pgtest.Server, tables ...string) *applyEnv {
+func newApplyEnvOn(t testing.TB, pg, targetPG *pgtest.Server, tables ...string) *applyEnv {
 	t.Helper()
 	a := applyTo(t, newEnv(t, pg, tables...), targetPG)
 	a.pg = pg
@@ -49,7 +49,7 @@ func newApplyEnvOn(t *testing.T, pg, targetPG *pgtest.Server, tables ...string) 
 
 // applyTo makes e's sluice take a read login and creates database target
 // on targetPG.
-func applyTo(t *testing.T, e *env, targetPG *pgtest.Server) *applyEnv {
+func applyTo(t testing.TB, e *env, targetPG *pgtest.Server) *applyEnv {
 	t.Helper()
 	e.setYAML("store_dir:", `users: [{user: reader, password: rd-pw, permissions: read}], store_dir:`)
 	if err := targetPG.CreateDatabase(context.Background(), "target"); err != nil {
@@ -98,15 +98,21 @@ func (m *applyMember) wait(t *testing.T, timeout time.Duration) error {
 	}
 }
 
-// startApply runs one apply member in-process, stopped with the test.
+// startApply runs one apply member of group g in-process, stopped with
+// the test.
 func (a *applyEnv) startApply(member string, create bool) *applyMember {
+	a.t.Helper()
+	return a.startApplyIn("g", member, create, 100)
+}
+
+func (a *applyEnv) startApplyIn(group, member string, create bool, batch int) *applyMember {
 	a.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &applyMember{cancel: cancel, done: make(chan struct{}), metrics: prometheus.NewRegistry()}
 	go func() {
 		defer close(m.done)
-		m.err = runApply(ctx, a.reader, "cdc."+a.cfg.Source.Name+".>", applyOptions{To: a.targetPG.DSN("target"), Group: "g", Member: member,
-			Create: create, Batch: 100, TakeoverAfter: 2 * time.Second, Log: sidecar.LogConfig{Format: "text", Level: "warn"},
+		m.err = runApply(ctx, a.reader, "cdc."+a.cfg.Source.Name+".>", applyOptions{To: a.targetPG.DSN("target"), Group: group, Member: member,
+			Create: create, Batch: batch, TakeoverAfter: 2 * time.Second, Log: sidecar.LogConfig{Format: "text", Level: "warn"},
 			Metrics: m.metrics})
 	}()
 	a.t.Cleanup(func() { _ = m.stop() })
