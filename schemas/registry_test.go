@@ -200,3 +200,38 @@ func TestAnnounceFirstShapes(t *testing.T) {
 		t.Errorf("the registered shape is announced again: %+v, %v", ch, err)
 	}
 }
+
+// With no table known (as sluice run calls it), every table's first shape
+// is announced, from an empty shape whose columns and key are JSON empty
+// lists; a first shape a sluice before the announcement registered stays
+// silent after the upgrade.
+func TestAnnounceEveryFirstShape(t *testing.T) {
+	ctx := context.Background()
+	store := memStore{}
+	old := NewRegistry("pg1", store)
+	legacy := table("id", "v")
+	legacy.Name = "legacy"
+	if _, ch, err := old.Observe(ctx, legacy); err != nil || ch != nil {
+		t.Fatalf("without announcements: change %+v, %v", ch, err)
+	}
+
+	r := NewRegistry("pg1", store)
+	r.AnnounceFirstShapes(nil)
+	out, ch, err := r.Observe(ctx, table("id", "v"))
+	if err != nil || ch == nil {
+		t.Fatalf("a table captured at start: change %+v, %v", ch, err)
+	}
+	if out.Version != 1 || ch.Old.Version != 0 || ch.New.Version != 1 || len(ch.New.Columns) != 2 {
+		t.Errorf("announced %+v at version %d", ch, out.Version)
+	}
+	body, err := ch.EventBody()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(body), `"version":0,"columns":[],"key":[]`) {
+		t.Errorf("the empty shape is not empty lists: %s", body)
+	}
+	if _, ch, err := r.Observe(ctx, legacy); err != nil || ch != nil {
+		t.Errorf("a shape registered before announcements is announced: %+v, %v", ch, err)
+	}
+}

@@ -252,7 +252,10 @@ func (r *run) warmUp(ctx context.Context) error {
 		_ = p.stop()
 		return err
 	}
-	if _, err := waitLastSeq(ctx, s, 1, p); err != nil {
+	// The table's first shape is announced ahead of the row: waiting for
+	// the first message only would let the row land after warmSeq, where
+	// the backlog's count starts.
+	if _, err := waitLastSeq(ctx, s, 2, p); err != nil {
 		_ = p.stop()
 		return err
 	}

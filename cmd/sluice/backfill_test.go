@@ -295,7 +295,7 @@ func TestBackfillAfterLogLoss(t *testing.T) {
 		for from := 1; from <= 3000; from += 500 {
 			e.exec(`INSERT INTO items VALUES ` + valuesList(from, from+499))
 		}
-		readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3000, time.Minute)
+		readRows(t, e.natsURL(), e.cfg.Stream.Name, 3000, time.Minute)
 		waitCheckpoint(t, e)
 		if err := stop(); err != nil {
 			t.Fatal(err)
@@ -347,19 +347,21 @@ func TestBackfillAfterLogLoss(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The partitions hold the events; _schema, the table's first
+		// shape.
 		var sum uint64
 		for _, n := range st.Partitions {
 			sum += n
 		}
 		if len(st.Gaps) != 1 || len(st.Backfills) != 1 || st.Backfills[0].State != backfill.StateDone || st.Checkpoint == nil ||
-			sum != st.Messages || st.Messages != uint64(len(events)) {
+			sum != st.Messages-1 || len(st.Other) != 1 || st.Other["_schema"] != 1 || st.Messages != uint64(len(events)) {
 			t.Errorf("status: %+v (partitions add up to %d, %d events)", st, sum, len(events))
 		}
 		var out strings.Builder
 		if err := printStatus(&out, st, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"checkpoint  ", "gap  ", db.schema + ".items: done", "partitions  0:", fmt.Sprintf("consumer    analytics: %d pending, acknowledged to seq 0, oldest unacknowledged from", len(events))} {
+		for _, want := range []string{"checkpoint  ", "gap  ", db.schema + ".items: done", "partitions  0:", "_schema     1 messages", fmt.Sprintf("consumer    analytics: %d pending, acknowledged to seq 0, oldest unacknowledged from", len(events))} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("sluice status has no %q:\n%s", want, out.String())
 			}
@@ -428,7 +430,7 @@ func TestBackfillOnGapFail(t *testing.T) {
 		e.exec(`CREATE TABLE items (id INT PRIMARY KEY, v INT NOT NULL)`)
 		stop, _ := e.startRun()
 		e.exec(`INSERT INTO items VALUES (1, 0)`)
-		readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, time.Minute)
+		readRows(t, e.natsURL(), e.cfg.Stream.Name, 1, time.Minute)
 		// A gap needs a checkpoint: the event's commit must be
 		// checkpointed, not only the event stored, before sluice stops.
 		waitCheckpoint(t, e)
@@ -544,7 +546,7 @@ func TestBackfillUnsupportedKey(t *testing.T) {
 	err := requestBackfill(context.Background(), &out, e.cfg, natsClient{}, []string{"public.events"}, nil, true)
 	mentions(t, err, "public.events", "at", "timestamp with time zone", "not supported")
 	e.exec(`INSERT INTO events VALUES (now() + interval '1 day', 2)`)
-	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
+	readRows(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
 	if err := stop(); err != nil {
 		t.Fatalf("%v\n%s", err, logs)
 	}

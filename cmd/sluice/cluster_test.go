@@ -374,7 +374,7 @@ func firstStartWhileClusterForms(t *testing.T, e *env, capturing string) {
 	plan.Start(1)
 	plan.Start(2)
 	waitReady(t, base, 2*time.Minute)
-	events := readEvents(t, adminURLs(plan), e.cfg.Stream.Name, 200, 2*time.Minute)
+	events := readRows(t, adminURLs(plan), e.cfg.Stream.Name, 200, 2*time.Minute)
 	seen := map[string]bool{}
 	for _, ev := range events {
 		seen[string(ev.Key["id"])] = true

@@ -14,7 +14,8 @@ const contractYAML = `contracts:
       amount: {type: number, min: 0}`
 
 // TestContract: rows that break their contract go to the dead-letter
-// subject (dlq) instead of their partition; under halt sluice stops before
+// subject (dlq) instead of their partition, and the table's first shape,
+// which keeps the contract, is announced with no dead letter; under halt sluice stops before
 // the row and its checkpoint stays before it, so the row comes through
 // once the policy lets it (warn: published and copied to the dead-letter
 // subject); a dropped required column is reported before the new shape's
@@ -31,12 +32,14 @@ func TestContract(t *testing.T) {
 		e.exec(`INSERT INTO orders VALUES (3, 'paid', -1)`)
 		e.exec(`INSERT INTO orders VALUES (4, 'paid', NULL)`)
 		e.exec(`INSERT INTO orders VALUES (5, NULL, 1)`)
-		events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 5, time.Minute)
+		events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1+5, time.Minute)
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
 		orders, dlq := db.subject("orders")+".", "cdc."+db.source+"._dlq"
+		assertFirstShape(t, events[0], orders+"_schema", "id,status,amount", "id")
 		want := []struct{ subject, has string }{
+			{orders + "_schema", `"op":"schema"`},
 			{orders, `"id":1`},
 			{dlq, `column status is \"lost\", not one of [new paid]`},
 			{dlq, `column amount is \"-1.00\", below the minimum 0`},
@@ -48,8 +51,8 @@ func TestContract(t *testing.T) {
 				t.Errorf("message %d on %s: %s; want on %s* with %s", i, events[i].subject, events[i].raw, w.subject, w.has)
 			}
 		}
-		if !strings.Contains(events[1].raw, `"subject":"`+orders) {
-			t.Errorf("the dead letter does not name the subject it was kept from: %s", events[1].raw)
+		if !strings.Contains(events[2].raw, `"subject":"`+orders) {
+			t.Errorf("the dead letter does not name the subject it was kept from: %s", events[2].raw)
 		}
 
 		// halt: sluice stops at the breaking row, the checkpoint before it.
@@ -70,7 +73,7 @@ func TestContract(t *testing.T) {
 		stop, _ = e.startRun()
 		e.exec(`ALTER TABLE orders DROP COLUMN status`)
 		e.exec(`INSERT INTO orders VALUES (7, 1)`)
-		events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, 5+5, time.Minute)[5:]
+		events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, 6+5, time.Minute)[6:]
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -64,7 +65,8 @@ var typesWant = map[string]string{
 
 // TestEndToEnd: every value of every type, inserts, updates, a key
 // change, deletes and truncates arrive once each, in per-key order, on
-// their key's partition, as sluice tail prints them too.
+// their key's partition, each table's after the event announcing its
+// first shape, as sluice tail prints them too.
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
 	eachDatabase(t, func(t *testing.T, db database) {
@@ -91,7 +93,8 @@ func TestEndToEnd(t *testing.T) {
 		e.exec(`DELETE FROM all_types WHERE id = 2`)
 		e.exec(`TRUNCATE orders`)
 
-		const want = 2 + 20 + 21 + 2 + 1 + 4
+		// Each table's first shape, and its rows.
+		const want = 2 + 2 + 20 + 21 + 2 + 1 + 4
 		events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, want, 60*time.Second)
 
 		// Nothing more may arrive: no duplicates, no stray events. Once the
@@ -118,18 +121,42 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 		out.Reset()
-		if err := tail(tctx, &out, natsClient{URL: e.natsURL()}, db.subject("all_types")+".*", true, 3); err != nil {
+		// Its _schema subject is one of the table's too.
+		if err := tail(tctx, &out, natsClient{URL: e.natsURL()}, db.subject("all_types")+".*", true, 4); err != nil {
 			t.Fatalf("tail of one table: %v", err)
 		}
-		if n := strings.Count(out.String(), `"table":"all_types"`); n != 3 {
-			t.Fatalf("tail of all_types printed %d all_types events, want 3:\n%s", n, out.String())
+		lines = strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		if len(lines) != 4 || !strings.HasPrefix(lines[0], `{"op":"schema",`) || strings.Contains(out.String(), `"table":"orders"`) ||
+			strings.Count(out.String(), `"source":{"name":"`+db.source+`","kind":"`+db.kind+`","db":"shop","schema":"`+db.schema+`","table":"all_types"`) != 4 {
+			t.Fatalf("tail of all_types printed, want its first shape and 3 of its events:\n%s", out.String())
 		}
 		if err := stop(); err != nil {
 			t.Fatalf("run: %v", err)
 		}
 
+		// Each table's first shape is announced before its first row:
+		// its columns and key, from nothing.
+		assertAnnounced(t, events)
+		assertFirstShape(t, events[0], db.subject("all_types")+"._schema",
+			strings.Join(slices.Sorted(maps.Keys(db.typesWant)), ","), "id")
+		assertFirstShape(t, events[3], db.subject("orders")+"._schema", "region,id,qty,note", "region,id")
+		ids := map[string]bool{}
+		var rows []event
+		for _, ev := range events {
+			if ids[ev.msgID] {
+				t.Errorf("message id %s delivered twice", ev.msgID)
+			}
+			ids[ev.msgID] = true
+			if ev.Op != "schema" {
+				rows = append(rows, ev)
+			}
+		}
+		if len(rows) != want-2 {
+			t.Fatalf("%d row events, want %d", len(rows), want-2)
+		}
+
 		// Every value of every type, exactly.
-		first := events[0]
+		first := rows[0]
 		if first.Op != "c" || first.Source.Table != "all_types" {
 			t.Fatalf("first event = %s", first.raw)
 		}
@@ -149,19 +176,14 @@ func TestEndToEnd(t *testing.T) {
 			time.Since(time.UnixMilli(s.TsMs)) > time.Minute || first.SchemaVersion != 1 || first.TsMs < s.TsMs {
 			t.Errorf("source block: %s", first.raw)
 		}
-		for col, v := range events[1].After {
+		for col, v := range rows[1].After {
 			if col != "id" && string(v) != "null" {
 				t.Errorf("row of NULLs: column %s = %s", col, v)
 			}
 		}
 
-		ids := map[string]bool{}
 		byKey := map[string][]string{} // ops per key, in stream order
-		for _, ev := range events {
-			if ids[ev.msgID] {
-				t.Errorf("message id %s delivered twice", ev.msgID)
-			}
-			ids[ev.msgID] = true
+		for _, ev := range rows {
 			if !strings.HasPrefix(ev.msgID, db.source+":"+ev.Source.Pos+":") {
 				t.Errorf("message id %s does not carry the position %s", ev.msgID, ev.Source.Pos)
 			}
@@ -190,7 +212,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 		var upd event
-		for _, ev := range events {
+		for _, ev := range rows {
 			if ev.Op == "u" && ev.Source.Table == "all_types" {
 				upd = ev
 			}
@@ -202,7 +224,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("update's before image (full: %t): %s", db.fullBefore, upd.raw)
 		}
 		var truncs []string
-		for _, ev := range events[len(events)-4:] {
+		for _, ev := range rows[len(rows)-4:] {
 			if ev.Op != "t" || ev.Key != nil {
 				t.Errorf("want truncate events last, got %s", ev.raw)
 			}

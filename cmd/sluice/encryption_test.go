@@ -24,7 +24,7 @@ func TestStoreEncryptionRun(t *testing.T) {
 	e.exec(`CREATE TABLE users (id INT PRIMARY KEY, ssn TEXT)`)
 	stop, logs := e.startRun()
 	e.exec(`INSERT INTO users VALUES (1, $1)`, canary)
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, time.Minute)
+	events := readRows(t, e.natsURL(), e.cfg.Stream.Name, 1, time.Minute)
 	if !strings.Contains(events[0].raw, canary) {
 		t.Fatalf("the event does not carry the canary: %s", events[0].raw)
 	}
@@ -55,7 +55,8 @@ func TestStoreEncryptionRun(t *testing.T) {
 
 	t.Setenv("SLUICE_TEST_STORE_KEY", key)
 	e.startRun()
-	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != 1 {
-		t.Fatalf("the stream holds %d events after the refused starts, want 1", n)
+	// The table's first shape and its row.
+	if n := streamCount(t, e.natsURL(), e.cfg.Stream.Name); n != 2 {
+		t.Fatalf("the stream holds %d events after the refused starts, want 2", n)
 	}
 }

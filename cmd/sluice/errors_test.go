@@ -93,7 +93,7 @@ func TestRowLargerThanMaxPayload(t *testing.T) {
 	e.exec(`INSERT INTO docs VALUES (1, 'small')`)
 	e.exec(`INSERT INTO docs VALUES (2, 'canary-' || repeat('x', 10000))`)
 	e.exec(`INSERT INTO docs VALUES (3, 'after')`)
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3, 30*time.Second)
+	events := readRows(t, e.natsURL(), e.cfg.Stream.Name, 3, 30*time.Second)
 	var dlq event
 	for _, ev := range events {
 		if strings.HasSuffix(ev.subject, "._dlq") {

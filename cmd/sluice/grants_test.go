@@ -97,17 +97,19 @@ func grantsRun(t *testing.T, e *env, schema string) {
 	stop, logs := e.startRun()
 	e.waitBackfills(1, time.Minute, logs)
 	e.exec(`INSERT INTO orders VALUES (7, 70)`)
-	// The backfilled row, the chunk's event on each of 4 partitions, the insert.
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1+4+1, time.Minute)
+	// Each table's first shape, the backfilled row, the chunk's event on
+	// each of 4 partitions, the insert.
+	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 2+1+4+1, time.Minute)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+	assertAnnounced(t, events)
 	got := map[string]bool{}
 	for _, ev := range events {
 		got[ev.Source.Table+"/"+ev.Op] = true
 	}
-	if !got["customers/r"] || !got["orders/c"] {
-		t.Fatalf("with the shipped grants, want the backfilled customer and the new order; got %v", got)
+	if !got["customers/schema"] || !got["customers/r"] || !got["orders/schema"] || !got["orders/c"] {
+		t.Fatalf("with the shipped grants, want the tables' first shapes, the backfilled customer and the new order; got %v", got)
 	}
 }
 

@@ -454,6 +454,68 @@ type event struct {
 // fails the test after timeout).
 func readEvents(t *testing.T, url, stream string, n int, timeout time.Duration) []event {
 	t.Helper()
+	return readStream(t, url, stream, n, timeout, func(event) bool { return true })
+}
+
+// readRows reads the stream from the start until it has n messages that
+// are not schema-change events, and returns those: for a test about rows,
+// which every table's schema-change events (its first shape's too) come
+// between. It checks what it skips: each event's shape version of its
+// table was announced on the table's _schema subject before it.
+func readRows(t *testing.T, url, stream string, n int, timeout time.Duration) []event {
+	t.Helper()
+	all := readStream(t, url, stream, n, timeout, isRow)
+	assertAnnounced(t, all)
+	rows := make([]event, 0, n)
+	for _, ev := range all {
+		if isRow(ev) {
+			rows = append(rows, ev)
+		}
+	}
+	return rows
+}
+
+// isRow tells a message that is not a schema-change event.
+func isRow(ev event) bool { return ev.Op != "schema" }
+
+// assertAnnounced checks that every event in events, read from the start
+// of the stream, carries a shape version its table's schema-change events
+// announced before it, starting from the first (version 0 → 1), each on
+// the table's _schema subject, from the version announced before.
+func assertAnnounced(t testing.TB, events []event) {
+	t.Helper()
+	last := map[string]int{} // schema.table → version announced last
+	for _, ev := range events {
+		table := ev.Source.Schema + "." + ev.Source.Table
+		switch {
+		case strings.HasSuffix(ev.subject, "._dlq"):
+			// A dead letter is no event of a table's shape: it holds
+			// one, or says why one was kept back.
+		case ev.Op == "schema":
+			var body struct {
+				Schema struct{ Old, New struct{ Version int } } `json:"schema"`
+			}
+			if err := json.Unmarshal([]byte(ev.raw), &body); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(ev.subject, "."+table+"._schema") || body.Schema.Old.Version != last[table] ||
+				body.Schema.New.Version != last[table]+1 || ev.SchemaVersion != body.Schema.New.Version {
+				t.Fatalf("schema-change event on %s after version %d of %s was announced: %s", ev.subject, last[table], table, ev.raw)
+			}
+			last[table] = body.Schema.New.Version
+		default:
+			if ev.SchemaVersion < 1 || ev.SchemaVersion > last[table] {
+				t.Fatalf("an event of %s version %d, announced up to version %d: %s", table, ev.SchemaVersion, last[table], ev.raw)
+			}
+		}
+	}
+}
+
+// readStream reads the stream from the start until n of its messages are
+// counted (or fails the test after timeout), and returns every message
+// read.
+func readStream(t *testing.T, url, stream string, n int, timeout time.Duration, counted func(event) bool) []event {
+	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatalf("connect to %s: %v", url, err)
@@ -474,16 +536,20 @@ func readEvents(t *testing.T, url, stream string, n int, timeout time.Duration) 
 		t.Fatal(err)
 	}
 	var events []event
-	for len(events) < n {
-		batch, err := c.Fetch(min(n-len(events), 1000), jetstream.FetchMaxWait(time.Second))
+	for got := 0; got < n; {
+		batch, err := c.Fetch(min(n-got, 1000), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for m := range batch.Messages() {
-			events = append(events, decodeEvent(t, m))
+			ev := decodeEvent(t, m)
+			events = append(events, ev)
+			if counted(ev) {
+				got++
+			}
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("got %d events, want %d, within %s", len(events), n, timeout)
+		if got < n && ctx.Err() != nil {
+			t.Fatalf("got %d events, want %d, within %s", got, n, timeout)
 		}
 	}
 	return events

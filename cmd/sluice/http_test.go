@@ -85,7 +85,7 @@ func TestHTTPMetricsAndReadiness(t *testing.T) {
 		e.exec(fmt.Sprintf("INSERT INTO items VALUES (%d, 0)", i))
 	}
 	e.exec(`UPDATE items SET v = 1 WHERE id < 5`)
-	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 25, time.Minute)
+	readRows(t, e.natsURL(), e.cfg.Stream.Name, 25, time.Minute)
 	scrape := waitHTTP(t, base+"/metrics", 30*time.Second, "idle lag 0", func(code int, body string) bool {
 		// Events are counted when published, transactions when stored:
 		// wait for both.

@@ -93,7 +93,7 @@ func TestMySQLIdleHeartbeats(t *testing.T) {
 	// The idling under test, not a wait: 15 heartbeats, 5 read timeouts' worth.
 	time.Sleep(3 * time.Second)
 	e.exec(`INSERT INTO t VALUES (1)`)
-	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
+	readRows(t, e.natsURL(), e.cfg.Stream.Name, 1, 30*time.Second)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

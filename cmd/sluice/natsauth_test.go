@@ -90,7 +90,8 @@ func TestNATSReadOnlyConsumer(t *testing.T) {
 	}
 	defer nc.Close()
 
-	// Live: a core subscription to cdc.> sees the change.
+	// Live: a core subscription to cdc.> sees the table's first shape,
+	// then the change.
 	sub, err := nc.SubscribeSync("cdc.>")
 	if err != nil {
 		t.Fatal(err)
@@ -99,21 +100,25 @@ func TestNATSReadOnlyConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.exec(`INSERT INTO items VALUES (1, 10)`)
-	msg, err := sub.NextMsg(30 * time.Second)
-	if err != nil {
-		t.Fatalf("the read-only user got no live event: %v; async errors: %v", err, asyncErrs.all())
+	var subjects []string
+	for range 2 {
+		msg, err := sub.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("the read-only user got no live event: %v; async errors: %v", err, asyncErrs.all())
+		}
+		subjects = append(subjects, msg.Subject)
 	}
-	if !strings.HasPrefix(msg.Subject, "cdc.pg1.public.items.") {
-		t.Fatalf("event on %s", msg.Subject)
+	if subjects[0] != "cdc.pg1.public.items._schema" || !strings.HasPrefix(subjects[1], "cdc.pg1.public.items.") || subjects[1] == subjects[0] {
+		t.Fatalf("events on %v, want the _schema subject, then a partition of items", subjects)
 	}
 	// Stored: sluice tail with the reader's login reads the stream.
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := tail(ctx, &out, reader, "cdc.>", true, 1); err != nil {
+	if err := tail(ctx, &out, reader, "cdc.>", true, 2); err != nil {
 		t.Fatalf("tail as the read-only user: %v", err)
 	}
-	if !strings.Contains(out.String(), `"id":1`) {
+	if !strings.HasPrefix(out.String(), `{"op":"schema",`) || !strings.Contains(out.String(), `"id":1`) {
 		t.Fatalf("tail printed %q", out.String())
 	}
 
@@ -138,7 +143,7 @@ func TestNATSReadOnlyConsumer(t *testing.T) {
 	} else if err := s.Purge(rctx2); err == nil {
 		t.Fatal("the read-only user purged the stream")
 	}
-	// The stream is intact: one event, as published by sluice; the
+	// The stream is intact: two events, as published by sluice; the
 	// reader's publish went nowhere (its account imports no way in).
 	admin := natsClient{URL: url, User: "admin", Password: "adm-pw", CA: cert}
 	anc, err := admin.connect("admin")
@@ -151,8 +156,8 @@ func TestNATSReadOnlyConsumer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stream gone: %v", err)
 	}
-	if n := s.CachedInfo().State.Msgs; n != 1 {
-		t.Fatalf("stream holds %d messages, want sluice's 1", n)
+	if n := s.CachedInfo().State.Msgs; n != 2 {
+		t.Fatalf("stream holds %d messages, want sluice's 2", n)
 	}
 
 	// Control subjects: a read login is told which login it needs; a

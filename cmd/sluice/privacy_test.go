@@ -61,17 +61,26 @@ func privacyTest(t *testing.T, e *env, schema string) {
 	e.exec(`DELETE FROM vips WHERE email = 'bob@example.com'`)
 	e.exec(`DELETE FROM users WHERE id = 1`)
 
-	// 2 backfill rows, chunk events of users (4 partitions), 6 changes.
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 2+4+6, time.Minute)
+	// The tables' first shapes, 2 backfill rows, chunk events of users (4
+	// partitions), 6 changes.
+	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 2+2+4+6, time.Minute)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+	assertAnnounced(t, events)
 	vipSubjects := map[string]bool{}
 	for _, ev := range events {
 		for _, s := range secrets {
 			if strings.Contains(ev.raw, s) {
 				t.Fatalf("clear value %q in the stream: %s", s, ev.raw)
 			}
+		}
+		if ev.Op == "schema" {
+			// The shapes consumers see: without the dropped column.
+			cols := map[string]string{"users": "id,email,ssn,age", "vips": "email,tier"}[ev.Source.Table]
+			key := map[string]string{"users": "id", "vips": "email"}[ev.Source.Table]
+			assertFirstShape(t, ev, "cdc."+e.cfg.Source.Name+"."+schema+"."+ev.Source.Table+"._schema", cols, key)
+			continue
 		}
 		if ev.Source.Table == "vips" {
 			if ev.Op == "chunk" {
@@ -166,7 +175,9 @@ func privacyRenameTest(t *testing.T, e *env, schema string) {
 		"contracts: {"+schema+".users: {policy: warn, columns: {ssn: {type: integer}}}}")
 	stop, logs := e.startRun()
 	e.exec(`INSERT INTO users VALUES (1, '` + ssns[0] + `', 30)`)
-	readEvents(t, e.natsURL(), e.cfg.Stream.Name, 2, time.Minute) // the event and its contract copy
+	// The table's first shape, the event and its contract copy.
+	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 3, time.Minute)
+	assertFirstShape(t, events[0], "cdc."+e.cfg.Source.Name+"."+schema+".users._schema", "id,ssn,age", "id")
 	e.exec(`ALTER TABLE users RENAME COLUMN ssn TO social`)
 	e.exec(`INSERT INTO users VALUES (2, '` + ssns[1] + `', 40)`)
 	select {
@@ -185,8 +196,8 @@ func privacyRenameTest(t *testing.T, e *env, schema string) {
 	e.setYAML(schema+".users.ssn: mask}", schema+".users.ssn: mask, "+schema+".users.social: mask}")
 	stop, logs = e.startRun()
 	e.exec(`INSERT INTO users VALUES (3, '` + ssns[2] + `', 50)`)
-	// 2 before; then the new shape, rows 2 and 3.
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 5, time.Minute)
+	// 3 before; then the new shape, rows 2 and 3.
+	events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, 6, time.Minute)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,8 @@ import (
 	"github.com/sluice-cdc/sluice/schemas"
 )
 
-// TestSchemaChange: ALTER TABLE mid-stream announces the new shape on
+// TestSchemaChange: the table's first shape (from the empty one) and each
+// ALTER TABLE mid-stream announce the new shape on
 // <prefix>.<source>.<schema>.<table>._schema before its first change; every
 // event carries the columns the table had at its point of the log and its
 // shape's version, which increments, lasts across a restart; sluice schema
@@ -34,12 +35,13 @@ func TestSchemaChange(t *testing.T) {
 		e.exec(`UPDATE items SET v = 11 WHERE id = 1`)
 		e.exec(`ALTER TABLE items DROP COLUMN v`)
 		e.exec(`INSERT INTO items VALUES (3, 'three')`)
-		events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 6, time.Minute)
+		events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 7, time.Minute)
 		want := []struct {
 			op      string
 			cols    string
 			version int
 		}{
+			{"schema", "", 1},
 			{"c", "id,v", 1},
 			{"schema", "", 2},
 			{"c", "id,note,v", 2},
@@ -54,12 +56,14 @@ func TestSchemaChange(t *testing.T) {
 				t.Errorf("event %d = %s %v v%d, want %s [%s] v%d: %s", i, ev.Op, cols, ev.SchemaVersion, w.op, w.cols, w.version, ev.raw)
 			}
 		}
-		if string(events[2].After["note"]) != `"two"` || string(events[3].After["note"]) != `"x"` || string(events[5].After["note"]) != `"three"` {
-			t.Errorf("values of note: %s %s %s", events[2].After["note"], events[3].After["note"], events[5].After["note"])
+		if string(events[3].After["note"]) != `"two"` || string(events[4].After["note"]) != `"x"` || string(events[6].After["note"]) != `"three"` {
+			t.Errorf("values of note: %s %s %s", events[3].After["note"], events[4].After["note"], events[6].After["note"])
 		}
 		subject := db.subject("items") + "._schema"
-		assertSchemaEvent(t, events[1], subject, 1, "id,v", 2, "id,v,note")
-		assertSchemaEvent(t, events[4], subject, 2, "id,v,note", 3, "id,note")
+		assertSchemaEvent(t, events[0], subject, 0, "", 1, "id,v")
+		assertFirstShape(t, events[0], subject, "id,v", "id")
+		assertSchemaEvent(t, events[2], subject, 1, "id,v", 2, "id,v,note")
+		assertSchemaEvent(t, events[5], subject, 2, "id,v,note", 3, "id,note")
 		table := db.schema + ".items"
 		// Shapes are registered with their columns' kinds; those of a
 		// sluice before kinds existed have none, which the restart and
@@ -73,8 +77,8 @@ func TestSchemaChange(t *testing.T) {
 		// 3 and announces nothing, even registered without kinds.
 		stop, _ = e.startRun()
 		e.exec(`INSERT INTO items VALUES (4, 'four')`)
-		events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, 7, time.Minute)
-		if last := events[6]; last.Op != "c" || last.SchemaVersion != 3 {
+		events = readEvents(t, e.natsURL(), e.cfg.Stream.Name, 8, time.Minute)
+		if last := events[7]; last.Op != "c" || last.SchemaVersion != 3 {
 			t.Errorf("after a restart the shape must keep version 3: %s", last.raw)
 		}
 
@@ -154,5 +158,40 @@ func stripKinds(t *testing.T, e *env, table string) {
 		if err := store.Put(ctx, k, b); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// assertFirstShape checks the event that announces a table's first shape:
+// a schema-change event on subject from the empty shape (version 0, no
+// columns, no key) to version 1 with columns cols (in any order) and key
+// key (in key order), under the message id of the table's version 1.
+func assertFirstShape(t *testing.T, ev event, subject, cols, key string) {
+	t.Helper()
+	var body struct {
+		Schema struct {
+			Old, New struct {
+				Version int
+				Columns []struct{ Name string }
+				Key     []string
+			}
+		} `json:"schema"`
+	}
+	if err := json.Unmarshal([]byte(ev.raw), &body); err != nil {
+		t.Fatal(err)
+	}
+	old, shape := body.Schema.Old, body.Schema.New
+	var names []string
+	for _, c := range shape.Columns {
+		names = append(names, c.Name)
+	}
+	slices.Sort(names)
+	want := strings.Split(cols, ",")
+	slices.Sort(want)
+	id := ev.Source.Name + ":schema:" + ev.Source.Schema + "." + ev.Source.Table + ":1"
+	if ev.Op != "schema" || ev.subject != subject || ev.msgID != id || ev.SchemaVersion != 1 ||
+		old.Version != 0 || old.Columns == nil || len(old.Columns) != 0 || old.Key == nil || len(old.Key) != 0 ||
+		shape.Version != 1 || !slices.Equal(names, want) || strings.Join(shape.Key, ",") != key {
+		t.Errorf("first shape on %s (id %s): %s; want on %s (id %s), v0 [] → v1 [%s] key [%s]",
+			ev.subject, ev.msgID, ev.raw, subject, id, cols, key)
 	}
 }

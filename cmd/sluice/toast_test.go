@@ -32,7 +32,7 @@ func TestUnchangedToastAndReplicaIdentityFull(t *testing.T) {
 	e.exec(`UPDATE docs SET title = 'b'; UPDATE docs_full SET title = 'b'`)
 	e.exec(`INSERT INTO nokey VALUES ('x', 1); UPDATE nokey SET qty = 2; DELETE FROM nokey`)
 
-	events := readEvents(t, e.natsURL(), e.cfg.Stream.Name, 7, 60*time.Second)
+	events := readRows(t, e.natsURL(), e.cfg.Stream.Name, 7, 60*time.Second)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -72,8 +72,9 @@ func TestUniqueIndexDefaultIdentityRefused(t *testing.T) {
 // assertUniqueKeyCapture backfills the tables (region int, code text, v
 // int) keyed by (region, code) in chunks of two rows, then inserts,
 // updates, changes the key of and deletes a row of each: every event's key
-// is the index's columns in index order, a key change is a delete of the
-// old key and a create of the new one, and the backfill reads every row.
+// is the index's columns in index order, as is the key of the table's first
+// shape, a key change is a delete of the old key and a create of the new
+// one, and the backfill reads every row.
 func assertUniqueKeyCapture(t *testing.T, e *env, tables ...string) {
 	t.Helper()
 	rows := [][2]string{{"1", "a"}, {"1", "b"}, {"2", "a"}, {"2", "c"}, {"3", "z"}}
@@ -105,10 +106,19 @@ func assertUniqueKeyCapture(t *testing.T, e *env, tables ...string) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+	assertAnnounced(t, events)
 	for _, table := range tables {
 		var reads, changes []string
 		for _, ev := range events {
 			if ev.Source.Table != unqualified(table) || ev.Op == "chunk" {
+				continue
+			}
+			if ev.Op == "schema" {
+				cols := map[string]string{"byfull": "code,region,v,note"}[unqualified(table)]
+				if cols == "" {
+					cols = "code,region,v"
+				}
+				assertFirstShape(t, ev, "cdc."+e.cfg.Source.Name+"."+table+"._schema", cols, "region,code")
 				continue
 			}
 			at := strings.Index(ev.raw, `"key":`)
