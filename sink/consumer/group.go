@@ -62,10 +62,9 @@ type GroupConfig struct {
 	// OnOwn, if set, is called when this member starts (owned true) or
 	// stops (false) owning a partition, from that partition's goroutine.
 	OnOwn func(partition int, owned bool)
-	// Batch is the most messages of a partition RunGroupBatches hands
-	// over at once. Default 1. Above 1, a member holds up to two batches
-	// unacknowledged (the consumers' MaxAckPending), the next arriving
-	// while the handler works on one, and a new owner
+	// Batch is how many messages of a partition a member may hold
+	// unacknowledged (the consumers' MaxAckPending), and the most
+	// RunGroupBatches hands over at once. Default 1. Above 1, a new owner
 	// may get a partition's later messages before a dead owner's
 	// unacknowledged ones come back (see the package comment), so the
 	// handler must order them itself: sluice apply does, by the stream
@@ -108,17 +107,6 @@ func (c *GroupConfig) check() error {
 	return nil
 }
 
-// inFlight is how many messages of a partition a member holds at most:
-// one batch being handled and the next arriving meanwhile, so that
-// handling and delivery overlap. One when batches are single messages,
-// which keeps their order across a failover (see above).
-func (c *GroupConfig) inFlight() int {
-	if c.Batch == 1 {
-		return 1
-	}
-	return 2 * c.Batch
-}
-
 // natsToken refuses a name that cannot be one subject token and part of a
 // consumer name.
 func natsToken(setting, v string) error {
@@ -145,7 +133,7 @@ func groupConsumerConfig(cfg GroupConfig, p int) jetstream.ConsumerConfig {
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.TakeoverAfter,
-		MaxAckPending:  cfg.inFlight(),
+		MaxAckPending:  cfg.Batch,
 		PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PriorityGroups: []string{GroupPriority},
 		PinnedTTL:      cfg.TakeoverAfter,
@@ -274,7 +262,7 @@ func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, 
 		default:
 		}
 		fctx, cancel := context.WithTimeout(ctx, pull)
-		batch, err := gp.cons.Fetch(cfg.inFlight(), jetstream.FetchContext(fctx), jetstream.FetchPriorityGroup(GroupPriority))
+		batch, err := gp.cons.Fetch(cfg.Batch, jetstream.FetchContext(fctx), jetstream.FetchPriorityGroup(GroupPriority))
 		if err != nil {
 			cancel()
 			if errors.Is(err, nats.ErrConnectionClosed) {
