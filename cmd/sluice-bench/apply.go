@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-cdc/sluice/apply"
-	"github.com/sluice-cdc/sluice/sink/consumer"
 )
 
 const (
@@ -72,14 +71,6 @@ func (r *run) applyThroughput(ctx context.Context, pg *pgBench) (*applyResult, e
 	}
 	res.Seconds = took.Seconds()
 	res.Rate = float64(events) / res.Seconds
-	// The stream goes on to the latency and big-transaction runs as the
-	// catch-up left it: without apply's durable consumers.
-	for i := range r.o.partitions {
-		if err := s.DeleteConsumer(ctx, consumer.GroupConsumerName(applyGroup, i)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, fmt.Errorf("delete apply's consumer of partition %d: %w", i, err)
-		}
-	}
-
 	step("COPY of the same %d rows into a table of the same shape", r.o.rows)
 	if took, err = copyRows(ctx, pg, r.o.rows, r.o.rowBytes); err != nil {
 		return nil, err
@@ -87,9 +78,6 @@ func (r *run) applyThroughput(ctx context.Context, pg *pgBench) (*applyResult, e
 	res.CopySeconds = took.Seconds()
 	res.CopyRate = float64(r.o.rows) / res.CopySeconds
 
-	if err := r.settle(ctx, pg); err != nil {
-		return nil, err
-	}
 	after, err := s.Info(ctx)
 	if err != nil {
 		return nil, err
@@ -219,51 +207,4 @@ func copyRows(ctx context.Context, pg *pgBench, n, rowBytes int) (time.Duration,
 		return 0, fmt.Errorf("COPY wrote %d rows of %d", copied, n)
 	}
 	return took, nil
-}
-
-// settle leaves PostgreSQL for the latency and big-transaction runs as the
-// catch-up left it. The target database goes, so autovacuum does not
-// visit its new tables during them; a checkpoint writes its dirty pages
-// now rather than then. sluice's slot must also move past the WAL of the
-// target's writes, or the next start of sluice would decode all of it
-// again while latency is measured: PostgreSQL sends sluice nothing for
-// other databases, so the slot moves only on a change sluice captures. A
-// heartbeat on sluice's signal table, the row sluice itself writes when
-// idle, is such a change that publishes no event.
-func (r *run) settle(ctx context.Context, pg *pgBench) error {
-	step("dropping the apply target; moving sluice's slot past its WAL")
-	if err := pg.srv.Exec(ctx, "postgres", "DROP DATABASE "+targetDB+" WITH (FORCE)"); err != nil {
-		return fmt.Errorf("drop the apply target: %w", err)
-	}
-	if err := pg.srv.Exec(ctx, "postgres", "CHECKPOINT"); err != nil {
-		return fmt.Errorf("checkpoint after the apply run: %w", err)
-	}
-	if _, err := pg.conn.Exec(ctx, `INSERT INTO public.sluice_signal (source, kind, id, at) VALUES ('bench', 'heartbeat', '', now())
-ON CONFLICT (source) DO UPDATE SET kind = EXCLUDED.kind, id = EXCLUDED.id, at = EXCLUDED.at`); err != nil {
-		return fmt.Errorf("write a heartbeat to sluice's signal table: %w", err)
-	}
-	var end string
-	if err := pg.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&end); err != nil {
-		return err
-	}
-	// sluice reports its position every status interval (10s by default).
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		var past bool
-		err := pg.conn.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2", end, pgSlot).Scan(&past)
-		if err != nil {
-			return fmt.Errorf("read sluice's slot %s: %w", pgSlot, err)
-		}
-		if past {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("sluice's slot %s did not reach the heartbeat at %s within 2m; its log:\n%s", pgSlot, end, tail(r.logPath(), 20))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
