@@ -16,12 +16,16 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/sluice-cdc/sluice/backfill"
 	"github.com/sluice-cdc/sluice/sink"
 )
 
 // database is what the bench needs of the database under sluice.
 type database interface {
 	sourceYAML() string
+	// table is the bench table as sluice names it (schema.table; MySQL
+	// database.table).
+	table() string
 	// prepareBaseline readies the baseline reader at the current end of
 	// the log, before the backlog is written.
 	prepareBaseline(ctx context.Context) (baseline, error)
@@ -42,6 +46,10 @@ type baseline interface {
 }
 
 const streamName = "SLUICE_BENCH"
+
+// benchSource is the source name in sluice's config: its control subjects
+// and its slot's and publication's names are made from it.
+const benchSource = "bench"
 
 // run is one bench run's shared state.
 type run struct {
@@ -141,6 +149,7 @@ func bench(ctx context.Context, o options) (*result, error) {
 		if res.BigTx, err = r.bigTx(ctx, next); err != nil {
 			return nil, err
 		}
+		next += o.bigTxRows
 	}
 
 	// Last: apply's writes to the same server would otherwise linger
@@ -148,6 +157,15 @@ func bench(ctx context.Context, o options) (*result, error) {
 	if pg, ok := r.db.(*pgBench); ok && o.apply {
 		step("sluice apply of the backlog into a new database of the same PostgreSQL")
 		if res.Apply, err = r.applyThroughput(ctx, pg); err != nil {
+			return nil, err
+		}
+	}
+	// Last of all: the backfill puts as many events again on the stream,
+	// which apply would land too, and before the latency run it changed
+	// the latency figures (see backfillThroughput).
+	if o.backfill {
+		step("sluice backfills %s: its %d rows, chunks of %d", r.db.table(), next, backfill.DefaultChunkSize)
+		if err := r.backfillThroughput(ctx, res, int64(next)); err != nil {
 			return nil, err
 		}
 	}

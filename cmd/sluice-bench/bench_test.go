@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-cdc/sluice/backfill"
 )
 
 // buildSluice builds the sluice binary the bench runs.
@@ -25,8 +27,9 @@ func buildSluice(t *testing.T) string {
 
 // TestBench runs the whole bench, small, on both databases, and checks
 // that every figure is there and consistent, and that --json carries a
-// numeric ratio. --apply is on for both: pg measures sluice apply and
-// COPY, mysql leaves them out.
+// numeric ratio. --apply and --backfill are on for both: pg measures
+// sluice apply and COPY, mysql leaves them out; both backfill, and pg
+// COPYs the table out as well.
 func TestBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL, MariaDB and sluice: not in -short")
@@ -38,7 +41,7 @@ func TestBench(t *testing.T) {
 			defer cancel()
 			profiles := t.TempDir()
 			o := options{kind: kind, rows: 5000, rowBytes: 100, txSize: 50, partitions: 4, replicas: 1,
-				latencyRate: 400, latencyFor: time.Second, bigTxRows: 20000, sluiceBin: bin, profileDir: profiles, apply: true}
+				latencyRate: 400, latencyFor: time.Second, bigTxRows: 20000, sluiceBin: bin, profileDir: profiles, apply: true, backfill: true}
 			if err := o.validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -77,7 +80,22 @@ func TestBench(t *testing.T) {
 			if r.CatchUpPeakRSS <= 0 {
 				t.Errorf("catch-up peak RSS = %d", r.CatchUpPeakRSS)
 			}
-			for _, p := range []string{"catch-up.cpu", "catch-up.heap", "big-tx.cpu", "big-tx.heap"} {
+			// The backfill runs last, on every row the run wrote, in chunks
+			// of the default size; COPY reads the same table on pg only.
+			if r.BackfillRows != int64(want) || r.BackfillChunkSize != backfill.DefaultChunkSize ||
+				r.BackfillChunks < int64(want/backfill.DefaultChunkSize) || r.BackfillEvents < uint64(want) ||
+				r.BackfillRate <= 0 || r.BackfillRatio != r.BackfillRate/r.JetStreamRate || r.BackfillPeakRSS <= 0 {
+				t.Errorf("backfill: %d rows, chunks of %d (%d), %d events, %v rows/s, ratio %v, peak RSS %d; want %d rows in chunks of %d, as many events at least, the ratio over JetStream's %v",
+					r.BackfillRows, r.BackfillChunkSize, r.BackfillChunks, r.BackfillEvents, r.BackfillRate, r.BackfillRatio, r.BackfillPeakRSS,
+					want, backfill.DefaultChunkSize, r.JetStreamRate)
+			}
+			switch {
+			case kind == "mysql" && (r.BackfillCopyRate != 0 || r.BackfillRatioCopy != 0):
+				t.Errorf("backfill COPY = %v rows/s, ratio %v, want none for mysql", r.BackfillCopyRate, r.BackfillRatioCopy)
+			case kind == "pg" && (r.BackfillCopyRate <= 0 || r.BackfillRatioCopy != r.BackfillRate/r.BackfillCopyRate):
+				t.Errorf("backfill COPY = %v rows/s, ratio %v, want the backfill's rate over it", r.BackfillCopyRate, r.BackfillRatioCopy)
+			}
+			for _, p := range []string{"catch-up.cpu", "catch-up.heap", "big-tx.cpu", "big-tx.heap", "backfill.cpu", "backfill.heap"} {
 				if st, err := os.Stat(filepath.Join(profiles, p+".pprof")); err != nil || st.Size() == 0 {
 					t.Errorf("profile %s: %v", p, err)
 				}
@@ -94,7 +112,20 @@ func TestBench(t *testing.T) {
 			if ratio, ok := got["ratio"].(float64); !ok || ratio != r.Ratio {
 				t.Errorf("JSON ratio = %v (%T), want the number %v", got["ratio"], got["ratio"], r.Ratio)
 			}
-			texts := []string{"ratio (over the slower limit)", "p99", "peak RSS"}
+			texts := []string{"ratio (over the slower limit)", "p99", "peak RSS",
+				"backfill of " + r.BackfillTable, "request to done", "peak RSS during the backfill"}
+			backfillKeys := []string{"backfill_rows_per_sec", "backfill_ratio", "backfill_peak_rss_bytes"}
+			if kind == "pg" {
+				backfillKeys = append(backfillKeys, "backfill_copy_rows_per_sec", "backfill_ratio_copy")
+				texts = append(texts, "COPY (SELECT * ... ORDER BY key) TO STDOUT")
+			} else if _, ok := got["backfill_copy_rows_per_sec"]; ok {
+				t.Errorf("JSON has backfill_copy_rows_per_sec for mysql")
+			}
+			for _, k := range backfillKeys {
+				if v, ok := got[k].(float64); !ok || v <= 0 {
+					t.Errorf("JSON %s = %v, want a positive number", k, got[k])
+				}
+			}
 			if r.Apply != nil {
 				a, _ := got["apply"].(map[string]any)
 				for _, k := range []string{"events_per_sec", "copy_rows_per_sec", "ratio_copy", "ratio_catch_up"} {
@@ -112,6 +143,25 @@ func TestBench(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNoBackfillNoFigures checks that a run with --backfill=false reports
+// no backfill: no JSON key, no text section, no ratio made of zeros.
+func TestNoBackfillNoFigures(t *testing.T) {
+	r := &result{Kind: "pg", Rows: 10, SluiceRate: 100, BaselineRate: 200, JetStreamRate: 300, JetStreamNoIDRate: 400}
+	r.finish()
+	var buf bytes.Buffer
+	if err := r.writeJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "backfill") {
+		t.Errorf("JSON without a backfill mentions one:\n%s", buf.String())
+	}
+	buf.Reset()
+	r.writeText(&buf)
+	if strings.Contains(buf.String(), "backfill") {
+		t.Errorf("text without a backfill mentions one:\n%s", buf.String())
 	}
 }
 

@@ -20,6 +20,12 @@
 //   - latency: rows are committed one per transaction at a fixed rate, and
 //     each row's commit-to-delivery time is measured by a consumer.
 //   - one big transaction: sluice's peak RSS while it publishes it.
+//   - backfill (last: its events would be applied too, and the time sluice
+//     runs changes how the latency run starts): a running sluice is asked
+//     to backfill the bench table, as `sluice backfill` asks, and timed from
+//     the request until its job is done, in rows/s against the JetStream
+//     limit above and, on PostgreSQL, against COPY (SELECT ... ORDER BY key)
+//     TO STDOUT of the same table; with sluice's peak RSS meanwhile.
 package main
 
 import (
@@ -48,6 +54,8 @@ type options struct {
 	json        bool
 	// apply measures `sluice apply` and COPY after the catch-up (pg only).
 	apply bool
+	// backfill measures a backfill of the bench table after the catch-up.
+	backfill bool
 	// storeCipher, when set, encrypts sluice's store at rest with it.
 	storeCipher string
 }
@@ -69,7 +77,12 @@ NATS, in temp dirs, and reports in one run:
     sluice's catch-up; --apply=false skips it (mysql never measures it: its
     target would need a PostgreSQL started as well);
   - p50/p99 commit-to-delivery latency at --latency-rate rows/s;
-  - sluice's peak RSS while it publishes one transaction of --big-tx rows.`,
+  - sluice's peak RSS while it publishes one transaction of --big-tx rows;
+  - last, rows/s of a backfill of the bench table (every row the run wrote)
+    requested from the running sluice as sluice backfill does, from the request
+    until the job is done, against the JetStream limit above and (pg) against
+    COPY (SELECT * FROM bench ORDER BY id) TO STDOUT of the table, and sluice's
+    peak RSS meanwhile; --backfill=false skips it.`,
 		Example: `  sluice-bench pg
   sluice-bench mysql --rows 200000 --json`,
 		Args:          cobra.ExactArgs(1),
@@ -104,8 +117,9 @@ NATS, in temp dirs, and reports in one run:
 	f.DurationVar(&o.latencyFor, "latency-for", 10*time.Second, "how long latency is measured")
 	f.IntVar(&o.bigTxRows, "big-tx", 1_000_000, "rows of the single transaction during which peak RSS is measured (0 skips it)")
 	f.StringVar(&o.sluiceBin, "sluice", "", "the sluice binary (default: sluice next to sluice-bench, then bin/sluice, then $PATH)")
-	f.StringVar(&o.profileDir, "profile", "", "write sluice's CPU and heap profiles of the catch-up and the big transaction to this dir (go tool pprof)")
+	f.StringVar(&o.profileDir, "profile", "", "write sluice's CPU and heap profiles of the catch-up, the big transaction and the backfill to this dir (go tool pprof)")
 	f.BoolVar(&o.json, "json", false, "print one JSON object instead of the table")
+	f.BoolVar(&o.backfill, "backfill", true, "measure a backfill of the bench table through the running sluice, against JetStream's limit and (pg) COPY of the table")
 	f.BoolVar(&o.apply, "apply", true, "pg: measure sluice apply of the backlog into PostgreSQL against COPY (mysql: not measured)")
 	f.StringVar(&o.storeCipher, "store-encryption", "", "encrypt sluice's store at rest with this cipher (chacha or aes), to measure what it costs")
 	if err := cmd.Execute(); err != nil {

@@ -70,8 +70,10 @@ func (b *mysqlBench) close() {
 }
 
 func (b *mysqlBench) sourceYAML() string {
-	return fmt.Sprintf("{name: bench, kind: mysql, dsn: %q, tables: [bench.bench]}", b.srv.DSN("bench"))
+	return fmt.Sprintf("{name: %s, kind: mysql, dsn: %q, tables: [%s]}", benchSource, b.srv.DSN("bench"), b.table())
 }
+
+func (b *mysqlBench) table() string { return "bench.bench" }
 
 // payload is n bytes that differ per row, like the PostgreSQL payload.
 func payload(id, n int) string {

@@ -69,8 +69,10 @@ func (b *pgBench) close() {
 }
 
 func (b *pgBench) sourceYAML() string {
-	return fmt.Sprintf("{name: bench, kind: postgres, dsn: %q, tables: [public.bench]}", b.srv.DSN("bench"))
+	return fmt.Sprintf("{name: %s, kind: postgres, dsn: %q, tables: [%s]}", benchSource, b.srv.DSN("bench"), b.table())
 }
+
+func (b *pgBench) table() string { return "public.bench" }
 
 // payloadSQL is a payload of n bytes that differs per row.
 func payloadSQL(n int) string {

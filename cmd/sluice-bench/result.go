@@ -39,6 +39,25 @@ type result struct {
 	RatioBaseline  float64 `json:"ratio_baseline"`
 	RatioJetStream float64 `json:"ratio_jetstream"`
 
+	// Backfill of the bench table (every row the run wrote) through the
+	// running sluice; all absent with --backfill=false.
+	BackfillTable     string  `json:"backfill_table,omitempty"`
+	BackfillRows      int64   `json:"backfill_rows,omitempty"`
+	BackfillChunkSize int     `json:"backfill_chunk_size,omitempty"`
+	BackfillChunks    int64   `json:"backfill_chunks,omitempty"`
+	BackfillEvents    uint64  `json:"backfill_events,omitempty"` // messages stored: the rows' op "r" events and the chunk events
+	BackfillSeconds   float64 `json:"backfill_seconds,omitempty"`
+	BackfillRate      float64 `json:"backfill_rows_per_sec,omitempty"`
+	// BackfillRatio is the backfill's rows/s over the sink's limit of
+	// this run, JetStreamRate.
+	BackfillRatio   float64 `json:"backfill_ratio,omitempty"`
+	BackfillPeakRSS int64   `json:"backfill_peak_rss_bytes,omitempty"`
+	// COPY (SELECT * FROM bench ORDER BY id) TO STDOUT of the same table,
+	// and the backfill's rate over it (pg only).
+	BackfillCopySeconds float64 `json:"backfill_copy_seconds,omitempty"`
+	BackfillCopyRate    float64 `json:"backfill_copy_rows_per_sec,omitempty"`
+	BackfillRatioCopy   float64 `json:"backfill_ratio_copy,omitempty"`
+
 	// Apply is `sluice apply` of the backlog into PostgreSQL (pg only;
 	// absent with --apply=false).
 	Apply   *applyResult   `json:"apply,omitempty"`
@@ -89,6 +108,12 @@ func (r *result) finish() {
 	r.RatioBaseline = r.SluiceRate / r.BaselineRate
 	r.RatioJetStream = r.SluiceRate / r.JetStreamRate
 	r.Bars = map[string]bool{"ratio": r.Ratio >= barRatio}
+	if r.BackfillRate > 0 {
+		r.BackfillRatio = r.BackfillRate / r.JetStreamRate
+		if r.BackfillCopyRate > 0 {
+			r.BackfillRatioCopy = r.BackfillRate / r.BackfillCopyRate
+		}
+	}
 	if a := r.Apply; a != nil {
 		a.RatioCopy = a.Rate / a.CopyRate
 		a.RatioCatchUp = a.Rate / r.SluiceRate
@@ -127,6 +152,19 @@ func (r *result) writeText(w io.Writer) {
 		fmt.Fprintf(t, "  COPY of the same rows, same table shape (rows/s)\t%.0f\t%.2f\n", a.CopyRate, a.RatioCopy)
 		fmt.Fprintf(t, "  sluice run's catch-up (above)\t%.0f\t%.2f\n", r.SluiceRate, a.RatioCatchUp)
 		t.Flush()
+	}
+	if r.BackfillRate > 0 {
+		fmt.Fprintf(w, "\nbackfill of %s (every row of the run) through the running sluice: %d rows, %d chunks of %d, %d messages stored\n",
+			r.BackfillTable, r.BackfillRows, r.BackfillChunks, r.BackfillChunkSize, r.BackfillEvents)
+		t := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(t, "  \trows/s\tbackfill over it\n")
+		fmt.Fprintf(t, "  sluice backfill, request to done\t%.0f\t\n", r.BackfillRate)
+		fmt.Fprintf(t, "  JetStream alone, Nats-Msg-Id (above, msgs/s)\t%.0f\t%.2f\n", r.JetStreamRate, r.BackfillRatio)
+		if r.BackfillCopyRate > 0 {
+			fmt.Fprintf(t, "  COPY (SELECT * ... ORDER BY key) TO STDOUT, same table\t%.0f\t%.2f\n", r.BackfillCopyRate, r.BackfillRatioCopy)
+		}
+		t.Flush()
+		fmt.Fprintf(w, "  sluice's peak RSS during the backfill: %.0f MB\n", mb(r.BackfillPeakRSS))
 	}
 	if l := r.Latency; l != nil {
 		fmt.Fprintf(w, "\ncommit-to-delivery latency at %d rows/s (achieved %.0f), one row a transaction, %d rows after a warm-up\n", l.Rate, l.AchievedRate, l.Measured)
