@@ -289,51 +289,48 @@ func (gp *groupPartition) run(ctx context.Context, handle func(context.Context, 
 			held = held[:0]
 			return err
 		}
-		wait := time.NewTimer(BatchWait)
-		msgs := batch.Messages()
-	read:
-		for {
-			var idle <-chan time.Time
-			if len(held) > 0 {
-				idle = wait.C
-			}
-			select {
-			case msg, ok := <-msgs:
-				if !ok {
-					break read
+		// drain hands over the pull's messages in batches as they come.
+		drain := func() error {
+			wait := time.NewTimer(BatchWait)
+			defer wait.Stop()
+			msgs := batch.Messages()
+			for {
+				var idle <-chan time.Time
+				if len(held) > 0 {
+					idle = wait.C
 				}
-				if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
-					if owned && pin != gp.pin.Load() {
-						// Our pin lapsed and we got it back under a new id: a
-						// different ownership, even if the same member.
+				select {
+				case msg, ok := <-msgs:
+					if !ok {
+						return flush()
+					}
+					if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
+						if owned && pin != gp.pin.Load() {
+							// Our pin lapsed and we got it back under a new id: a
+							// different ownership, even if the same member.
+							if err := flush(); err != nil {
+								return err
+							}
+							setOwned(false)
+						}
+						gp.pin.Store(pin)
+					}
+					setOwned(true)
+					held = append(held, msg)
+					if len(held) >= cfg.Batch {
 						if err := flush(); err != nil {
-							wait.Stop()
-							cancel()
 							return err
 						}
-						setOwned(false)
 					}
-					gp.pin.Store(pin)
-				}
-				setOwned(true)
-				held = append(held, msg)
-				if len(held) >= cfg.Batch {
+					wait.Reset(BatchWait)
+				case <-idle:
 					if err := flush(); err != nil {
-						wait.Stop()
-						cancel()
 						return err
 					}
 				}
-				wait.Reset(BatchWait)
-			case <-idle:
-				if err := flush(); err != nil {
-					cancel()
-					return err
-				}
 			}
 		}
-		wait.Stop()
-		if err := flush(); err != nil {
+		if err := drain(); err != nil {
 			cancel()
 			return err
 		}
