@@ -147,8 +147,6 @@ type partState struct {
 	// sequence, and whether it was a first delivery.
 	cons  uint64
 	fresh bool
-	// owner is whom the position row named at the last batch.
-	owner string
 }
 
 func (a *applier) owned(p int, owned bool) {
@@ -198,10 +196,10 @@ func (a *applier) handle(ctx context.Context, p int, msgs []jetstream.Msg) error
 		return fmt.Errorf("apply: begin a transaction in the target: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	var stored, events uint64
+	var stored uint64
 	var owner string
-	if err := tx.QueryRow(ctx, `SELECT seq, events, member FROM sluice.apply_positions WHERE source = $1 AND part = $2 FOR UPDATE`,
-		a.cfg.Source, p).Scan(&stored, &events, &owner); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT seq, member FROM sluice.apply_positions WHERE source = $1 AND part = $2 FOR UPDATE`,
+		a.cfg.Source, p).Scan(&stored, &owner); err != nil {
 		return fmt.Errorf("apply: read the position of partition %d in the target: %w", p, err)
 	}
 	st := &a.parts[p]
@@ -230,7 +228,7 @@ func (a *applier) handle(ctx context.Context, p int, msgs []jetstream.Msg) error
 			// Not surely the next: ask the stream, and apply what comes
 			// first from it.
 			for {
-				next, err := a.next(ctx, p, at)
+				next, err := a.next(ctx, p, at, at == stored)
 				if err != nil {
 					return err
 				}
@@ -281,18 +279,22 @@ WHERE source = $1 AND part = $2`, a.cfg.Source, p, at, b.events, a.cfg.Member); 
 		return fmt.Errorf("apply: commit partition %d up to stream sequence %d: %w", p, at, err)
 	}
 	b.committed()
-	*st = partState{valid: true, last: at, cons: cons, fresh: chain, owner: a.cfg.Member}
+	*st = partState{valid: true, last: at, cons: cons, fresh: chain}
 	a.m.applied(p, b.events, at, b.lastTs, time.Since(start), pending)
 	return nil
 }
 
 // next returns partition p's first message after sequence after, from the
-// stream itself. A stream that dropped messages the target has not
-// applied (its retention) is an error: the target would miss changes.
-func (a *applier) next(ctx context.Context, p int, after uint64) (*jetstream.RawStreamMsg, error) {
+// stream itself. From the stored position (stored), it also warns when the
+// stream's retention removed messages after it; a later after is a message
+// just read, which the stream still holds, so nothing after it was removed.
+func (a *applier) next(ctx context.Context, p int, after uint64, stored bool) (*jetstream.RawStreamMsg, error) {
 	msg, err := a.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(a.filter(p)))
 	if err != nil {
 		return nil, fmt.Errorf("apply: partition %d: read the event after stream sequence %d: %w", p, after, err)
+	}
+	if !stored || msg.Sequence == after+1 {
+		return msg, nil
 	}
 	info, err := a.stream.Info(ctx)
 	if err != nil {
