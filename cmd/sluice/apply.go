@@ -96,11 +96,7 @@ func runApply(ctx context.Context, conn natsClient, subject string, o applyOptio
 	if o.To == "" {
 		return errors.New("--to is empty: give the target PostgreSQL database, e.g. --to postgres://app@replica:5432/shop")
 	}
-	if u, err := url.Parse(o.To); err == nil && u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			log.Warn("the target password is in --to, which every user of this host sees in ps: give it in $PGPASSWORD or ~/.pgpass")
-		}
-	} else if strings.Contains(o.To, "password=") {
+	if passwordIn(o.To) {
 		log.Warn("the target password is in --to, which every user of this host sees in ps: give it in $PGPASSWORD or ~/.pgpass")
 	}
 	conn.Log = log
@@ -164,6 +160,17 @@ func runApply(ctx context.Context, conn natsClient, subject string, o applyOptio
 		return nil
 	}
 	return err
+}
+
+// passwordIn tells whether a connection string carries a password: in a
+// URL's user info, or as a password= keyword or query parameter.
+func passwordIn(dsn string) bool {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return true
+		}
+	}
+	return strings.Contains(dsn, "password=")
 }
 
 // sourceStream finds the stream of a source's subjects and its partition

@@ -610,3 +610,19 @@ func TestApplyEachSource(t *testing.T) {
 		a.assertAppliedOnce()
 	})
 }
+
+// A target password in --to is warned about, in every way a connection
+// string can carry one.
+func TestPasswordIn(t *testing.T) {
+	for dsn, want := range map[string]bool{
+		"postgres://app:secret@replica/shop":          true,
+		"postgres://app@replica/shop?password=secret": true,
+		"host=replica user=app password=secret":       true,
+		"postgres://app@replica/shop":                 false,
+		"host=replica user=app dbname=shop":           false,
+	} {
+		if got := passwordIn(dsn); got != want {
+			t.Errorf("passwordIn(%q) = %v, want %v", dsn, got, want)
+		}
+	}
+}
