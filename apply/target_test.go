@@ -1,14 +1,17 @@
 package apply
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sluice-cdc/sluice/schemas"
+	"github.com/sluice-cdc/sluice/sink/consumer"
 	"github.com/sluice-cdc/sluice/sources"
 )
 
@@ -79,6 +82,19 @@ func TestTransient(t *testing.T) {
 	} {
 		if got := transient(tc.err); got != tc.want {
 			t.Errorf("transient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// Table names reach a subject (the table's _schema subject, read for its
+// shape): a name that is no single subject token would read another
+// table's shape, or many. Such an event is refused before any lookup.
+func TestTableNameNotASubjectToken(t *testing.T) {
+	for _, name := range []string{"a*", "a.b", ">", "a b", ""} {
+		var ev consumer.Event
+		ev.Op, ev.Source.Schema, ev.Source.Table = "c", "public", name
+		if _, err := (&batch{}).table(context.Background(), &ev); err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("table %q: %v, want it refused", name, err)
 		}
 	}
 }
