@@ -76,16 +76,58 @@ func (m *Manager) save(ctx context.Context, j Job) error {
 	return nil
 }
 
+// runJob runs j's chunks until it is done, failed, replaced or ctx ends.
+// Chunks overlap: once a chunk's rows are handed to the pipeline, the next
+// chunk is read while the pipeline flushes them and its cursor is saved.
+// Cursors are still saved in order, each only after its chunk's events
+// are stored, so a crash re-reads at most the chunks after the last saved
+// cursor (their rows are emitted again, which the chunk rule tolerates).
 func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 	log := m.log.With("job", j.ID, "table", j.Table)
 	start, startRows := time.Now(), j.Rows
 	lastLog := start
 	failures := 0
+	// saved is j as last stored; pending carries the outcome of the save
+	// in flight (of the chunk before), and is drained before the next one
+	// starts and before runJob returns.
+	saved := j
+	var (
+		pending    chan error
+		pendingJob Job
+	)
+	settle := func() error {
+		if pending == nil {
+			return nil
+		}
+		err := <-pending
+		pending = nil
+		if err == nil {
+			saved = pendingJob
+		}
+		return err
+	}
+	defer func() { _ = settle() }()
 	for j.State == StateRunning && ctx.Err() == nil && m.live(j) {
 		next, err := m.chunk(ctx, f, j)
+		if serr := settle(); serr != nil || err != nil {
+			if err == nil {
+				err = serr
+			}
+			// Go on from what is stored: a chunk whose save failed is
+			// read again, and so is the one read meanwhile.
+			j = saved
+		}
 		switch {
 		case err == nil:
 			failures = 0
+			pendingJob, pending = next, make(chan error, 1)
+			go func() {
+				err := f.Flush(ctx)
+				if err == nil {
+					err = m.save(ctx, next)
+				}
+				pending <- err
+			}()
 			j = next
 		case ctx.Err() != nil, errors.Is(err, errCancelled):
 			return
@@ -111,6 +153,15 @@ func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 			return
 		}
 		if j.State == StateDone {
+			if err := settle(); err != nil {
+				// The last chunk is not stored: read it again.
+				j = saved
+				if ctx.Err() != nil {
+					return
+				}
+				log.Warn("backfill's last chunk not stored; retrying", "error", err)
+				continue
+			}
 			log.Info("backfill done", "chunks", j.Chunks, "rows", j.Rows, "took", time.Since(j.Started).Round(time.Millisecond))
 			m.cfg.Metrics.end(j)
 			return
@@ -135,8 +186,9 @@ func retryable(err error) bool {
 		errors.Is(err, sources.ErrLoginExpiring) || sink.Transient(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// chunk backfills one chunk of j and returns the job with its cursor moved
-// past it, stored.
+// chunk backfills one chunk of j: its rows are in the pipeline when it
+// returns the job with its cursor moved past them, which the caller saves
+// once the pipeline has flushed them.
 func (m *Manager) chunk(ctx context.Context, f Pipeline, j Job) (Job, error) {
 	// An attempt's id is its own: after a crash or a gap the watermarks of
 	// an earlier attempt at this chunk may still come through the log, and
@@ -203,10 +255,6 @@ func (m *Manager) chunk(ctx context.Context, f Pipeline, j Job) (Job, error) {
 		return j, res.err
 	}
 	t4 := time.Now()
-	if err := f.Flush(ctx); err != nil {
-		return j, err
-	}
-	t5 := time.Now()
 	read := int64(len(ch.Rows))
 	if j.Cursor != nil && read > 0 {
 		read-- // the boundary row, read by the previous chunk too
@@ -217,8 +265,7 @@ func (m *Manager) chunk(ctx context.Context, f Pipeline, j Job) (Job, error) {
 	if to == nil {
 		j.State, j.Finished = StateDone, time.Now().UTC()
 	}
-	err = m.save(ctx, j)
-	m.log.Debug("chunk done", "chunk", id, "rows", len(ch.Rows), "emitted", res.emitted,
-		"low", t1.Sub(t0), "read", t2.Sub(t1), "high", t3.Sub(t2), "to_high", t4.Sub(t3), "flush", t5.Sub(t4), "save", time.Since(t5))
-	return j, err
+	m.log.Debug("chunk emitted", "chunk", id, "rows", len(ch.Rows), "emitted", res.emitted,
+		"low", t1.Sub(t0), "read", t2.Sub(t1), "high", t3.Sub(t2), "to_high", t4.Sub(t3))
+	return j, nil
 }

@@ -44,7 +44,7 @@ func BenchmarkBackfillVsCopy(b *testing.B) {
 	}
 	b.StopTimer()
 	for _, l := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(l, "chunk done") && strings.Contains(l, "-5") {
+		if strings.Contains(l, "chunk emitted") && strings.Contains(l, "-5") {
 			b.Log(l)
 		}
 	}
