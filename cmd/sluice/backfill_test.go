@@ -104,13 +104,13 @@ func idToV(t *testing.T, v *consumer.View, name consumer.TableName) map[int]int 
 	return out
 }
 
-// diffView compares the view of a table of (id, v) rows with the source,
+// diffView compares the view of a table of (key, v) rows with the source,
+// whose rows are keyed by their canonical key text (`[5]`, `["a1"]`),
 // without sorting a million rows per look.
-func diffView(t *testing.T, v *consumer.View, name consumer.TableName, want map[int]int) (missing, stale, extra int) {
-	t.Helper()
+func diffView(v *consumer.View, name consumer.TableName, want map[string]int) (missing, stale, extra int) {
 	found := 0
-	for id, w := range want {
-		r, ok := v.Lookup(name, "["+strconv.Itoa(id)+"]")
+	for key, w := range want {
+		r, ok := v.Lookup(name, key)
 		switch {
 		case !ok:
 			missing++
@@ -125,9 +125,23 @@ func diffView(t *testing.T, v *consumer.View, name consumer.TableName, want map[
 	return missing, stale, v.Len() - found
 }
 
-// assertViewConverges waits until the consumer's view of the table equals
-// the source, then returns the events it read.
+// assertViewConverges waits until the consumer's view of the table of
+// (id int key, v) rows equals the source, then returns the events it read.
 func assertViewConverges(t *testing.T, url, stream string, name consumer.TableName, source func() (map[int]int, error)) []event {
+	t.Helper()
+	return assertKeyedViewConverges(t, url, stream, name, func() (map[string]int, error) {
+		ids, err := source()
+		keyed := make(map[string]int, len(ids))
+		for id, v := range ids {
+			keyed["["+strconv.Itoa(id)+"]"] = v
+		}
+		return keyed, err
+	})
+}
+
+// assertKeyedViewConverges is assertViewConverges for any one-column key:
+// source returns the rows by their canonical key text.
+func assertKeyedViewConverges(t *testing.T, url, stream string, name consumer.TableName, source func() (map[string]int, error)) []event {
 	t.Helper()
 	f := newFollower(t, url, stream)
 	deadline := time.Now().Add(3 * time.Minute)
@@ -137,22 +151,22 @@ func assertViewConverges(t *testing.T, url, stream string, name consumer.TableNa
 			t.Fatal(err)
 		}
 		f.catchUp(t)
-		missing, stale, extra := diffView(t, f.view, name, want)
+		missing, stale, extra := diffView(f.view, name, want)
 		if missing+stale+extra == 0 {
 			t.Logf("view of %s equals the source: %d rows, %d events", name.Qualified(), len(want), len(f.events))
 			return f.events
 		}
 		if time.Now().After(deadline) {
 			shown := 0
-			for id, w := range want {
-				r, ok := f.view.Lookup(name, "["+strconv.Itoa(id)+"]")
+			for key, w := range want {
+				r, ok := f.view.Lookup(name, key)
 				if !ok || string(r.Columns["v"]) == strconv.Itoa(w) || shown >= 3 {
 					continue
 				}
 				shown++
-				t.Logf("id %d: source v=%d, view v=%s; its events:", id, w, r.Columns["v"])
+				t.Logf("key %s: source v=%d, view v=%s; its events:", key, w, r.Columns["v"])
 				for _, ev := range f.events {
-					if string(ev.Key["id"]) == strconv.Itoa(id) {
+					if "["+string(ev.Key["id"])+"]" == key {
 						t.Logf("  seq %d %s v=%s pos=%s msg=%s", ev.seq, ev.Op, ev.After["v"], ev.Source.Pos, ev.msgID)
 					}
 				}
@@ -555,16 +569,23 @@ func TestBackfillUnsupportedKey(t *testing.T) {
 // TestBackfillResumesAfterKill kills sluice with SIGKILL in the middle of a
 // backfill: after restart the job resumes at its last stored chunk rather
 // than from the start, and the view still equals the table.
-func TestBackfillResumesAfterKill(t *testing.T) { resumesAfterKill(t, false) }
+func TestBackfillResumesAfterKill(t *testing.T) { resumesAfterKill(t, false, false) }
 
 // TestInitialSnapshotResumesAfterKill: the same for the initial snapshot,
 // which no flag asks for.
-func TestInitialSnapshotResumesAfterKill(t *testing.T) { resumesAfterKill(t, true) }
+func TestInitialSnapshotResumesAfterKill(t *testing.T) { resumesAfterKill(t, true, false) }
 
-func resumesAfterKill(t *testing.T, initial bool) {
+// TestBackfillTextKeyResumesAfterKill: the same for a text key in a
+// collation that does not order bytewise (en-x-icu: 'a' < 'B', while the
+// chunks go bytewise, 'B' < 'a'), under updates, deletes and inserts, with
+// chunks that overlap their neighbours' flushes.
+func TestBackfillTextKeyResumesAfterKill(t *testing.T) { resumesAfterKill(t, false, true) }
+
+func resumesAfterKill(t *testing.T, initial, textKey bool) {
 	if testing.Short() {
 		t.Skip("builds and kills the binary: skipped in -short")
 	}
+	const rows = 50000
 	pg := pgtest.New(t)
 	e := newEnv(t, pg, "public.items")
 	args := []string{"run", "--config", e.cfgYML, "--backfill", "public.items"}
@@ -574,19 +595,71 @@ func resumesAfterKill(t *testing.T, initial bool) {
 	} else {
 		e.setYAML("backfill: {initial: false}", "backfill: {initial: false, chunk_size: 250}")
 	}
-	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
-	e.exec(`INSERT INTO items SELECT g, 0 FROM generate_series(1, 50000) g`)
 	conn := pgConn(t, pg)
+	// key names row i; a writer also inserts rows past the table's end.
+	key := func(i int) any { return i }
+	state := func() (map[string]int, error) {
+		ids, err := pgCrashDB{conn}.state()
+		keyed := make(map[string]int, len(ids))
+		for id, v := range ids {
+			keyed["["+strconv.Itoa(id)+"]"] = v
+		}
+		return keyed, err
+	}
+	if textKey {
+		// Letters of both cases lead, so bytewise and en-x-icu order differ
+		// all through the table.
+		const letters = "aAbBcCdDeEfFgGhHiIjJkKlLmMnNoOpPqQrRsStTuUvVwWxXyYzZ"
+		key = func(i int) any { return fmt.Sprintf("%c%06d", letters[i%len(letters)], i) }
+		state = func() (map[string]int, error) {
+			rows, err := conn.Query(context.Background(), "SELECT id, v FROM items")
+			if err != nil {
+				return nil, err
+			}
+			keyed := map[string]int{}
+			for rows.Next() {
+				var id string
+				var v int
+				if err := rows.Scan(&id, &v); err != nil {
+					return nil, err
+				}
+				k, _ := json.Marshal([]string{id})
+				keyed[string(k)] = v
+			}
+			return keyed, rows.Err()
+		}
+		e.exec(`CREATE TABLE items (id text COLLATE "en-x-icu" PRIMARY KEY, v int NOT NULL)`)
+		var differ bool
+		if err := conn.QueryRow(context.Background(), `SELECT 'a' COLLATE "en-x-icu" < 'B' AND 'B' COLLATE "C" < 'a'`).Scan(&differ); err != nil || !differ {
+			t.Fatalf("en-x-icu does not order 'a' before 'B' here (%v): the test would not tell the orders apart", err)
+		}
+		if _, err := conn.Exec(context.Background(), `INSERT INTO items SELECT substr($1, g % 52 + 1, 1) || lpad(g::text, 6, '0'), 0 FROM generate_series(1, $2::int) g`, letters, rows); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		e.exec(`CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)`)
+		e.exec(fmt.Sprintf(`INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g`, rows))
+	}
 	base := e.serveHTTP()
 	bin := buildSluice(t)
 	logPath := filepath.Join(e.dir, "sluice.log")
 
 	p := startProcWith(t, bin, logPath, args...)
 	waitReady(t, base, time.Minute)
-	var updates atomic.Int64
+	var updates, deletes, inserts atomic.Int64
 	stopWriter := startWriter(t, 5, time.Millisecond, func(rng *rand.Rand) error {
-		_, err := conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", 1+rng.IntN(50000))
-		updates.Add(1)
+		var err error
+		switch r := rng.IntN(10); {
+		case textKey && r == 0:
+			_, err = conn.Exec(context.Background(), "DELETE FROM items WHERE id = $1", key(1+rng.IntN(rows)))
+			deletes.Add(1)
+		case textKey && r == 1:
+			_, err = conn.Exec(context.Background(), "INSERT INTO items VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = items.v + 1", key(rows+1+rng.IntN(1000)))
+			inserts.Add(1)
+		default:
+			_, err = conn.Exec(context.Background(), "UPDATE items SET v = v + 1 WHERE id = $1", key(1+rng.IntN(rows)))
+			updates.Add(1)
+		}
 		return err
 	})
 	// Kill once some chunks are stored, long before the end.
@@ -614,7 +687,7 @@ func resumesAfterKill(t *testing.T, initial bool) {
 	if resumedAt < 20 {
 		t.Fatalf("after the kill the backfill resumed at chunk %d, want at least 20 (the chunks stored before the kill)", resumedAt)
 	}
-	events := assertViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, pgState(conn))
+	events := assertKeyedViewConverges(t, e.natsURL(), e.cfg.Stream.Name, consumer.TableName{Source: "pg1", Schema: "public", Table: "items"}, state)
 	assertNoStaleRead(t, events)
 	// Chunk ids count on from where the job was: none after the restart
 	// repeats the chunks done before it.
@@ -624,10 +697,11 @@ func resumesAfterKill(t *testing.T, initial bool) {
 			chunkIDs[chunkIDOf(t, ev.raw)] = true
 		}
 	}
-	if max := 50000/249 + 1 + 2; len(chunkIDs) > max {
+	if max := (rows+1000)/249 + 1 + 2; len(chunkIDs) > max {
 		t.Errorf("%d chunks published, want at most %d: the restart redid stored chunks", len(chunkIDs), max)
 	}
-	t.Logf("killed at ≥20 chunks, resumed at chunk %d; %d chunks in all; %d concurrent updates", resumedAt, len(chunkIDs), updates.Load())
+	t.Logf("killed at ≥20 chunks, resumed at chunk %d; %d chunks in all; %d concurrent updates, %d deletes, %d inserts",
+		resumedAt, len(chunkIDs), updates.Load(), deletes.Load(), inserts.Load())
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
