@@ -61,6 +61,7 @@ type run struct {
 	http     string
 	cluster  *clusterNodes
 	warmSeq  uint64 // the stream's last sequence before the backlog
+	baseline string // the database baseline's name
 	storeKey string // --store-encryption's key, for every start of sluice
 }
 
@@ -101,44 +102,20 @@ func bench(ctx context.Context, o options) (*result, error) {
 	if err := r.warmUp(ctx); err != nil {
 		return nil, err
 	}
-	base, err := r.db.prepareBaseline(ctx)
-	if err != nil {
-		return nil, err
+	// Rounds alternate sluice with its limits, each on a backlog of its
+	// own, so that a slow spell of the machine lands on one round, which
+	// the median leaves out, rather than on one side of the ratio.
+	for i := range o.rounds {
+		rd, err := r.round(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		res.Rounds = append(res.Rounds, rd)
 	}
-
-	step("writing the backlog: %d rows of %d bytes, %d rows a transaction, sluice stopped", o.rows, o.rowBytes, o.txSize)
-	start := time.Now()
-	bar := newBar(o.rows, "rows")
-	if err := r.db.load(ctx, 1, o.rows, o.txSize, o.rowBytes, func(n int) { _ = bar.Add(n) }); err != nil {
-		return nil, err
-	}
-	_ = bar.Finish()
-	res.LoadSeconds = time.Since(start).Seconds()
-
-	step("%s reads the backlog", base.name())
-	took, err := base.read(ctx, o.rows)
-	if err != nil {
-		return nil, err
-	}
-	res.Baseline = base.name()
-	res.BaselineRate = float64(o.rows) / took.Seconds()
-
-	step("sluice reads the backlog and publishes it")
-	size, err := r.catchUp(ctx, res)
-	if err != nil {
-		return nil, err
-	}
-
-	step("embedded JetStream alone takes %d messages of %d bytes (async publish, Nats-Msg-Id)", o.rows, size.data)
-	if res.JetStreamRate, err = jetStreamLimit(ctx, filepath.Join(dir, "limit"), o, size, true); err != nil {
-		return nil, err
-	}
-	if res.JetStreamNoIDRate, err = jetStreamLimit(ctx, filepath.Join(dir, "limit-noid"), o, size, false); err != nil {
-		return nil, err
-	}
+	res.Baseline = r.baseline
 
 	step("latency: %d rows/s, one per transaction, for %s", o.latencyRate, o.latencyFor)
-	next := o.rows + 1
+	next := o.rounds*o.rows + 1
 	if res.Latency, err = r.latency(ctx, next); err != nil {
 		return nil, err
 	}
@@ -295,9 +272,14 @@ func (r *run) warmUp(ctx context.Context) error {
 type msgSize struct{ data, id int }
 
 // catchUp starts sluice on the backlog and times it from its first stored
-// event to its last, by the stream's own store times.
-func (r *run) catchUp(ctx context.Context, res *result) (msgSize, error) {
-	p, nc, s, err := r.start(ctx, r.profile("catch-up.cpu"))
+// event to its last, by the stream's own store times. The first round
+// writes the profiles.
+func (r *run) catchUp(ctx context.Context, rd *round) (msgSize, error) {
+	cpu, heap := r.profile("catch-up.cpu"), r.profile("catch-up.heap")
+	if rd.N > 1 {
+		cpu, heap = "", ""
+	}
+	p, nc, s, err := r.start(ctx, cpu)
 	if err != nil {
 		return msgSize{}, err
 	}
@@ -321,12 +303,12 @@ func (r *run) catchUp(ctx context.Context, res *result) (msgSize, error) {
 	if err != nil {
 		return msgSize{}, err
 	}
-	res.SluiceSeconds = z.Time.Sub(a.Time).Seconds()
-	res.SluiceRate = float64(r.o.rows-1) / res.SluiceSeconds
-	if res.CatchUpPeakRSS, err = p.peakRSS(); err != nil {
+	rd.SluiceSeconds = z.Time.Sub(a.Time).Seconds()
+	rd.SluiceRate = float64(r.o.rows-1) / rd.SluiceSeconds
+	if rd.PeakRSS, err = p.peakRSS(); err != nil {
 		return msgSize{}, err
 	}
-	if err := p.heapProfile(r.profile("catch-up.heap")); err != nil {
+	if err := p.heapProfile(heap); err != nil {
 		return msgSize{}, err
 	}
 	// Nothing more than the backlog: no event twice.
@@ -338,6 +320,7 @@ func (r *run) catchUp(ctx context.Context, res *result) (msgSize, error) {
 	if info.State.LastSeq != want {
 		return msgSize{}, fmt.Errorf("sluice stored %d messages for a backlog of %d rows", info.State.LastSeq-first+1, r.o.rows)
 	}
+	r.warmSeq = want // the next round's backlog starts after it
 	stopped = true
 	if err := p.stop(); err != nil {
 		return msgSize{}, err

@@ -40,7 +40,7 @@ func TestBench(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			profiles := t.TempDir()
-			o := options{kind: kind, rows: 5000, rowBytes: 100, txSize: 50, partitions: 4, replicas: 1,
+			o := options{kind: kind, rows: 5000, rounds: 2, rowBytes: 100, txSize: 50, partitions: 4, replicas: 1,
 				latencyRate: 400, latencyFor: time.Second, bigTxRows: 20000, sluiceBin: bin, profileDir: profiles, apply: true, backfill: true}
 			if err := o.validate(); err != nil {
 				t.Fatal(err)
@@ -55,8 +55,20 @@ func TestBench(t *testing.T) {
 					t.Errorf("%s rate = %v, want > 0", name, v)
 				}
 			}
-			if want := r.SluiceRate / min(r.BaselineRate, r.JetStreamRate); r.Ratio != want {
-				t.Errorf("ratio = %v, want sluice over the slower limit = %v", r.Ratio, want)
+			// Each round has its backlog and limits; the figures are the
+			// medians, of two rounds their means.
+			if len(r.Rounds) != 2 {
+				t.Fatalf("%d rounds, want 2", len(r.Rounds))
+			}
+			for i, rd := range r.Rounds {
+				if rd.N != i+1 || rd.SluiceRate <= 0 || rd.BaselineRate <= 0 || rd.JetStreamRate <= 0 || rd.JetStreamNoIDRate <= 0 || rd.PeakRSS <= 0 ||
+					rd.Ratio != rd.SluiceRate/min(rd.BaselineRate, rd.JetStreamRate) {
+					t.Errorf("round %d = %+v, want positive figures and its ratio over its slower limit", i+1, rd)
+				}
+			}
+			a, b := r.Rounds[0], r.Rounds[1]
+			if r.Ratio != (a.Ratio+b.Ratio)/2 || r.SluiceRate != (a.SluiceRate+b.SluiceRate)/2 || r.CatchUpPeakRSS != max(a.PeakRSS, b.PeakRSS) {
+				t.Errorf("ratio %v, sluice %v, peak RSS %d: want the rounds' medians and highest peak", r.Ratio, r.SluiceRate, r.CatchUpPeakRSS)
 			}
 			if l := r.Latency; l == nil || l.Measured != 400 || l.P50ms > l.P99ms || l.P99ms > l.MaxMs || l.PeakRSS <= 0 {
 				t.Errorf("latency = %+v, want 400 measured rows with p50 <= p99 <= max", l)
@@ -64,9 +76,9 @@ func TestBench(t *testing.T) {
 			if b := r.BigTx; b == nil || b.Rows != 20000 || b.PeakRSS < b.IdleRSS || b.IdleRSS <= 0 || b.CommitToLastAck <= 0 {
 				t.Errorf("big transaction = %+v", b)
 			}
-			// Apply runs last: every row of the run, the backlog with its
+			// Apply runs last: every row of the run, the backlogs with the
 			// warm-up row, the latency rows and the big transaction.
-			want := 5001
+			want := 2*5000 + 1
 			if r.Latency != nil && r.BigTx != nil {
 				want += r.Latency.Rows + r.BigTx.Rows
 			}
@@ -112,7 +124,7 @@ func TestBench(t *testing.T) {
 			if ratio, ok := got["ratio"].(float64); !ok || ratio != r.Ratio {
 				t.Errorf("JSON ratio = %v (%T), want the number %v", got["ratio"], got["ratio"], r.Ratio)
 			}
-			texts := []string{"ratio (over the slower limit)", "p99", "peak RSS",
+			texts := []string{"ratio (over the slower limit)", "round 2", "p99", "peak RSS",
 				"backfill of " + r.BackfillTable, "request to done", "peak RSS during the backfill"}
 			backfillKeys := []string{"backfill_rows_per_sec", "backfill_ratio", "backfill_peak_rss_bytes"}
 			if kind == "pg" {
@@ -149,7 +161,7 @@ func TestBench(t *testing.T) {
 // TestNoBackfillNoFigures checks that a run with --backfill=false reports
 // no backfill: no JSON key, no text section, no ratio made of zeros.
 func TestNoBackfillNoFigures(t *testing.T) {
-	r := &result{Kind: "pg", Rows: 10, SluiceRate: 100, BaselineRate: 200, JetStreamRate: 300, JetStreamNoIDRate: 400}
+	r := &result{Kind: "pg", Rows: 10, Rounds: []round{{N: 1, SluiceRate: 100, BaselineRate: 200, JetStreamRate: 300, JetStreamNoIDRate: 400, Ratio: 0.5}}}
 	r.finish()
 	var buf bytes.Buffer
 	if err := r.writeJSON(&buf); err != nil {
@@ -166,7 +178,7 @@ func TestNoBackfillNoFigures(t *testing.T) {
 }
 
 func TestOptionsErrorsNameTheFix(t *testing.T) {
-	base := options{kind: "pg", rows: 1, rowBytes: 100, txSize: 1, partitions: 1, replicas: 1,
+	base := options{kind: "pg", rows: 1, rounds: 1, rowBytes: 100, txSize: 1, partitions: 1, replicas: 1,
 		latencyRate: 1, latencyFor: time.Second, sluiceBin: os.Args[0]}
 	for _, c := range []struct {
 		change func(*options)
@@ -174,6 +186,7 @@ func TestOptionsErrorsNameTheFix(t *testing.T) {
 	}{
 		{func(o *options) { o.kind = "oracle" }, "use pg or mysql"},
 		{func(o *options) { o.rowBytes = 4 }, "--row-bytes 4: use at least 9"},
+		{func(o *options) { o.rounds = 0 }, "--rounds 0: use at least 1"},
 		{func(o *options) { o.replicas = 2 }, "--replicas 2: use 1 or 3"},
 		{func(o *options) { o.sluiceBin = "/nonexistent/sluice" }, "--sluice /nonexistent/sluice"},
 	} {

@@ -12,7 +12,9 @@
 //     BinlogSyncer) reads the same backlog, and the JetStream baseline
 //     publishes the same number of messages of the same size with
 //     Nats-Msg-Id, asynchronously. The ratio is sluice over the slower of
-//     the two.
+//     the two. Rounds (--rounds, default 3) repeat this on a new backlog
+//     each, alternating sluice with its limits; the report gives each
+//     round and their medians.
 //   - apply (PostgreSQL only): `sluice apply` lands the backlog from the
 //     stream in another database of the same PostgreSQL; its events/s is
 //     set against COPY of the same rows into a table of the same shape and
@@ -42,6 +44,7 @@ import (
 type options struct {
 	kind        string // "pg" or "mysql"
 	rows        int
+	rounds      int // catch-up rounds, each on a backlog of rows rows
 	rowBytes    int
 	txSize      int
 	partitions  int
@@ -71,6 +74,8 @@ NATS, in temp dirs, and reports in one run:
     backlog read by pg_recvlogical (pg) or a bare go-mysql BinlogSyncer (mysql),
     and against the embedded JetStream taking as many messages of the same size
     (async publish with Nats-Msg-Id); the ratio is sluice over the slower;
+    --rounds of these (default 3), each on a new backlog, alternate sluice
+    with its limits, and the report gives each round and their medians;
   - pg only: events/s of sluice apply landing that backlog from the stream in
     another database of the same PostgreSQL (--create, from the stream's start),
     against COPY of the same rows into a table of the same shape and against
@@ -109,6 +114,7 @@ NATS, in temp dirs, and reports in one run:
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.rows, "rows", 1_000_000, "rows in the catch-up backlog, one insert event each")
+	f.IntVar(&o.rounds, "rounds", 3, "catch-up rounds, alternating sluice and its limits, each on a new backlog of --rows rows; the report gives their medians")
 	f.IntVar(&o.rowBytes, "row-bytes", 100, "bytes per row (an 8-byte id and a text payload)")
 	f.IntVar(&o.txSize, "tx-size", 100, "rows per transaction in the backlog")
 	f.IntVar(&o.partitions, "partitions", 8, "partitions of sluice's stream")
@@ -134,6 +140,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("unknown database %q: use pg or mysql", o.kind)
 	case o.rows < 1:
 		return fmt.Errorf("--rows %d: use at least 1", o.rows)
+	case o.rounds < 1:
+		return fmt.Errorf("--rounds %d: use at least 1", o.rounds)
 	case o.rowBytes < 9:
 		return fmt.Errorf("--row-bytes %d: use at least 9 (the id takes 8)", o.rowBytes)
 	case o.txSize < 1:

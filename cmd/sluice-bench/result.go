@@ -25,6 +25,9 @@ type result struct {
 	Sluice     string `json:"sluice_binary"`
 
 	LoadSeconds float64 `json:"load_seconds"`
+	// Rounds are the catch-up rounds; the figures below are their medians
+	// (Ratio the median of their ratios), the peak RSS their highest.
+	Rounds []round `json:"rounds"`
 	// Catch-up of the backlog.
 	SluiceRate     float64 `json:"sluice_events_per_sec"`
 	SluiceSeconds  float64 `json:"sluice_seconds"`
@@ -103,10 +106,20 @@ type bigTxResult struct {
 }
 
 func (r *result) finish() {
-	limit := min(r.BaselineRate, r.JetStreamRate)
-	r.Ratio = r.SluiceRate / limit
-	r.RatioBaseline = r.SluiceRate / r.BaselineRate
-	r.RatioJetStream = r.SluiceRate / r.JetStreamRate
+	rs := r.Rounds
+	r.SluiceRate = medianOf(rs, func(rd round) float64 { return rd.SluiceRate })
+	r.SluiceSeconds = medianOf(rs, func(rd round) float64 { return rd.SluiceSeconds })
+	r.BaselineRate = medianOf(rs, func(rd round) float64 { return rd.BaselineRate })
+	r.JetStreamRate = medianOf(rs, func(rd round) float64 { return rd.JetStreamRate })
+	r.JetStreamNoIDRate = medianOf(rs, func(rd round) float64 { return rd.JetStreamNoIDRate })
+	r.Ratio = medianOf(rs, func(rd round) float64 { return rd.Ratio })
+	r.RatioBaseline = medianOf(rs, func(rd round) float64 { return rd.SluiceRate / rd.BaselineRate })
+	r.RatioJetStream = medianOf(rs, func(rd round) float64 { return rd.SluiceRate / rd.JetStreamRate })
+	r.LoadSeconds, r.CatchUpPeakRSS = 0, 0
+	for _, rd := range rs {
+		r.LoadSeconds += rd.LoadSeconds
+		r.CatchUpPeakRSS = max(r.CatchUpPeakRSS, rd.PeakRSS)
+	}
 	r.Bars = map[string]bool{"ratio": r.Ratio >= barRatio}
 	if r.BackfillRate > 0 {
 		r.BackfillRatio = r.BackfillRate / r.JetStreamRate
@@ -136,14 +149,21 @@ func (r *result) writeText(w io.Writer) {
 	fmt.Fprintf(w, "\nsluice-bench %s: %d rows of %d bytes, %d rows a transaction, %d partitions, %d replica(s)\n\n",
 		r.Kind, r.Rows, r.RowBytes, r.TxSize, r.Partitions, r.Replicas)
 	t := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(t, "catch-up of the backlog\tevents/s\tsluice over it\n")
+	fmt.Fprintf(t, "catch-up, %d rounds alternating\tsluice\t%s\tJetStream, Msg-Id\tno Msg-Id\tratio\tpeak RSS\n", len(r.Rounds), r.Baseline)
+	for _, rd := range r.Rounds {
+		fmt.Fprintf(t, "  round %d\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.0f MB\n", rd.N, rd.SluiceRate, rd.BaselineRate, rd.JetStreamRate, rd.JetStreamNoIDRate, rd.Ratio, mb(rd.PeakRSS))
+	}
+	t.Flush()
+	fmt.Fprintln(w)
+	t = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(t, "catch-up of the backlog, median of the rounds\tevents/s\tsluice over it\n")
 	fmt.Fprintf(t, "  sluice\t%.0f\t\n", r.SluiceRate)
 	fmt.Fprintf(t, "  %s (same log)\t%.0f\t%.2f\n", r.Baseline, r.BaselineRate, r.RatioBaseline)
 	fmt.Fprintf(t, "  JetStream alone, Nats-Msg-Id\t%.0f\t%.2f\n", r.JetStreamRate, r.RatioJetStream)
 	fmt.Fprintf(t, "  JetStream alone, no Msg-Id\t%.0f\t%.2f\n", r.JetStreamNoIDRate, r.SluiceRate/r.JetStreamNoIDRate)
 	fmt.Fprintf(t, "  ratio (over the slower limit)\t\t%.2f\t%s\n", r.Ratio, bar(r.Bars["ratio"], fmt.Sprintf(">= %.2f", barRatio)))
 	t.Flush()
-	fmt.Fprintf(w, "  sluice's peak RSS during the catch-up: %.0f MB\n", mb(r.CatchUpPeakRSS))
+	fmt.Fprintf(w, "  sluice's peak RSS during the catch-up: %.0f MB (highest of the rounds)\n", mb(r.CatchUpPeakRSS))
 	if a := r.Apply; a != nil {
 		fmt.Fprintf(w, "\nsluice apply of the backlog into PostgreSQL (another database, same server)\n")
 		t := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -177,7 +197,7 @@ func (r *result) writeText(w io.Writer) {
 			mb(b.PeakRSS), bar(r.Bars["big_tx_peak_rss"], fmt.Sprintf("<= %.0f MB", barPeakRSSMB)), mb(b.IdleRSS),
 			b.CommitToLastAck, float64(b.Rows)/b.CommitToLastAck)
 	}
-	fmt.Fprintf(w, "\nload: %.1f s to write the backlog\n", r.LoadSeconds)
+	fmt.Fprintf(w, "\nload: %.1f s to write the backlogs\n", r.LoadSeconds)
 }
 
 func bar(ok bool, want string) string {
