@@ -22,6 +22,11 @@ type tableCodec struct {
 	names    [][]byte // `"col"` per column
 	sourceID []byte   // `"schema":"public","table":"orders",`
 	version  []byte   // `,"schema_version":3`
+	// size is the length of this shape's last event: the next one's
+	// buffer is made that large and more, so it is one allocation
+	// instead of a doubling from nothing per event (a third of all the
+	// bytes a catch-up allocated).
+	size int
 }
 
 // NewEncoder returns an encoder for events of one source.
@@ -51,6 +56,15 @@ func (e *Encoder) codec(t *sources.Table) *tableCodec {
 	tc.version = strconv.AppendInt([]byte(`,"schema_version":`), int64(t.Version), 10)
 	e.tables[t] = tc
 	return tc
+}
+
+// Event returns the JSON event of c in a buffer of its own, which the
+// caller may keep (a publisher holds it until JetStream stores it).
+func (e *Encoder) Event(c *sources.Change, now time.Time) []byte {
+	tc := e.codec(c.Table)
+	data := e.AppendEvent(make([]byte, 0, tc.size+tc.size/4+64), c, now)
+	tc.size = len(data)
+	return data
 }
 
 // AppendEvent appends the JSON event of c to dst. now is the event's ts_ms

@@ -100,7 +100,7 @@ func jetStreamLimit(ctx context.Context, dir string, o options, size msgSize, wi
 	// A cluster answers once it has elected its leaders.
 	err = sink.Retry(ctx, discardLogger(), "create the limit stream", time.Minute, func(ctx context.Context) error {
 		_, err := sink.EnsureStream(ctx, js, sink.StreamConfig{Name: "LIMIT", Prefix: "cdc", Source: "bench",
-			Partitions: o.partitions, Replicas: o.replicas, MaxAge: 7 * 24 * time.Hour, DuplicateWindow: time.Second})
+			Partitions: o.partitions, Replicas: o.replicas, MaxAge: 7 * 24 * time.Hour, DuplicateWindow: sink.DefaultDuplicateWindow})
 		return err
 	})
 	if err != nil {

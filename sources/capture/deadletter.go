@@ -91,7 +91,7 @@ func (h *handler) breach(ctx context.Context, c *sources.Change, subjects []stri
 	}
 	part := sink.Partition(sink.AppendCanonicalKey(h.key[:0], c.KeyValues()), len(subjects))
 	subject := subjects[part]
-	event := h.p.enc.AppendEvent(nil, c, time.Now())
+	event := h.p.enc.Event(c, time.Now())
 	h.p.log.Warn("event breaks its data contract", "table", table, "key", key, "policy", policy, "reasons", strings.Join(reasons, "; "))
 	var id ID
 	if policy == schemas.Warn {

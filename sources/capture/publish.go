@@ -49,7 +49,7 @@ func (h *handler) publish(ctx context.Context, subject string, partition int, c 
 		// Stored before a crash or reconnect; the replay must not repeat it.
 		return id, nil
 	}
-	data := h.p.enc.AppendEvent(nil, c, time.Now())
+	data := h.p.enc.Event(c, time.Now())
 	if max := h.p.cfg.MaxPayload; max > 0 && len(data)+len(sid)+len(subject)+64 > max {
 		return id, h.tooLarge(ctx, subject, sid, c, len(data), max)
 	}

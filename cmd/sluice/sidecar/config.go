@@ -312,7 +312,7 @@ func defaults() Config {
 		NATS:   NATSConfig{Listen: "127.0.0.1:4222", StoreDir: "./data", MaxPayload: 8 << 20, StartupTimeout: capture.DefaultStartupTimeout},
 		Stream: StreamConfig{
 			SubjectPrefix: "cdc", Partitions: 8, Replicas: 1,
-			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: time.Second, Window: sink.DefaultWindow,
+			MaxAge: 7 * 24 * time.Hour, DuplicateWindow: sink.DefaultDuplicateWindow, Window: sink.DefaultWindow,
 			HotPartitionFactor: 3, HotPartitionWindow: time.Minute,
 		},
 		Checkpoint: CheckpointConfig{Bucket: "sluice_checkpoints", Interval: capture.DefaultCheckpointInterval},
@@ -563,7 +563,7 @@ func (c Config) Validate() error {
 		add("stream.max_in_flight must be at least 1")
 	}
 	if c.Stream.DuplicateWindow < 100*time.Millisecond {
-		add("stream.duplicate_window %s: use at least 100ms, JetStream's minimum (default 1s)", c.Stream.DuplicateWindow)
+		add("stream.duplicate_window %s: use at least 100ms, JetStream's minimum (default %s)", c.Stream.DuplicateWindow, sink.DefaultDuplicateWindow)
 	}
 	if c.Checkpoint.Interval <= 0 {
 		add("checkpoint.interval must be positive, e.g. 250ms")

@@ -4,7 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/sluice-cdc/sluice/sink"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -16,7 +17,7 @@ stream: {subject_prefix: cdc, partitions: 8, replicas: 1}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Stream.Name != "SLUICE_PG1" || cfg.Stream.DuplicateWindow != time.Second || cfg.Checkpoint.Bucket != "sluice_checkpoints" {
+	if cfg.Stream.Name != "SLUICE_PG1" || cfg.Stream.DuplicateWindow != sink.DefaultDuplicateWindow || cfg.Checkpoint.Bucket != "sluice_checkpoints" {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 
