@@ -451,19 +451,40 @@ type reader struct {
 }
 
 func (r *reader) loop(ctx context.Context, pc *pgconn.PgConn) error {
+	// Messages are received without a context: pgconn watches a context
+	// per call, an allocation and a goroutine handoff per message (7% of a
+	// catch-up's allocated bytes). The status interval is a read deadline
+	// on the connection instead, and the end of ctx cuts the read short
+	// the same way.
+	conn := pc.Conn()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer func() {
+		if stop() {
+			_ = conn.SetReadDeadline(time.Time{})
+		}
+	}()
 	nextStatus := time.Now()
-	var dl deadlineCtx
-	defer dl.stop()
 	for {
 		if time.Now().After(nextStatus) {
 			if err := r.s.sendStatus(ctx, pc); err != nil {
 				return fmt.Errorf("send standby status: %w", err)
 			}
 			nextStatus = time.Now().Add(r.s.cfg.StatusInterval)
+			if err := conn.SetReadDeadline(nextStatus); err != nil {
+				return fmt.Errorf("%w: %w", sources.ErrDisconnected, err)
+			}
+			// After the deadline is set: a cancel that came before it
+			// would otherwise be overwritten and wait for the deadline.
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
-		msg, err := pc.ReceiveMessage(dl.until(ctx, nextStatus))
+		msg, err := pc.ReceiveMessage(context.Background())
 		if err != nil {
-			if pgconn.Timeout(err) && ctx.Err() == nil {
+			if pgconn.Timeout(err) {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 				continue
 			}
 			return err
@@ -482,29 +503,6 @@ func (r *reader) loop(ctx context.Context, pc *pgconn.PgConn) error {
 		default:
 			return fmt.Errorf("unexpected replication message %T", msg)
 		}
-	}
-}
-
-// deadlineCtx is one deadline context per status interval rather than per
-// message: at 100k messages/s a context and a timer each is measurable.
-type deadlineCtx struct {
-	ctx      context.Context
-	deadline time.Time
-	cancel   context.CancelFunc
-}
-
-func (d *deadlineCtx) until(parent context.Context, t time.Time) context.Context {
-	if d.ctx == nil || !d.deadline.Equal(t) {
-		d.stop()
-		d.deadline = t
-		d.ctx, d.cancel = context.WithDeadline(parent, t)
-	}
-	return d.ctx
-}
-
-func (d *deadlineCtx) stop() {
-	if d.cancel != nil {
-		d.cancel()
 	}
 }
 
