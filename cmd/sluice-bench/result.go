@@ -66,8 +66,8 @@ type result struct {
 	// backfills, request to done, of CollationRows rows keyed by text
 	// COLLATE "C", by text COLLATE "en-x-icu" with the index sluice check
 	// advises (CollationIndex), and by the latter without it: the first
-	// two are the best of their runs (CollationCRuns, CollationICURuns,
-	// alternating). CollationRatio is the en-x-icu time with the index
+	// two are the medians of their runs (CollationCRuns, CollationICURuns,
+	// in the order C, en-x-icu, en-x-icu, C, ...). CollationRatio is the en-x-icu time with the index
 	// over the C time.
 	CollationRows              int       `json:"collation_rows,omitempty"`
 	CollationIndex             string    `json:"collation_index,omitempty"`
@@ -218,7 +218,7 @@ func mb(b int64) float64 { return float64(b) / (1 << 20) }
 
 // writeCollation is the collation phase's part of the text report.
 func (r *result) writeCollation(w io.Writer) {
-	fmt.Fprintf(w, "\nbackfill by text key, %d rows, through the running sluice (request to done; with an index: best of %d, alternating)\n",
+	fmt.Fprintf(w, "\nbackfill by text key, %d rows, through the running sluice (request to done; with an index: median of %d, in turns)\n",
 		r.CollationRows, len(r.CollationCRuns))
 	t := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(t, "  \tseconds\tover COLLATE \"C\"\n")
