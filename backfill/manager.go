@@ -163,6 +163,7 @@ func (m *Manager) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var resumed []Job
 	for _, j := range jobs {
 		if j.State == StateRunning && j.LegacyWhere != "" {
 			// Stored by a sluice that took SQL text from the network: never
@@ -179,8 +180,13 @@ func (m *Manager) Load(ctx context.Context) error {
 		m.mu.Unlock()
 		if j.State == StateRunning {
 			m.log.Info("resuming backfill", "job", j.ID, "table", j.Table, "reason", j.Reason, "chunks_done", j.Chunks, "rows_done", j.Rows)
+			resumed = append(resumed, j)
 		}
 		m.cfg.Metrics.observe(j)
+	}
+	// Once every job is loaded: a Load that failed is tried again whole.
+	for _, j := range resumed {
+		m.advise(ctx, j)
 	}
 	return nil
 }
@@ -283,6 +289,7 @@ func (m *Manager) start(ctx context.Context, tables []string, filters []sources.
 		}
 		m.cfg.Metrics.observe(*j)
 		m.log.Info("backfill queued", "job", j.ID, "table", t, "reason", reason, "rows_estimated", est, "chunk_size", j.ChunkSize, "filters", len(filters))
+		m.advise(ctx, *j)
 		out = append(out, *j)
 	}
 	m.kick()

@@ -146,6 +146,12 @@ func bench(ctx context.Context, o options) (*result, error) {
 			return nil, err
 		}
 	}
+	if pg, ok := r.db.(*pgBench); ok && o.collationRows > 0 {
+		step(`collation: backfills of %d rows keyed by text COLLATE "C", and "en-x-icu" with sluice check's index and without`, o.collationRows)
+		if err := r.collationCliff(ctx, pg, res); err != nil {
+			return nil, err
+		}
+	}
 	res.finish()
 	return res, nil
 }

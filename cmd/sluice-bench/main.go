@@ -28,6 +28,10 @@
 //     the request until its job is done, in rows/s against the JetStream
 //     limit above and, on PostgreSQL, against COPY (SELECT ... ORDER BY key)
 //     TO STDOUT of the same table; with sluice's peak RSS meanwhile.
+//   - collation (PostgreSQL only, after the backfill): backfills of two
+//     tables of the same rows, keyed by text COLLATE "C" and COLLATE
+//     "en-x-icu", the latter with the index `sluice check` advises and
+//     then without it: the cliff that index removes.
 package main
 
 import (
@@ -59,6 +63,9 @@ type options struct {
 	apply bool
 	// backfill measures a backfill of the bench table after the catch-up.
 	backfill bool
+	// collationRows are the rows of each table of the collation phase
+	// (pg only); 0 skips it.
+	collationRows int
 	// storeCipher, when set, encrypts sluice's store at rest with it.
 	storeCipher string
 }
@@ -87,7 +94,11 @@ NATS, in temp dirs, and reports in one run:
     requested from the running sluice as sluice backfill does, from the request
     until the job is done, against the JetStream limit above and (pg) against
     COPY (SELECT * FROM bench ORDER BY id) TO STDOUT of the table, and sluice's
-    peak RSS meanwhile; --backfill=false skips it.`,
+    peak RSS meanwhile; --backfill=false skips it;
+  - pg only, after that: seconds to backfill --collation-rows rows keyed by text
+    COLLATE "C", by text COLLATE "en-x-icu" with the index sluice check advises,
+    and by the latter without it (every chunk then sorts the rest of the
+    table); --collation-rows 0 skips it.`,
 		Example: `  sluice-bench pg
   sluice-bench mysql --rows 200000 --json`,
 		Args:          cobra.ExactArgs(1),
@@ -127,6 +138,7 @@ NATS, in temp dirs, and reports in one run:
 	f.BoolVar(&o.json, "json", false, "print one JSON object instead of the table")
 	f.BoolVar(&o.backfill, "backfill", true, "measure a backfill of the bench table through the running sluice, against JetStream's limit and (pg) COPY of the table")
 	f.BoolVar(&o.apply, "apply", true, "pg: measure sluice apply of the backlog into PostgreSQL against COPY (mysql: not measured)")
+	f.IntVar(&o.collationRows, "collation-rows", 200_000, "pg: rows of each table of the collation phase, backfilled keyed by text COLLATE \"C\" and \"en-x-icu\" (0 skips it)")
 	f.StringVar(&o.storeCipher, "store-encryption", "", "encrypt sluice's store at rest with this cipher (chacha or aes), to measure what it costs")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
@@ -156,6 +168,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--store-encryption %q: use chacha or aes", o.storeCipher)
 	case o.bigTxRows < 0:
 		return fmt.Errorf("--big-tx %d: use 0 to skip, or a row count", o.bigTxRows)
+	case o.collationRows < 0:
+		return fmt.Errorf("--collation-rows %d: use 0 to skip, or a row count", o.collationRows)
 	}
 	bin, err := findSluice(o.sluiceBin)
 	if err != nil {

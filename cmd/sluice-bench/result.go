@@ -12,6 +12,10 @@ const (
 	barRatio     = 0.70
 	barP99ms     = 50.0
 	barPeakRSSMB = 200.0
+	// barCollation: a backfill of a table keyed by text in a collation
+	// other than C, with the index sluice check advises, over the same
+	// rows keyed in C (issue 19).
+	barCollation = 1.3
 )
 
 // result is one run's figures; its JSON form is for tracking over time.
@@ -60,6 +64,22 @@ type result struct {
 	BackfillCopySeconds float64 `json:"backfill_copy_seconds,omitempty"`
 	BackfillCopyRate    float64 `json:"backfill_copy_rows_per_sec,omitempty"`
 	BackfillRatioCopy   float64 `json:"backfill_ratio_copy,omitempty"`
+
+	// The collation cliff (pg only; absent with --collation-rows 0):
+	// backfills, request to done, of CollationRows rows keyed by text
+	// COLLATE "C", by text COLLATE "en-x-icu" with the index sluice check
+	// advises (CollationIndex), and by the latter without it: the first
+	// two are the medians of their runs (CollationCRuns, CollationICURuns,
+	// in the order C, en-x-icu, en-x-icu, C, ...). CollationRatio is the en-x-icu time with the index
+	// over the C time.
+	CollationRows              int       `json:"collation_rows,omitempty"`
+	CollationIndex             string    `json:"collation_index,omitempty"`
+	CollationCRuns             []float64 `json:"collation_c_runs_seconds,omitempty"`
+	CollationICURuns           []float64 `json:"collation_icu_runs_seconds,omitempty"`
+	CollationCSeconds          float64   `json:"collation_c_seconds,omitempty"`
+	CollationICUSeconds        float64   `json:"collation_icu_seconds,omitempty"`
+	CollationICUNoIndexSeconds float64   `json:"collation_icu_noindex_seconds,omitempty"`
+	CollationRatio             float64   `json:"collation_ratio,omitempty"`
 
 	// Apply is `sluice apply` of the backlog into PostgreSQL (pg only;
 	// absent with --apply=false).
@@ -127,6 +147,10 @@ func (r *result) finish() {
 			r.BackfillRatioCopy = r.BackfillRate / r.BackfillCopyRate
 		}
 	}
+	if r.CollationCSeconds > 0 {
+		r.CollationRatio = r.CollationICUSeconds / r.CollationCSeconds
+		r.Bars["collation_ratio"] = r.CollationRatio <= barCollation
+	}
 	if a := r.Apply; a != nil {
 		a.RatioCopy = a.Rate / a.CopyRate
 		a.RatioCatchUp = a.Rate / r.SluiceRate
@@ -186,6 +210,9 @@ func (r *result) writeText(w io.Writer) {
 		t.Flush()
 		fmt.Fprintf(w, "  sluice's peak RSS during the backfill: %.0f MB\n", mb(r.BackfillPeakRSS))
 	}
+	if r.CollationRatio > 0 {
+		r.writeCollation(w)
+	}
 	if l := r.Latency; l != nil {
 		fmt.Fprintf(w, "\ncommit-to-delivery latency at %d rows/s (achieved %.0f), one row a transaction, %d rows after a warm-up\n", l.Rate, l.AchievedRate, l.Measured)
 		fmt.Fprintf(w, "  p50 %.1f ms   p99 %.1f ms %s   max %.1f ms   peak RSS %.0f MB\n",
@@ -208,3 +235,18 @@ func bar(ok bool, want string) string {
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// writeCollation is the collation phase's part of the text report.
+func (r *result) writeCollation(w io.Writer) {
+	fmt.Fprintf(w, "\nbackfill by text key, %d rows, through the running sluice (request to done; with an index: median of %d, in turns)\n",
+		r.CollationRows, len(r.CollationCRuns))
+	t := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(t, "  \tseconds\tover COLLATE \"C\"\n")
+	fmt.Fprintf(t, "  key COLLATE \"C\" (its primary key serves the chunk order)\t%.2f\t\n", r.CollationCSeconds)
+	fmt.Fprintf(t, "  key COLLATE \"en-x-icu\", with the index sluice check advises\t%.2f\t%.2f\t%s\n",
+		r.CollationICUSeconds, r.CollationRatio, bar(r.Bars["collation_ratio"], fmt.Sprintf("<= %.1f", barCollation)))
+	fmt.Fprintf(t, "  key COLLATE \"en-x-icu\", without it (every chunk sorts the rest)\t%.2f\t%.2f\t\n",
+		r.CollationICUNoIndexSeconds, r.CollationICUNoIndexSeconds/r.CollationCSeconds)
+	t.Flush()
+	fmt.Fprintf(w, "  the index: %s\n", r.CollationIndex)
+}

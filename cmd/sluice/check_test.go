@@ -133,3 +133,28 @@ func TestCheckPrivacyCoverage(t *testing.T) {
 		// PostgreSQL 15: whether the log position survives a failover.
 		"slot sluice_pg1: the slot does not survive a failover")
 }
+
+// sluice check advises the index that makes the backfill of a table keyed
+// by text in a collation other than C linear, as a warning: the check
+// still passes. Once the advised index exists, the warning is gone.
+func TestCheckCollationAdvice(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.New(t)
+	e := newEnv(t, pg, "public.items", "public.ids")
+	e.exec(`CREATE TABLE items (name text COLLATE "en-x-icu", n int, PRIMARY KEY (name, n))`)
+	e.exec(`CREATE TABLE ids (id int PRIMARY KEY, name text)`)
+	const create = `CREATE INDEX CONCURRENTLY "items_sluice_c" ON "public"."items" ("name" COLLATE "C", "n")`
+	out, err := runCheck(t, e)
+	if err != nil {
+		t.Fatalf("check = %v, want a pass with a warning:\n%s", err, out)
+	}
+	assertLists(t, out, "WARN  table public.items: ", "backfill otherwise sorts the rest of the table for every chunk",
+		": "+create+"\n", "sluice run can start")
+	if n := strings.Count(out, "WARN"); n != 1 {
+		t.Errorf("%d warnings, want 1 (public.items):\n%s", n, out)
+	}
+	e.exec(create)
+	if out, err = runCheck(t, e); err != nil || strings.Contains(out, "WARN") {
+		t.Errorf("check after the advised index = %v:\n%s", err, out)
+	}
+}

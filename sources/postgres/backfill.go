@@ -157,7 +157,9 @@ func (s *Source) EstimateRows(ctx context.Context, table string) (_ int64, err e
 // ReadChunk selects one chunk of a table in key order. Text keys are read
 // in COLLATE "C" order, which consumers reproduce by comparing bytes; an
 // index on a column of another collation cannot serve that order, so such
-// tables sort each chunk.
+// tables sort the rest of the table for each chunk, unless an index of the
+// key columns in collation "C" exists (sluice check and the job's start
+// name it: readChunkAdvice).
 //
 // Filters are checked against the table's columns and become conditions
 // made of the column's quoted name and placeholders only; their values are
@@ -180,38 +182,10 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (_ sources
 	if err != nil {
 		return sources.Chunk{}, err
 	}
-	types, err := s.keyTypesLocked(ctx, conn, info)
-	if err != nil {
-		return sources.Chunk{}, s.dropBackfillConnLocked(err)
-	}
-	cols := make([]string, len(info.key))
-	for i, k := range info.key {
-		cols[i] = pgx.Identifier{k}.Sanitize()
-		if collated(types[i]) {
-			cols[i] += ` COLLATE "C"`
-		}
-	}
-	var params [][]byte
-	var ph []string
-	if q.From != nil {
-		if len(q.From) != len(info.key) {
-			return sources.Chunk{}, fmt.Errorf("chunk cursor of %s has %d values, its key %d columns", q.Table, len(q.From), len(info.key))
-		}
-		for i, v := range q.From {
-			p, err := paramText(v)
-			if err != nil {
-				return sources.Chunk{}, fmt.Errorf("chunk cursor of %s: %w", q.Table, err)
-			}
-			params = append(params, p)
-			ph = append(ph, "$"+strconv.Itoa(i+1)+"::"+chunkKeyTypes[types[i]])
-		}
-	}
-	conds, fparams, err := s.filterCondsLocked(ctx, conn, info, q.Filters, len(params))
+	sql, params, err := s.chunkSQLLocked(ctx, conn, info, q)
 	if err != nil {
 		return sources.Chunk{}, err
 	}
-	params = append(params, fparams...)
-	sql := sources.ChunkSQL("SELECT * FROM "+pgx.Identifier{info.schema, info.name}.Sanitize(), cols, ph, conds, q.Limit)
 
 	// One snapshot for the chunk and for the list of transactions it sees
 	// as running (see sources.Chunk.Invisible).
@@ -310,6 +284,45 @@ func (s *Source) ReadChunk(ctx context.Context, q sources.ChunkQuery) (_ sources
 		rows[r] = vals
 	}
 	return sources.Chunk{Table: table, Rows: rows, Invisible: invisible}, nil
+}
+
+// chunkSQLLocked is the SELECT of q's chunk and its parameters: the
+// key's columns, text ones COLLATE "C", compared as a row with the
+// cursor's values and ordered by, the filters' conditions and the limit.
+// s.backfillMu must be held.
+func (s *Source) chunkSQLLocked(ctx context.Context, conn *pgx.Conn, info tableInfo, q sources.ChunkQuery) (string, [][]byte, error) {
+	types, err := s.keyTypesLocked(ctx, conn, info)
+	if err != nil {
+		return "", nil, s.dropBackfillConnLocked(err)
+	}
+	cols := make([]string, len(info.key))
+	for i, k := range info.key {
+		cols[i] = pgx.Identifier{k}.Sanitize()
+		if collated(types[i]) {
+			cols[i] += ` COLLATE "C"`
+		}
+	}
+	var params [][]byte
+	var ph []string
+	if q.From != nil {
+		if len(q.From) != len(info.key) {
+			return "", nil, fmt.Errorf("chunk cursor of %s has %d values, its key %d columns", q.Table, len(q.From), len(info.key))
+		}
+		for i, v := range q.From {
+			p, err := paramText(v)
+			if err != nil {
+				return "", nil, fmt.Errorf("chunk cursor of %s: %w", q.Table, err)
+			}
+			params = append(params, p)
+			ph = append(ph, "$"+strconv.Itoa(i+1)+"::"+chunkKeyTypes[types[i]])
+		}
+	}
+	conds, fparams, err := s.filterCondsLocked(ctx, conn, info, q.Filters, len(params))
+	if err != nil {
+		return "", nil, err
+	}
+	params = append(params, fparams...)
+	return sources.ChunkSQL("SELECT * FROM "+pgx.Identifier{info.schema, info.name}.Sanitize(), cols, ph, conds, q.Limit), params, nil
 }
 
 // userTable returns a captured table other than the signal table.

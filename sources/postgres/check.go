@@ -13,28 +13,30 @@ import (
 
 // Check reports every missing prerequisite of cfg at once, each with its
 // fix, without changing anything: no publication, slot or table is
-// created. An empty list means sluice run can start. query is what the
-// connection's transport turned out to be, nil when none was made; the
-// replication connection uses the same TLS settings.
-func Check(ctx context.Context, cfg Config) (problems []string, query *sources.Transport) {
+// created. An empty list means sluice run can start. notes are advice
+// that stops nothing: a table whose backfill would sort the rest of the
+// table for every chunk, with the index that makes it linear. query is
+// what the connection's transport turned out to be, nil when none was
+// made; the replication connection uses the same TLS settings.
+func Check(ctx context.Context, cfg Config) (problems, notes []string, query *sources.Transport) {
 	cfg = cfg.withNames()
 	s := &Source{cfg: cfg}
 	login, err := s.login(ctx)
 	if err != nil {
-		return []string{sources.Plain(err)}, nil
+		return []string{sources.Plain(err)}, nil, nil
 	}
 	conn, err := connect(ctx, cfg, false, login)
 	if err != nil {
-		return []string{sources.Plain(err)}, nil
+		return []string{sources.Plain(err)}, nil, nil
 	}
 	defer conn.Close(context.Background())
 	t := transportOf(conn, cfg)
-	return checkConn(ctx, conn, cfg), &t
+	problems, notes = checkConn(ctx, conn, cfg)
+	return problems, notes, &t
 }
 
 // checkConn is Check once connected.
-func checkConn(ctx context.Context, conn *pgx.Conn, cfg Config) []string {
-	var problems []string
+func checkConn(ctx context.Context, conn *pgx.Conn, cfg Config) (problems, notes []string) {
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
 	if err := checkWALLevel(ctx, conn); err != nil {
@@ -79,6 +81,13 @@ func checkConn(ctx context.Context, conn *pgx.Conn, cfg Config) []string {
 		var can bool
 		if err := conn.QueryRow(ctx, "SELECT has_table_privilege($1, 'SELECT')", pgx.Identifier{t.schema, t.name}.Sanitize()).Scan(&can); err == nil && !can {
 			add("user %q cannot SELECT %s, which backfills read: GRANT SELECT ON %s TO %s", user, t.qualified(), pgx.Identifier{t.schema, t.name}.Sanitize(), pgx.Identifier{user}.Sanitize())
+		}
+		// Advice, not a problem: such a backfill works, only slowly.
+		switch a, err := readChunkAdvice(ctx, conn, t); {
+		case err != nil:
+			notes = append(notes, fmt.Sprintf("table %s: cannot tell whether an index serves backfill's chunk order: %s", t.qualified(), sources.Plain(err)))
+		case a.fix != "":
+			notes = append(notes, chunkNote(t, a))
 		}
 	}
 
@@ -128,7 +137,7 @@ func checkConn(ctx context.Context, conn *pgx.Conn, cfg Config) []string {
 			add("user %q cannot write the backfill signal table %s: GRANT SELECT, INSERT, UPDATE ON %s TO %s", user, cfg.SignalTable, signal, pgx.Identifier{user}.Sanitize())
 		}
 	}
-	return problems
+	return problems, notes
 }
 
 func tablesOf(infos []tableInfo) []string {

@@ -91,7 +91,8 @@ func (Driver) Check(ctx context.Context, spec sources.Spec) sources.Preflight {
 		return sources.Preflight{Problems: []string{err.Error()}}
 	}
 	var pf sources.Preflight
-	pf.Problems, pf.Transport = Check(ctx, cfg)
+	// The notes are warnings: a backfill they name works, only slowly.
+	pf.Problems, pf.Warnings, pf.Transport = Check(ctx, cfg)
 	if cat, err := Captured(ctx, cfg); err == nil {
 		pf.Catalog = cat
 	}

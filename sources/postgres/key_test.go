@@ -109,7 +109,7 @@ func TestKeysFromCatalog(t *testing.T) {
 		"public.items: primary key (id)")
 
 	cfg.Tables = append(cfg.Tables, "public.loose")
-	found, _ := Check(ctx, cfg)
+	found, _, _ := Check(ctx, cfg)
 	if problems := strings.Join(found, "\n"); !strings.Contains(problems, `REPLICA IDENTITY USING INDEX "loose_code_key"`) {
 		t.Errorf("check does not name the fix for loose:\n%s", problems)
 	}

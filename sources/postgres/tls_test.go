@@ -74,12 +74,12 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("check", func(t *testing.T) {
-		problems, tr := Check(ctx, Config{Name: "tls", DSN: dsn, Tables: []string{"public.items"}, TLS: verified})
+		problems, _, tr := Check(ctx, Config{Name: "tls", DSN: dsn, Tables: []string{"public.items"}, TLS: verified})
 		if tr == nil || !strings.HasPrefix(tr.String(), "TLS 1.3, ") || !strings.HasSuffix(tr.String(), "server verified (verify-full)") {
 			t.Errorf("transport %v (problems %q)", tr, problems)
 		}
 		// Nothing in source.tls: the DSN's sslmode rules, and is reported.
-		_, tr = Check(ctx, Config{Name: "tls", DSN: srv.DSN("postgres"), Tables: []string{"public.items"}})
+		_, _, tr = Check(ctx, Config{Name: "tls", DSN: srv.DSN("postgres"), Tables: []string{"public.items"}})
 		if tr == nil || !strings.HasSuffix(tr.String(), "server not verified (require)") {
 			t.Errorf("sslmode=require: transport %v", tr)
 		}
