@@ -245,12 +245,3 @@ func backfillWarnings(logPath, table, other string) (warned, otherWarned int, er
 	}
 	return warned, otherWarned, nil
 }
-
-// median is the middle of xs, or the mean of the two middle ones.
-func median(xs []float64) float64 {
-	s := slices.Sorted(slices.Values(xs))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
