@@ -15,7 +15,7 @@ func TestCollationPhase(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	o := options{kind: "pg", rows: 1, rowBytes: 100, txSize: 1, partitions: 2, replicas: 1,
+	o := options{kind: "pg", rows: 1, rounds: 1, rowBytes: 100, txSize: 1, partitions: 2, replicas: 1,
 		latencyRate: 1, latencyFor: time.Second, sluiceBin: buildSluice(t), collationRows: 3000}
 	if err := o.validate(); err != nil {
 		t.Fatal(err)
