@@ -142,7 +142,7 @@ func TestCancel(t *testing.T) {
 	}
 	// A chunk waiting for its high watermark is abandoned.
 	w := &window{id: "c1", table: "public.items", done: make(chan result, 1)}
-	m.win = w
+	m.wins = []*window{w}
 	if _, err := m.Cancel(ctx, []string{"public.items"}); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func (r *tooLarge) Change(ctx context.Context, c *sources.Change) error {
 func TestTapKeepsADeadLetteredRow(t *testing.T) {
 	m := New(Config{Source: "pg1"}, signalSource{}, nil)
 	w := &window{id: "c1", table: "public.items", events: true, done: make(chan result, 1)}
-	m.win = w
+	m.wins = []*window{w}
 	out := &tooLarge{id: "2"}
 	ctx := context.Background()
 	for _, c := range []*sources.Change{signal("low", "c1", 100)} {

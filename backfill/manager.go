@@ -71,7 +71,11 @@ type Manager struct {
 
 	mu     sync.Mutex
 	jobs   map[string]*Job // by table: the current job of each
-	win    *window         // the chunk between its watermarks, if any
+	// wins are the chunks whose watermarks are written or being written,
+	// in the order their windows open in the log: a chunk's window opens
+	// once the one before it has written its high watermark, so at most
+	// one of them is between its watermarks as the log reaches it.
+	wins   []*window
 	recent recentTxs
 	wake   chan struct{}
 	// pendingGap is touched only by OnGap, which the pipeline calls from
@@ -124,8 +128,35 @@ type window struct {
 	chunk    sources.Chunk
 	from, to []sources.Value
 	emitting bool
+	closed   bool // its outcome is decided: it takes no more changes
 
 	done chan result
+}
+
+// addWindow queues w, which is about to write its low watermark.
+func (m *Manager) addWindow(w *window) {
+	m.mu.Lock()
+	m.wins = append(m.wins, w)
+	m.mu.Unlock()
+}
+
+// removeWindow forgets w: its watermarks, should they still come through
+// the log, are those of a finished chunk.
+func (m *Manager) removeWindow(w *window) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.wins = slices.DeleteFunc(m.wins, func(x *window) bool { return x == w })
+}
+
+// windowLocked is the queued window of a watermark's id, or nil. m.mu
+// must be held.
+func (m *Manager) windowLocked(id string) *window {
+	for _, w := range m.wins {
+		if w.id == id {
+			return w
+		}
+	}
+	return nil
 }
 
 type result struct {
@@ -360,8 +391,10 @@ func (m *Manager) Cancel(ctx context.Context, tables []string) ([]Job, error) {
 			if cur := m.jobs[t]; cur != nil && cur.ID == j.ID {
 				*cur = j
 			}
-			if w := m.win; w != nil && w.table == t && !w.emitting {
-				w.finish(result{err: errCancelled})
+			for _, w := range m.wins {
+				if w.table == t && !w.emitting {
+					w.finish(result{err: errCancelled})
+				}
 			}
 			m.mu.Unlock()
 		}
@@ -405,10 +438,12 @@ func (m *Manager) OnGap(ctx context.Context, lost sources.Position, cause error)
 	if err := putJSON(ctx, m.store, key, gap); err != nil {
 		return "", err
 	}
-	// The chunk in flight may wait for a watermark that went with the log.
+	// The chunks in flight may wait for a watermark that went with the log.
 	m.mu.Lock()
-	if w := m.win; w != nil && !w.emitting {
-		w.finish(result{err: errRetryChunk})
+	for _, w := range m.wins {
+		if !w.emitting {
+			w.finish(result{err: errRetryChunk})
+		}
 	}
 	m.mu.Unlock()
 	pos, err := m.src.Reset(ctx)
@@ -446,23 +481,24 @@ func (m *Manager) Change(ctx context.Context, c *sources.Change, out capture.Emi
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.recent.add(c.TxID)
-	w := m.win
-	if w == nil || !w.open || w.emitting || c.Table.QualifiedName() != w.table {
-		return false, nil
+	for _, w := range m.wins {
+		if !w.open || w.emitting || w.closed || c.Table.QualifiedName() != w.table {
+			continue
+		}
+		if c.Op == sources.OpTruncate {
+			w.truncated = true
+			continue
+		}
+		k := c.KeyValues()
+		w.changed[string(sink.AppendCanonicalKey(nil, k))] = k
 	}
-	if c.Op == sources.OpTruncate {
-		w.truncated = true
-		return false, nil
-	}
-	k := c.KeyValues()
-	w.changed[string(sink.AppendCanonicalKey(nil, k))] = k
 	return false, nil
 }
 
 func (m *Manager) watermark(ctx context.Context, sig sources.Signal, c *sources.Change, out capture.Emitter) error {
 	m.mu.Lock()
-	w := m.win
-	if w == nil || w.id != sig.ID || w.emitting {
+	w := m.windowLocked(sig.ID)
+	if w == nil || w.emitting || w.closed {
 		m.mu.Unlock()
 		return nil // a finished chunk's watermark, replayed
 	}
@@ -559,6 +595,7 @@ func (w *window) emit(ctx context.Context, at *sources.Change, out capture.Emitt
 }
 
 func (w *window) finish(r result) {
+	w.closed = true
 	select {
 	case w.done <- r:
 	default:

@@ -77,11 +77,15 @@ func (m *Manager) save(ctx context.Context, j Job) error {
 }
 
 // runJob runs j's chunks until it is done, failed, replaced or ctx ends.
-// Chunks overlap: once a chunk's rows are handed to the pipeline, the next
-// chunk is read while the pipeline flushes them and its cursor is saved.
-// Cursors are still saved in order, each only after its chunk's events
-// are stored, so a crash re-reads at most the chunks after the last saved
-// cursor (their rows are emitted again, which the chunk rule tolerates).
+// Chunks overlap twice over. While the stream emits a chunk at its high
+// watermark, the next chunk writes its low watermark, reads its rows and
+// writes its high one: its window opens after the chunk before it closed,
+// in the log as here, so each chunk's rows are still decided against its
+// own window alone. And while the next chunk is awaited, the pipeline
+// flushes the last one and its cursor is saved. Cursors are still saved
+// in order, each only after its chunk's events are stored, so a crash
+// re-reads at most the chunks after the last saved cursor (their rows are
+// emitted again, which the chunk rule tolerates).
 func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 	log := m.log.With("job", j.ID, "table", j.Table)
 	start, startRows := time.Now(), j.Rows
@@ -107,8 +111,34 @@ func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 		return err
 	}
 	defer func() { _ = settle() }()
+	// ahead is the chunk after the one awaited, already opened.
+	var ahead *openChunk
+	defer func() {
+		if ahead != nil {
+			m.removeWindow(ahead.w)
+		}
+	}()
 	for j.State == StateRunning && ctx.Err() == nil && m.live(j) {
-		next, err := m.chunk(ctx, f, j)
+		cur, err := ahead, error(nil)
+		ahead = nil
+		if cur == nil {
+			cur, err = m.open(ctx, f, j)
+		}
+		var next Job
+		if err == nil {
+			if cur.next.State == StateRunning {
+				// A failure here is met again, and handled, when the
+				// chunk is opened in its own turn.
+				ahead, _ = m.open(ctx, f, cur.next)
+			}
+			next, err = m.await(ctx, cur)
+		}
+		if err != nil && ahead != nil {
+			// The chunk after starts where this one ended, which a
+			// retry of this one may move.
+			m.removeWindow(ahead.w)
+			ahead = nil
+		}
 		if serr := settle(); serr != nil || err != nil {
 			if err == nil {
 				err = serr
@@ -116,6 +146,10 @@ func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 			// Go on from what is stored: a chunk whose save failed is
 			// read again, and so is the one read meanwhile.
 			j = saved
+			if ahead != nil {
+				m.removeWindow(ahead.w)
+				ahead = nil
+			}
 		}
 		switch {
 		case err == nil:
@@ -186,40 +220,48 @@ func retryable(err error) bool {
 		errors.Is(err, sources.ErrLoginExpiring) || sink.Transient(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// chunk backfills one chunk of j: its rows are in the pipeline when it
-// returns the job with its cursor moved past them, which the caller saves
-// once the pipeline has flushed them.
-func (m *Manager) chunk(ctx context.Context, f Pipeline, j Job) (Job, error) {
+// openChunk is a chunk whose watermarks are written and whose rows are
+// read: the stream emits it when it reaches the high watermark.
+type openChunk struct {
+	w    *window
+	next Job // the job once this chunk is done
+	// When its steps ended, for the debug log.
+	t0, t1, t2, t3 time.Time
+}
+
+// open writes a chunk's low watermark, reads its rows from j's cursor and
+// writes its high watermark. Its window stays queued until await or the
+// caller removes it.
+func (m *Manager) open(ctx context.Context, f Pipeline, j Job) (*openChunk, error) {
 	// An attempt's id is its own: after a crash or a gap the watermarks of
 	// an earlier attempt at this chunk may still come through the log, and
 	// must not close this one's window.
 	id := fmt.Sprintf("%s-%d-%s", j.ID, j.Chunks+1, strconv.FormatInt(time.Now().UnixNano()%(36*36*36*36*36), 36))
 	w := &window{id: id, table: j.Table, events: len(j.Filters) == 0, done: make(chan result, 1)}
-	m.mu.Lock()
-	m.win = w
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		if m.win == w {
-			m.win = nil
-		}
-		m.mu.Unlock()
-	}()
+	m.addWindow(w)
+	c, err := m.fill(ctx, f, j, w)
+	if err != nil {
+		m.removeWindow(w)
+		return nil, err
+	}
+	return c, nil
+}
 
+func (m *Manager) fill(ctx context.Context, f Pipeline, j Job, w *window) (*openChunk, error) {
 	// A watermark written before the log is open (a first start, before
 	// the slot exists; a gap, before the log is reset) would never come
 	// through.
 	if err := f.WaitStreaming(ctx); err != nil {
-		return j, err
+		return nil, err
 	}
-	t0 := time.Now()
-	if err := m.src.WriteSignal(ctx, "low", id); err != nil {
-		return j, err
+	c := &openChunk{w: w, t0: time.Now()}
+	if err := m.src.WriteSignal(ctx, "low", w.id); err != nil {
+		return nil, err
 	}
-	t1 := time.Now()
+	c.t1 = time.Now()
 	ch, err := m.src.ReadChunk(ctx, sources.ChunkQuery{Table: j.Table, From: j.Cursor, Limit: j.ChunkSize, Filters: j.Filters, Timeout: m.cfg.StatementTimeout})
 	if err != nil {
-		return j, err
+		return nil, err
 	}
 	var to []sources.Value
 	if len(ch.Rows) == j.ChunkSize {
@@ -228,33 +270,12 @@ func (m *Manager) chunk(ctx context.Context, f Pipeline, j Job) (Job, error) {
 	m.mu.Lock()
 	w.chunk, w.from, w.to, w.ready = ch, j.Cursor, to, true
 	m.mu.Unlock()
-	t2 := time.Now()
-	if err := m.src.WriteSignal(ctx, "high", id); err != nil {
-		return j, err
+	c.t2 = time.Now()
+	if err := m.src.WriteSignal(ctx, "high", w.id); err != nil {
+		return nil, err
 	}
-	t3 := time.Now()
+	c.t3 = time.Now()
 
-	// The stream emits the chunk when it reaches the high watermark.
-	var res result
-	for waited := time.Duration(0); ; {
-		t := time.NewTimer(30 * time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return j, ctx.Err()
-		case res = <-w.done:
-			t.Stop()
-		case <-t.C:
-			waited += 30 * time.Second
-			m.log.Warn("backfill waits for its high watermark to come through the log; is streaming stuck?", "chunk", id, "waited", waited)
-			continue
-		}
-		break
-	}
-	if res.err != nil {
-		return j, res.err
-	}
-	t4 := time.Now()
 	read := int64(len(ch.Rows))
 	if j.Cursor != nil && read > 0 {
 		read-- // the boundary row, read by the previous chunk too
@@ -263,9 +284,41 @@ func (m *Manager) chunk(ctx context.Context, f Pipeline, j Job) (Job, error) {
 	j.Rows += read
 	j.Cursor = to
 	if to == nil {
-		j.State, j.Finished = StateDone, time.Now().UTC()
+		j.State = StateDone
 	}
-	m.log.Debug("chunk emitted", "chunk", id, "rows", len(ch.Rows), "emitted", res.emitted,
-		"low", t1.Sub(t0), "read", t2.Sub(t1), "high", t3.Sub(t2), "to_high", t4.Sub(t3))
+	c.next = j
+	return c, nil
+}
+
+// await waits until the stream has emitted c's rows and chunk event into
+// the pipeline, and returns the job with its cursor moved past them,
+// which the caller saves once the pipeline has flushed them.
+func (m *Manager) await(ctx context.Context, c *openChunk) (Job, error) {
+	defer m.removeWindow(c.w)
+	var res result
+	for waited := time.Duration(0); ; {
+		t := time.NewTimer(30 * time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Job{}, ctx.Err()
+		case res = <-c.w.done:
+			t.Stop()
+		case <-t.C:
+			waited += 30 * time.Second
+			m.log.Warn("backfill waits for its high watermark to come through the log; is streaming stuck?", "chunk", c.w.id, "waited", waited)
+			continue
+		}
+		break
+	}
+	if res.err != nil {
+		return Job{}, res.err
+	}
+	j := c.next
+	if j.State == StateDone {
+		j.Finished = time.Now().UTC()
+	}
+	m.log.Debug("chunk emitted", "chunk", c.w.id, "rows", len(c.w.chunk.Rows), "emitted", res.emitted,
+		"low", c.t1.Sub(c.t0), "read", c.t2.Sub(c.t1), "high", c.t3.Sub(c.t2), "to_high", time.Since(c.t3))
 	return j, nil
 }

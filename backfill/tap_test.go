@@ -63,7 +63,7 @@ func tapChunk(t *testing.T, chunk sources.Chunk, before, between []*sources.Chan
 	t.Helper()
 	m := New(Config{Source: "pg1"}, signalSource{}, nil)
 	w := &window{id: "c1", table: "public.items", events: true, done: make(chan result, 1)}
-	m.win = w
+	m.wins = []*window{w}
 	out := &recorder{}
 	feed := func(c *sources.Change) {
 		drop, err := m.Change(context.Background(), c, out)
