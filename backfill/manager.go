@@ -69,8 +69,8 @@ type Manager struct {
 	// chunk's cursor never overwrite each other out of order.
 	saveMu sync.Mutex
 
-	mu     sync.Mutex
-	jobs   map[string]*Job // by table: the current job of each
+	mu   sync.Mutex
+	jobs map[string]*Job // by table: the current job of each
 	// wins are the chunks whose watermarks are written or being written,
 	// in the order their windows open in the log: a chunk's window opens
 	// once the one before it has written its high watermark, so at most
