@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/sluice-cdc/sluice/sink"
@@ -130,5 +131,70 @@ func TestTapTruncateInWindowDropsTheChunk(t *testing.T) {
 	out, res := tapChunk(t, chunk, nil, []*sources.Change{{Op: sources.OpTruncate, Table: items, TxID: 60}})
 	if res.err != nil || len(out.rows) != 0 || len(out.chunks) != 1 {
 		t.Fatalf("after a truncate in the window: %d rows, %d chunk events (%v); want none and the chunk event", len(out.rows), len(out.chunks), res.err)
+	}
+}
+
+// TestTapQueuedWindows: with the next chunk opened while the one before
+// is emitted, each chunk keeps the changes of its own window alone (in
+// log order its low watermark follows the high one before it), and a
+// watermark of a window no longer queued is ignored.
+func TestTapQueuedWindows(t *testing.T) {
+	m := New(Config{Source: "pg1"}, signalSource{}, nil)
+	chunkOf := func(ids ...string) sources.Chunk {
+		c := sources.Chunk{Table: items}
+		for _, id := range ids {
+			c.Rows = append(c.Rows, row(id, "0"))
+		}
+		return c
+	}
+	w1 := &window{id: "c1", table: "public.items", events: true, done: make(chan result, 1),
+		chunk: chunkOf("1", "2", "3"), to: []sources.Value{sources.Value("3")}, ready: true}
+	w2 := &window{id: "c2", table: "public.items", events: true, done: make(chan result, 1),
+		chunk: chunkOf("3", "4", "5"), from: []sources.Value{sources.Value("3")}, ready: true}
+	gone := &window{id: "c0", table: "public.items", events: true, done: make(chan result, 1), chunk: chunkOf("9"), ready: true}
+	m.wins = []*window{w1, w2}
+	out := &recorder{}
+	for _, c := range []*sources.Change{
+		signal("low", "c0", 90), // an earlier attempt's watermarks: ignored
+		signal("low", "c1", 100),
+		update("2", "1", 101), // in c1's window
+		signal("high", "c0", 102),
+		signal("high", "c1", 103),
+		update("4", "1", 104), // between the windows: in neither
+		signal("low", "c2", 105),
+		update("5", "1", 106), // in c2's window
+		update("1", "2", 107), // in c2's window, outside its range
+		signal("high", "c2", 108),
+	} {
+		if _, err := m.Change(context.Background(), c, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, w := range []*window{w1, w2} {
+		select {
+		case r := <-w.done:
+			if r.err != nil {
+				t.Fatalf("chunk %s: %v", w.id, r.err)
+			}
+		default:
+			t.Fatalf("chunk %s did not finish at its high watermark", w.id)
+		}
+	}
+	select {
+	case r := <-gone.done:
+		t.Fatalf("a window no longer queued finished: %+v", r)
+	default:
+	}
+	var emitted []string
+	for _, c := range out.rows {
+		emitted = append(emitted, c.Chunk+":"+string(c.After[0]))
+	}
+	// c2 re-reads c1's last row (3), which its chunk event covers again.
+	if want := []string{"c1:1", "c1:3", "c2:3", "c2:4"}; !slices.Equal(emitted, want) {
+		t.Errorf("emitted %v, want %v: each chunk drops the keys changed in its own window only", emitted, want)
+	}
+	if len(out.chunks) != 2 || len(out.chunks[0].Keep) != 1 || string(out.chunks[0].Keep[0][0]) != "2" ||
+		len(out.chunks[1].Keep) != 1 || string(out.chunks[1].Keep[0][0]) != "5" {
+		t.Errorf("chunk events %+v, want c1 keeping [2] and c2 keeping [5]", out.chunks)
 	}
 }
