@@ -27,6 +27,7 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			memoryLimit(cfg.NATS.URL == "" && cfg.NATS.Cluster != nil)
 			if cpuProfile != "" {
 				stopProfile, err := startCPUProfile(cpuProfile)
 				if err != nil {
