@@ -86,11 +86,37 @@ func (r *run) applyThroughput(ctx context.Context, pg *pgBench) (*applyResult, e
 		return nil, fmt.Errorf("sluice's stream went from sequence %d to %d during the apply run, which writes no captured row: see %s",
 			before.State.LastSeq, after.State.LastSeq, r.logPath())
 	}
+	if err := dropConsumers(ctx, s); err != nil {
+		return nil, err
+	}
 	stopped = true
 	if err := p.stop(); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// dropConsumers deletes the stream's consumers, which the stopped apply
+// left behind (its group's durable consumers, one per partition). The
+// stream wakes each consumer whose filter a new message matches, so the
+// backfill that runs next would pay for idle consumers that the JetStream
+// limit it is compared with does not have: 115k rows/s with them against
+// 175k without.
+func dropConsumers(ctx context.Context, s jetstream.Stream) error {
+	names := s.ConsumerNames(ctx)
+	var all []string
+	for name := range names.Name() {
+		all = append(all, name)
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("list the stream's consumers: %w", err)
+	}
+	for _, name := range all {
+		if err := s.DeleteConsumer(ctx, name); err != nil {
+			return fmt.Errorf("delete apply's consumer %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // partitionMessages counts the stream's messages on the partition
