@@ -116,6 +116,7 @@ func dropConsumers(ctx context.Context, s jetstream.Stream) error {
 			return fmt.Errorf("delete apply's consumer %s: %w", name, err)
 		}
 	}
+	step("deleted apply's %d consumers of the stream", len(all))
 	return nil
 }
 
