@@ -119,8 +119,9 @@ func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 		}
 	}()
 	for j.State == StateRunning && ctx.Err() == nil && m.live(j) {
-		cur, err := ahead, error(nil)
+		cur := ahead
 		ahead = nil
+		var err error
 		if cur == nil {
 			cur, err = m.open(ctx, f, j)
 		}
@@ -133,18 +134,14 @@ func (m *Manager) runJob(ctx context.Context, f Pipeline, j Job) {
 			}
 			next, err = m.await(ctx, cur)
 		}
-		if err != nil && ahead != nil {
-			// The chunk after starts where this one ended, which a
-			// retry of this one may move.
-			m.removeWindow(ahead.w)
-			ahead = nil
-		}
 		if serr := settle(); serr != nil || err != nil {
 			if err == nil {
 				err = serr
 			}
 			// Go on from what is stored: a chunk whose save failed is
-			// read again, and so is the one read meanwhile.
+			// read again, and so is the one read meanwhile. The chunk
+			// opened after it goes too: it starts where this one ended,
+			// which a retry may move.
 			j = saved
 			if ahead != nil {
 				m.removeWindow(ahead.w)
