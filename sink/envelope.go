@@ -62,7 +62,7 @@ func (e *Encoder) codec(t *sources.Table) *tableCodec {
 // caller may keep (a publisher holds it until JetStream stores it).
 func (e *Encoder) Event(c *sources.Change, now time.Time) []byte {
 	tc := e.codec(c.Table)
-	data := e.AppendEvent(make([]byte, 0, tc.size+tc.size/4+64), c, now)
+	data := e.appendEvent(make([]byte, 0, tc.size+tc.size/4+64), tc, c, now)
 	tc.size = len(data)
 	return data
 }
@@ -70,7 +70,11 @@ func (e *Encoder) Event(c *sources.Change, now time.Time) []byte {
 // AppendEvent appends the JSON event of c to dst. now is the event's ts_ms
 // (when sluice produced it); the source's commit time is source.ts_ms.
 func (e *Encoder) AppendEvent(dst []byte, c *sources.Change, now time.Time) []byte {
-	tc := e.codec(c.Table)
+	return e.appendEvent(dst, e.codec(c.Table), c, now)
+}
+
+// appendEvent is AppendEvent with the shape's codec looked up.
+func (e *Encoder) appendEvent(dst []byte, tc *tableCodec, c *sources.Change, now time.Time) []byte {
 	dst = append(dst, `{"op":"`...)
 	dst = append(dst, c.Op...)
 	dst = append(dst, `","key":`...)
