@@ -43,12 +43,7 @@ func (r *run) applyThroughput(ctx context.Context, pg *pgBench) (*applyResult, e
 		return nil, err
 	}
 	defer nc.Close()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = p.stop()
-		}
-	}()
+	defer p.stop()
 	subjects := s.CachedInfo().Config.Subjects
 	if len(subjects) != 1 || !strings.HasSuffix(subjects[0], ".>") {
 		return nil, fmt.Errorf("sluice's stream has subjects %v, want one PREFIX.SOURCE.>: is the bench's sluice.yaml what sluice read?", subjects)
@@ -89,7 +84,6 @@ func (r *run) applyThroughput(ctx context.Context, pg *pgBench) (*applyResult, e
 	if err := dropConsumers(ctx, s); err != nil {
 		return nil, err
 	}
-	stopped = true
 	if err := p.stop(); err != nil {
 		return nil, err
 	}

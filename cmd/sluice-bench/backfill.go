@@ -46,12 +46,7 @@ func (r *run) backfillThroughput(ctx context.Context, res *result, want int64) e
 		return err
 	}
 	defer nc.Close()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = p.stop()
-		}
-	}()
+	defer p.stop()
 	// One more row, awaited in the stream before the backfill is asked
 	// for. sluice reconnects at its slot's restart_lsn and decodes all
 	// the WAL since, apply's 4M writes to the other database included,
@@ -105,7 +100,6 @@ func (r *run) backfillThroughput(ctx context.Context, res *result, want int64) e
 	if err := p.heapProfile(r.profile("backfill.heap")); err != nil {
 		return err
 	}
-	stopped = true
 	if err := p.stop(); err != nil {
 		return err
 	}

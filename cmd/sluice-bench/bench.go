@@ -290,12 +290,7 @@ func (r *run) catchUp(ctx context.Context, rd *round) (msgSize, error) {
 		return msgSize{}, err
 	}
 	defer nc.Close()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = p.stop()
-		}
-	}()
+	defer p.stop()
 	first := r.warmSeq + 1
 	want := first + uint64(r.o.rows) - 1
 	if _, err := waitLastSeq(ctx, s, want, p); err != nil {
@@ -327,7 +322,6 @@ func (r *run) catchUp(ctx context.Context, rd *round) (msgSize, error) {
 		return msgSize{}, fmt.Errorf("sluice stored %d messages for a backlog of %d rows", info.State.LastSeq-first+1, r.o.rows)
 	}
 	r.warmSeq = want // the next round's backlog starts after it
-	stopped = true
 	if err := p.stop(); err != nil {
 		return msgSize{}, err
 	}

@@ -83,12 +83,7 @@ func (r *run) collationCliff(ctx context.Context, pg *pgBench, res *result) erro
 		return err
 	}
 	defer nc.Close()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = p.stop()
-		}
-	}()
+	defer p.stop()
 	if err := pg.waitDecoded(ctx, written, p); err != nil {
 		return err
 	}
@@ -122,7 +117,6 @@ func (r *run) collationCliff(ctx context.Context, pg *pgBench, res *result) erro
 	if res.CollationICUNoIndexSeconds, err = timeBackfill(ctx, nc, p, collationICU, want); err != nil {
 		return err
 	}
-	stopped = true
 	if err := p.stop(); err != nil {
 		return err
 	}

@@ -109,7 +109,9 @@ func (p *sluiceProc) waitReady(ctx context.Context) error {
 	}
 }
 
-// stop sends SIGTERM, as an operator would, and waits for the drain.
+// stop sends SIGTERM, as an operator would, and waits for the drain. Once
+// sluice has exited, stop returns at once with the same result, so a
+// deferred stop may follow one whose error is checked.
 func (p *sluiceProc) stop() error {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
