@@ -17,8 +17,7 @@ import (
 const backfillPoll = 20 * time.Millisecond
 
 // backfillThroughput backfills the bench table, its want rows (the
-// warm-up row, the backlog, the latency rows and the big transaction) and
-// one it writes first to see sluice streaming,
+// warm-up row, the backlog, the latency rows and the big transaction),
 // through a freshly started sluice, as `sluice backfill` asks for it: a
 // request on the source's control subject, with the default chunk size.
 // It is timed from the request until the job's state is done (its last
@@ -36,8 +35,13 @@ const backfillPoll = 20 * time.Millisecond
 // warm-up (p99 3-21 ms after a backfill, 432-614 ms without).
 func (r *run) backfillThroughput(ctx context.Context, res *result, want int64) error {
 	pg, isPG := r.db.(*pgBench)
+	var walEnd string
 	if isPG {
 		if err := pg.settle(ctx); err != nil {
+			return err
+		}
+		var err error
+		if walEnd, err = pg.walEnd(ctx); err != nil {
 			return err
 		}
 	}
@@ -47,21 +51,13 @@ func (r *run) backfillThroughput(ctx context.Context, res *result, want int64) e
 	}
 	defer nc.Close()
 	defer p.stop()
-	// One more row, awaited in the stream before the backfill is asked
-	// for. sluice reconnects at its slot's restart_lsn and decodes all
-	// the WAL since, apply's 4M writes to the other database included,
-	// before a watermark can come through: timed, that was a third of
-	// the backfill (119k rows/s after an apply run, 175k without one).
-	seen, err := s.Info(ctx)
-	if err != nil {
-		return err
-	}
-	if err := r.db.insertOne(ctx, int(want), payload(int(want), r.o.rowBytes-8)); err != nil {
-		return fmt.Errorf("write the row that shows sluice streaming: %w", err)
-	}
-	want++
-	if _, err := waitLastSeq(ctx, s, seen.State.LastSeq+1, p); err != nil {
-		return err
+	if isPG {
+		// sluice reconnects at its slot's restart_lsn and decodes all the
+		// WAL since, apply's writes to the other database included, before
+		// a watermark can come through: not the backfill's time.
+		if err := pg.waitDecoded(ctx, walEnd, p); err != nil {
+			return err
+		}
 	}
 	before, err := s.Info(ctx)
 	if err != nil {

@@ -73,8 +73,8 @@ func (r *run) collationCliff(ctx context.Context, pg *pgBench, res *result) erro
 			return fmt.Errorf("collation phase (%s): %w", sql, err)
 		}
 	}
-	var written string
-	if err := pg.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&written); err != nil {
+	written, err := pg.walEnd(ctx)
+	if err != nil {
 		return err
 	}
 
@@ -171,6 +171,15 @@ func (r *run) checkAdvice(ctx context.Context, table, none string) (string, erro
 		return "", fmt.Errorf("sluice check (%v) advises no index for %s:\n%s", err, table, out)
 	}
 	return advice, nil
+}
+
+// walEnd is the log's current end, for waitDecoded.
+func (b *pgBench) walEnd(ctx context.Context) (string, error) {
+	var lsn string
+	if err := b.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+		return "", fmt.Errorf("read the end of the WAL: %w", err)
+	}
+	return lsn, nil
 }
 
 // waitDecoded waits until sluice's walsender has decoded the log up to
