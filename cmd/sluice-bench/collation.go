@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/sluice-cdc/sluice/backfill"
 )
 
 // The tables of the collation phase: the same rows, keyed by text in
@@ -101,11 +103,11 @@ func (r *run) collationCliff(ctx context.Context, pg *pgBench, res *result) erro
 	}{{collationC, &res.CollationCRuns}, {collationICU, &res.CollationICURuns}}
 	for range collationRounds {
 		for _, c := range tables {
-			took, err := timeBackfill(ctx, nc, p, c.table, want)
+			_, took, err := timeBackfill(ctx, nc, p, c.table, want)
 			if err != nil {
 				return err
 			}
-			*c.runs = append(*c.runs, took)
+			*c.runs = append(*c.runs, took.Seconds())
 		}
 		slices.Reverse(tables)
 	}
@@ -114,9 +116,11 @@ func (r *run) collationCliff(ctx context.Context, pg *pgBench, res *result) erro
 	if _, err := pg.conn.Exec(ctx, "DROP INDEX "+collationICUIndex); err != nil {
 		return fmt.Errorf("drop the advised index: %w", err)
 	}
-	if res.CollationICUNoIndexSeconds, err = timeBackfill(ctx, nc, p, collationICU, want); err != nil {
+	_, took, err := timeBackfill(ctx, nc, p, collationICU, want)
+	if err != nil {
 		return err
 	}
+	res.CollationICUNoIndexSeconds = took.Seconds()
 	if err := p.stop(); err != nil {
 		return err
 	}
@@ -213,19 +217,20 @@ func (b *pgBench) waitDecoded(ctx context.Context, lsn string, p *sluiceProc) er
 
 // timeBackfill asks the running sluice for a backfill of table and times
 // it from the request until the job is done; the job must read want rows.
-func timeBackfill(ctx context.Context, nc *nats.Conn, p *sluiceProc, table string, want int64) (float64, error) {
+// It returns the finished job and its time.
+func timeBackfill(ctx context.Context, nc *nats.Conn, p *sluiceProc, table string, want int64) (backfill.Job, time.Duration, error) {
 	start, job, err := askBackfill(ctx, nc, table, p)
 	if err != nil {
-		return 0, err
+		return job, 0, err
 	}
 	job, done, err := waitBackfill(ctx, nc, job, p)
 	if err != nil {
-		return 0, err
+		return job, 0, err
 	}
 	if job.Rows != want {
-		return 0, fmt.Errorf("sluice's backfill of %s read %d rows, the table holds %d: see %s", table, job.Rows, want, p.logPath)
+		return job, 0, fmt.Errorf("sluice's backfill of %s read %d rows, the table holds %d: see %s", table, job.Rows, want, p.logPath)
 	}
-	return done.Sub(start).Seconds(), nil
+	return job, done.Sub(start), nil
 }
 
 // backfillWarnings counts the lines of sluice's log that warn that a
