@@ -129,14 +129,20 @@ func diffView(v *consumer.View, name consumer.TableName, want map[string]int) (m
 // (id int key, v) rows equals the source, then returns the events it read.
 func assertViewConverges(t *testing.T, url, stream string, name consumer.TableName, source func() (map[int]int, error)) []event {
 	t.Helper()
-	return assertKeyedViewConverges(t, url, stream, name, func() (map[string]int, error) {
+	return assertKeyedViewConverges(t, url, stream, name, keyedByID(source))
+}
+
+// keyedByID turns a source of rows by int id into one by canonical key
+// text, as assertKeyedViewConverges compares them.
+func keyedByID(source func() (map[int]int, error)) func() (map[string]int, error) {
+	return func() (map[string]int, error) {
 		ids, err := source()
 		keyed := make(map[string]int, len(ids))
 		for id, v := range ids {
 			keyed["["+strconv.Itoa(id)+"]"] = v
 		}
 		return keyed, err
-	})
+	}
 }
 
 // assertKeyedViewConverges is assertViewConverges for any one-column key:
@@ -598,14 +604,7 @@ func resumesAfterKill(t *testing.T, initial, textKey bool) {
 	conn := pgConn(t, pg)
 	// key names row i; a writer also inserts rows past the table's end.
 	key := func(i int) any { return i }
-	state := func() (map[string]int, error) {
-		ids, err := pgCrashDB{conn}.state()
-		keyed := make(map[string]int, len(ids))
-		for id, v := range ids {
-			keyed["["+strconv.Itoa(id)+"]"] = v
-		}
-		return keyed, err
-	}
+	state := keyedByID(pgState(conn))
 	if textKey {
 		// Letters of both cases lead, so bytewise and en-x-icu order differ
 		// all through the table.
