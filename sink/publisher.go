@@ -61,11 +61,12 @@ type Publisher struct {
 	onAcked  func(Acked)
 	log      *slog.Logger
 	// Owned by Run once it starts.
-	storedSeq uint64   // last sequence the stream is known to hold
-	nextSeq   uint64   // sequence the next published message must get
-	failures  int      // consecutive failed publishes
-	waiting   []*entry // messages that asked for an ack not yet received, in order
-	sinceAck  int      // messages published since the last one that asked for an ack
+	unacked   *nats.Msg // reused by every publish that asks for no ack
+	storedSeq uint64    // last sequence the stream is known to hold
+	nextSeq   uint64    // sequence the next published message must get
+	failures  int       // consecutive failed publishes
+	waiting   []*entry  // messages that asked for an ack not yet received, in order
+	sinceAck  int       // messages published since the last one that asked for an ack
 	// fullSince is when the store first refused a publish for lack of
 	// storage, zero while it takes them; fullLogged when that was last said.
 	fullSince, fullLogged time.Time
@@ -75,12 +76,13 @@ type Publisher struct {
 // entry is a message to publish, or a marker that resolves once every
 // message queued before it is stored.
 type entry struct {
-	msg   *nats.Msg
-	id    string
-	seq   uint64                 // stream sequence the message must get
-	fut   jetstream.PubAckFuture // set while an ack asked for is outstanding
-	acked *Acked                 // commit marker
-	done  chan struct{}          // flush marker
+	subject string // "" for a marker
+	data    []byte
+	id      string
+	seq     uint64                 // stream sequence the message must get
+	fut     jetstream.PubAckFuture // set while an ack asked for is outstanding
+	acked   *Acked                 // commit marker
+	done    chan struct{}          // flush marker
 }
 
 // PublisherConfig configures a Publisher.
@@ -123,13 +125,19 @@ func NewPublisher(ctx context.Context, js jetstream.JetStream, stream jetstream.
 		log:         cfg.Log,
 		storedSeq:   info.State.LastSeq,
 		nextSeq:     info.State.LastSeq + 1,
+		unacked: &nats.Msg{Header: nats.Header{
+			jetstream.MsgIDHeader:           []string{""},
+			jetstream.ExpectedLastSeqHeader: []string{""},
+		}},
 	}, nil
 }
 
 // Publish queues one message. It blocks while the in-flight window is full.
 func (p *Publisher) Publish(ctx context.Context, subject, id string, data []byte) error {
-	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
-	return p.enqueue(ctx, &entry{msg: m, id: id})
+	if subject == "" {
+		return errors.New("publish: empty subject") // would read as a marker
+	}
+	return p.enqueue(ctx, &entry{subject: subject, data: data, id: id})
 }
 
 // Commit queues a transaction boundary; OnAcked reports it once stored.
@@ -169,7 +177,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	inflight := 0
 	for {
 		// Markers at the head have nothing left to wait for.
-		for len(q) > 0 && q[0].msg == nil {
+		for len(q) > 0 && !q[0].isMsg() {
 			p.resolveMarker(q[0])
 			q[0] = nil
 			q = q[1:]
@@ -222,7 +230,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 				p.storeFull(perr)
 			} else {
 				p.log.Warn("publish failed; republishing from the stream's last stored message",
-					"msg_id", e.id, "subject", e.msg.Subject, "attempt", p.failures, "error", perr)
+					"msg_id", e.id, "subject", e.subject, "attempt", p.failures, "error", perr)
 			}
 			if err = Sleep(ctx, Backoff(p.failures)); err == nil {
 				q, err = p.repair(ctx, q)
@@ -243,7 +251,7 @@ func (p *Publisher) take(e *entry, q []*entry, inflight int) ([]*entry, int) {
 	from := len(q)
 	q = append(q, e)
 	n := 0
-	if e.msg != nil {
+	if e.isMsg() {
 		n++
 	}
 drain:
@@ -251,7 +259,7 @@ drain:
 		select {
 		case e := <-p.in:
 			q = append(q, e)
-			if e.msg != nil {
+			if e.isMsg() {
 				n++
 			}
 		default:
@@ -260,7 +268,7 @@ drain:
 	}
 	left := n
 	for _, e := range q[from:] {
-		if e.msg == nil {
+		if !e.isMsg() {
 			continue
 		}
 		left--
@@ -283,8 +291,8 @@ func (p *Publisher) pop() *entry {
 // and how many messages it dropped.
 func (p *Publisher) stored(q []*entry, seq uint64) ([]*entry, int) {
 	n := 0
-	for len(q) > 0 && (q[0].msg == nil || q[0].seq <= seq) {
-		if q[0].msg == nil {
+	for len(q) > 0 && (!q[0].isMsg() || q[0].seq <= seq) {
+		if !q[0].isMsg() {
 			p.resolveMarker(q[0])
 		} else {
 			p.storedSeq = q[0].seq
@@ -331,7 +339,7 @@ func (p *Publisher) repair(ctx context.Context, q []*entry) ([]*entry, error) {
 		// The stored tail must be ours: check the id at the last sequence.
 		var want string
 		for _, e := range q {
-			if e.msg != nil && e.seq == last {
+			if e.isMsg() && e.seq == last {
 				want = e.id
 			}
 		}
@@ -359,7 +367,7 @@ func (p *Publisher) repair(ctx context.Context, q []*entry) ([]*entry, error) {
 	p.storedSeq = last
 	p.nextSeq = last + 1
 	for _, e := range q {
-		if e.msg != nil {
+		if e.isMsg() {
 			p.publish(e, true)
 		}
 	}
@@ -374,23 +382,36 @@ func (p *Publisher) publish(e *entry, ack bool) {
 	p.nextSeq++
 	var err error
 	if !ack {
-		e.msg.Reply = ""
-		e.msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(e.seq-1, 10))
-		if err = p.nc.PublishMsg(e.msg); err == nil {
+		// PublishMsg copies the message into the connection's buffer, so
+		// one message and header map serve every publish without an ack:
+		// a map per message was the publisher's largest allocation.
+		m := p.unacked
+		m.Subject, m.Data = e.subject, e.data
+		m.Header[jetstream.MsgIDHeader][0] = e.id
+		m.Header[jetstream.ExpectedLastSeqHeader][0] = strconv.FormatUint(e.seq-1, 10)
+		err = p.nc.PublishMsg(m)
+		m.Data = nil
+		if err == nil {
 			p.sinceAck++
 			return
 		}
-	} else {
-		e.fut, err = p.js.PublishMsgAsync(e.msg, jetstream.WithExpectLastSequence(e.seq-1))
+	}
+	// The async publish keeps its message in the future it returns.
+	m := &nats.Msg{Subject: e.subject, Data: e.data, Header: nats.Header{jetstream.MsgIDHeader: []string{e.id}}}
+	if ack {
+		e.fut, err = p.js.PublishMsgAsync(m, jetstream.WithExpectLastSequence(e.seq-1))
 	}
 	if err != nil {
 		// Not even sent (connection closed, too many pending): a future that
 		// fails at once sends it through repair like any other failure.
-		e.fut = newFailedFuture(e.msg, err)
+		e.fut = newFailedFuture(m, err)
 	}
 	p.waiting = append(p.waiting, e)
 	p.sinceAck = 0
 }
+
+// isMsg tells a message from a marker.
+func (e *entry) isMsg() bool { return e.subject != "" }
 
 func (p *Publisher) resolveMarker(e *entry) {
 	switch {
@@ -410,7 +431,7 @@ func (p *Publisher) resolveMarker(e *entry) {
 func countMessages(q []*entry) int {
 	n := 0
 	for _, e := range q {
-		if e.msg != nil {
+		if e.isMsg() {
 			n++
 		}
 	}

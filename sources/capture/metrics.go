@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-cdc/sluice/sources"
 )
 
 // Metrics are the pipeline's Prometheus metrics (README "Operating").
@@ -19,6 +21,12 @@ type Metrics struct {
 	reconnects prometheus.Counter
 	dead       *prometheus.CounterVec
 	labels     prometheus.Labels
+
+	// The counters of events and partitions by their labels: looked up
+	// once, not hashed from labels (and a table name joined) per event.
+	countersMu sync.Mutex
+	byEvent    map[eventKey]prometheus.Counter
+	byPart     []prometheus.Counter
 
 	mu sync.Mutex
 	// handed is the commit time of the latest transaction handed to the
@@ -108,12 +116,32 @@ func (m *Metrics) deadLetter(reason string) {
 	}
 }
 
-func (m *Metrics) event(table, op string, partition int) {
+type eventKey struct {
+	schema, table string
+	op            sources.Op
+}
+
+func (m *Metrics) event(t *sources.Table, op sources.Op, partition int) {
 	if m == nil {
 		return
 	}
-	m.events.WithLabelValues(table, op).Inc()
-	m.partitions.WithLabelValues(strconv.Itoa(partition)).Inc()
+	k := eventKey{t.Schema, t.Name, op}
+	m.countersMu.Lock()
+	c, ok := m.byEvent[k]
+	if !ok {
+		if m.byEvent == nil {
+			m.byEvent = make(map[eventKey]prometheus.Counter)
+		}
+		c = m.events.WithLabelValues(t.QualifiedName(), string(op))
+		m.byEvent[k] = c
+	}
+	for len(m.byPart) <= partition {
+		m.byPart = append(m.byPart, m.partitions.WithLabelValues(strconv.Itoa(len(m.byPart))))
+	}
+	p := m.byPart[partition]
+	m.countersMu.Unlock()
+	c.Inc()
+	p.Inc()
 }
 
 func (m *Metrics) handedTx(pos string, commit time.Time) {

@@ -53,7 +53,7 @@ func (h *handler) publish(ctx context.Context, subject string, partition int, c 
 	if max := h.p.cfg.MaxPayload; max > 0 && len(data)+len(sid)+len(subject)+64 > max {
 		return id, h.tooLarge(ctx, subject, sid, c, len(data), max)
 	}
-	h.p.cfg.Metrics.event(c.Table.QualifiedName(), string(c.Op), partition)
+	h.p.cfg.Metrics.event(c.Table, c.Op, partition)
 	return id, h.send(ctx, subject, sid, data)
 }
 
