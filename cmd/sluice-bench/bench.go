@@ -321,6 +321,9 @@ func (r *run) catchUp(ctx context.Context, rd *round) (msgSize, error) {
 	if info.State.LastSeq != want {
 		return msgSize{}, fmt.Errorf("sluice stored %d messages for a backlog of %d rows", info.State.LastSeq-first+1, r.o.rows)
 	}
+	if info.Cluster != nil && r.o.replicas > 1 {
+		rd.Leader = info.Cluster.Leader
+	}
 	r.warmSeq = want // the next round's backlog starts after it
 	if err := p.stop(); err != nil {
 		return msgSize{}, err

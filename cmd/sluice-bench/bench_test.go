@@ -96,10 +96,11 @@ func TestBench(t *testing.T) {
 			// of the default size; COPY reads the same table on pg only.
 			if r.BackfillRows != int64(want) || r.BackfillChunkSize != backfill.DefaultChunkSize ||
 				r.BackfillChunks < int64(want/backfill.DefaultChunkSize) || r.BackfillEvents < uint64(want) ||
-				r.BackfillRate <= 0 || r.BackfillRatio != r.BackfillRate/r.JetStreamRate || r.BackfillPeakRSS <= 0 {
-				t.Errorf("backfill: %d rows, chunks of %d (%d), %d events, %v rows/s, ratio %v, peak RSS %d; want %d rows in chunks of %d, as many events at least, the ratio over JetStream's %v",
-					r.BackfillRows, r.BackfillChunkSize, r.BackfillChunks, r.BackfillEvents, r.BackfillRate, r.BackfillRatio, r.BackfillPeakRSS,
-					want, backfill.DefaultChunkSize, r.JetStreamRate)
+				r.BackfillRate <= 0 || r.BackfillSinkRate <= 0 || r.BackfillRatio != r.BackfillRate/r.BackfillSinkRate ||
+				r.BackfillRatioCatchUp != r.BackfillRate/r.JetStreamRate || r.BackfillPeakRSS <= 0 {
+				t.Errorf("backfill: %d rows, chunks of %d (%d), %d events, %v rows/s, ratio %v over %v, %v over the catch-up's limit, peak RSS %d; want %d rows in chunks of %d, as many events at least, the ratios over JetStream's %v and %v",
+					r.BackfillRows, r.BackfillChunkSize, r.BackfillChunks, r.BackfillEvents, r.BackfillRate, r.BackfillRatio, r.BackfillSinkRate, r.BackfillRatioCatchUp, r.BackfillPeakRSS,
+					want, backfill.DefaultChunkSize, r.BackfillSinkRate, r.JetStreamRate)
 			}
 			switch {
 			case kind == "mysql" && (r.BackfillCopyRate != 0 || r.BackfillRatioCopy != 0):
@@ -125,8 +126,8 @@ func TestBench(t *testing.T) {
 				t.Errorf("JSON ratio = %v (%T), want the number %v", got["ratio"], got["ratio"], r.Ratio)
 			}
 			texts := []string{"ratio (over the slower limit)", "round 2", "p99", "peak RSS",
-				"backfill of " + r.BackfillTable, "request to done", "peak RSS during the backfill"}
-			backfillKeys := []string{"backfill_rows_per_sec", "backfill_ratio", "backfill_peak_rss_bytes"}
+				"backfill of " + r.BackfillTable, "request to done", "as many messages, right after", "peak RSS during the backfill"}
+			backfillKeys := []string{"backfill_rows_per_sec", "backfill_ratio", "backfill_sink_msgs_per_sec", "backfill_ratio_catch_up_limit", "backfill_peak_rss_bytes"}
 			if kind == "pg" {
 				backfillKeys = append(backfillKeys, "backfill_copy_rows_per_sec", "backfill_ratio_copy")
 				texts = append(texts, "COPY (SELECT * ... ORDER BY key) TO STDOUT")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -78,7 +80,13 @@ func (c *clusterNodes) stop() {
 // partition subjects, by async publish with sluice's window, with or
 // without Nats-Msg-Id. It returns messages per second, first publish to
 // last ack.
-func jetStreamLimit(ctx context.Context, dir string, o options, size msgSize, withID bool) (float64, error) {
+//
+// With replicas, leader names the member that is to lead the stream, as
+// the one that led sluice's in the same round: the client publishes
+// through n1 as sluice does, and a leader elsewhere costs every message a
+// route hop there and a replication entry back. Left to the election, the
+// limit moved by a third between rounds as its leader came and went.
+func jetStreamLimit(ctx context.Context, dir string, o options, size msgSize, withID bool, leader string) (float64, error) {
 	url, stop, err := startLimitServers(dir, o.replicas)
 	if err != nil {
 		return 0, err
@@ -105,6 +113,11 @@ func jetStreamLimit(ctx context.Context, dir string, o options, size msgSize, wi
 	})
 	if err != nil {
 		return 0, err
+	}
+	if o.replicas > 1 && leader != "" {
+		if err := moveLeader(ctx, nc, js, "LIMIT", leader); err != nil {
+			return 0, err
+		}
 	}
 	subjects := make([]string, o.partitions)
 	for i := range subjects {
@@ -163,4 +176,50 @@ func startLimitServers(dir string, n int) (string, func(), error) {
 	admin := srv.LocalAdmin()
 	u := strings.Replace(srv.ClientURL(), "nats://", "nats://"+admin.User+":"+admin.Password+"@", 1)
 	return u, func() { srv.Shutdown(); peers.stop() }, nil
+}
+
+// moveLeader has the stream's leader hand over to member, as the JetStream
+// API's step-down with a preferred placement does (nats.go has no call for
+// it), and waits until member leads.
+func moveLeader(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream, member string) error {
+	req, err := json.Marshal(server.JSApiLeaderStepdownRequest{Placement: &server.Placement{Preferred: member}})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	asked, at := "", time.Time{}
+	var last error // the last request's failure, retried until the minute is up
+	for {
+		s, err := js.Stream(ctx, stream)
+		if err == nil && s.CachedInfo().Cluster != nil {
+			switch leader := s.CachedInfo().Cluster.Leader; leader {
+			case member:
+				return nil
+			case "":
+				// Electing.
+			default:
+				// An election the request started may land elsewhere, or
+				// back: whoever leads is asked in turn, the same leader
+				// again only after a while, not while it hands over.
+				if leader == asked && time.Since(at) < 2*time.Second {
+					break
+				}
+				asked, at = leader, time.Now()
+				var resp server.JSApiStreamLeaderStepDownResponse
+				msg, err := nc.Request(jetstream.DefaultAPIPrefix+"STREAM.LEADER.STEPDOWN."+stream, req, 5*time.Second)
+				if err == nil && json.Unmarshal(msg.Data, &resp) == nil && resp.Error != nil {
+					err = resp.Error
+				}
+				if err != nil {
+					last = fmt.Errorf("ask %s to hand over: %w", leader, err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stream %s: %s does not lead it within a minute (%v)", stream, member, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -55,10 +55,15 @@ type result struct {
 	BackfillEvents    uint64  `json:"backfill_events,omitempty"` // messages stored: the rows' op "r" events and the chunk events
 	BackfillSeconds   float64 `json:"backfill_seconds,omitempty"`
 	BackfillRate      float64 `json:"backfill_rows_per_sec,omitempty"`
-	// BackfillRatio is the backfill's rows/s over the sink's limit of
-	// this run, JetStreamRate.
-	BackfillRatio   float64 `json:"backfill_ratio,omitempty"`
-	BackfillPeakRSS int64   `json:"backfill_peak_rss_bytes,omitempty"`
+	// BackfillSinkRate is the sink's limit right after the backfill:
+	// JetStream alone taking as many messages as the backfill stored, of
+	// their size, with message ids. BackfillRatio is the backfill's rows/s
+	// over it; BackfillRatioCatchUp over the catch-up rounds' limit
+	// (JetStreamRate), measured minutes earlier.
+	BackfillSinkRate     float64 `json:"backfill_sink_msgs_per_sec,omitempty"`
+	BackfillRatio        float64 `json:"backfill_ratio,omitempty"`
+	BackfillRatioCatchUp float64 `json:"backfill_ratio_catch_up_limit,omitempty"`
+	BackfillPeakRSS      int64   `json:"backfill_peak_rss_bytes,omitempty"`
 	// COPY (SELECT * FROM bench ORDER BY id) TO STDOUT of the same table,
 	// and the backfill's rate over it (pg only).
 	BackfillCopySeconds float64 `json:"backfill_copy_seconds,omitempty"`
@@ -142,7 +147,10 @@ func (r *result) finish() {
 	}
 	r.Bars = map[string]bool{"ratio": r.Ratio >= barRatio}
 	if r.BackfillRate > 0 {
-		r.BackfillRatio = r.BackfillRate / r.JetStreamRate
+		r.BackfillRatioCatchUp = r.BackfillRate / r.JetStreamRate
+		if r.BackfillSinkRate > 0 {
+			r.BackfillRatio = r.BackfillRate / r.BackfillSinkRate
+		}
 		if r.BackfillCopyRate > 0 {
 			r.BackfillRatioCopy = r.BackfillRate / r.BackfillCopyRate
 		}
@@ -203,7 +211,8 @@ func (r *result) writeText(w io.Writer) {
 		t := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(t, "  \trows/s\tbackfill over it\n")
 		fmt.Fprintf(t, "  sluice backfill, request to done\t%.0f\t\n", r.BackfillRate)
-		fmt.Fprintf(t, "  JetStream alone, Nats-Msg-Id (above, msgs/s)\t%.0f\t%.2f\n", r.JetStreamRate, r.BackfillRatio)
+		fmt.Fprintf(t, "  JetStream alone, Nats-Msg-Id, as many messages, right after (msgs/s)\t%.0f\t%.2f\n", r.BackfillSinkRate, r.BackfillRatio)
+		fmt.Fprintf(t, "  JetStream alone, Nats-Msg-Id, catch-up rounds (above, msgs/s)\t%.0f\t%.2f\n", r.JetStreamRate, r.BackfillRatioCatchUp)
 		if r.BackfillCopyRate > 0 {
 			fmt.Fprintf(t, "  COPY (SELECT * ... ORDER BY key) TO STDOUT, same table\t%.0f\t%.2f\n", r.BackfillCopyRate, r.BackfillRatioCopy)
 		}

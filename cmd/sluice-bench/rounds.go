@@ -24,6 +24,9 @@ type round struct {
 	Ratio       float64 `json:"ratio"`
 	PeakRSS     int64   `json:"peak_rss_bytes"`
 	LoadSeconds float64 `json:"load_seconds"`
+	// Leader is the server that led sluice's stream at the round's end
+	// (replicas 3; sluice's own embedded server is n1).
+	Leader string `json:"stream_leader,omitempty"`
 }
 
 // round writes round i's backlog (rows [i*rows+1, (i+1)*rows]) while
@@ -62,10 +65,10 @@ func (r *run) round(ctx context.Context, i int) (round, error) {
 	step("round %d: embedded JetStream alone takes %d messages of %d bytes (async publish, with and without Nats-Msg-Id)", rd.N, o.rows, size.data)
 	dir := filepath.Join(r.dir, fmt.Sprintf("limit-%d", rd.N))
 	defer os.RemoveAll(dir)
-	if rd.JetStreamRate, err = jetStreamLimit(ctx, filepath.Join(dir, "id"), o, size, true); err != nil {
+	if rd.JetStreamRate, err = jetStreamLimit(ctx, filepath.Join(dir, "id"), o, size, true, rd.Leader); err != nil {
 		return rd, err
 	}
-	if rd.JetStreamNoIDRate, err = jetStreamLimit(ctx, filepath.Join(dir, "no-id"), o, size, false); err != nil {
+	if rd.JetStreamNoIDRate, err = jetStreamLimit(ctx, filepath.Join(dir, "no-id"), o, size, false, rd.Leader); err != nil {
 		return rd, err
 	}
 	rd.Ratio = rd.SluiceRate / min(rd.BaselineRate, rd.JetStreamRate)
