@@ -25,11 +25,14 @@ const backfillPoll = 20 * time.Millisecond
 // request on the source's control subject, with the default chunk size.
 // It is timed from the request until the job's state is done (its last
 // chunk's events stored and its cursor saved); sluice's peak RSS is that
-// process's high-water mark, as for the catch-up. On pg it then times
-// COPY (SELECT * FROM bench ORDER BY id) TO STDOUT of the same table:
-// PostgreSQL's own bulk export in key order.
+// process's high-water mark, as for the catch-up. Then the embedded
+// JetStream alone takes as many messages of the backfill's size, the
+// sink's limit it is held to; and on pg it times COPY (SELECT * FROM bench
+// ORDER BY id) TO STDOUT of the same table: PostgreSQL's own bulk export
+// in key order.
 //
-// It runs last, because it changed the other figures when it ran before
+// It runs after the other phases (only the collation phase follows),
+// because it changed the other figures when it ran before
 // the latency run (--rows 300000): its op "r" and chunk events doubled
 // what the apply run landed (622,324 events at 21,145/s instead of
 // 321,001 at 27,031/s), and the seconds sluice ran moved the slot's

@@ -22,12 +22,14 @@
 //   - latency: rows are committed one per transaction at a fixed rate, and
 //     each row's commit-to-delivery time is measured by a consumer.
 //   - one big transaction: sluice's peak RSS while it publishes it.
-//   - backfill (last: its events would be applied too, and the time sluice
-//     runs changes how the latency run starts): a running sluice is asked
-//     to backfill the bench table, as `sluice backfill` asks, and timed from
-//     the request until its job is done, in rows/s against the JetStream
-//     limit above and, on PostgreSQL, against COPY (SELECT ... ORDER BY key)
-//     TO STDOUT of the same table; with sluice's peak RSS meanwhile.
+//   - backfill (after the others but collation: its events would be applied
+//     too, and the time sluice runs changes how the latency run starts): a
+//     running sluice is asked to backfill the bench table, as `sluice
+//     backfill` asks, and timed from the request until its job is done, in
+//     rows/s against the JetStream limit measured right after it on as many
+//     messages (and the one above) and, on PostgreSQL, against COPY (SELECT
+//     ... ORDER BY key) TO STDOUT of the same table; with sluice's peak RSS
+//     meanwhile.
 //   - collation (PostgreSQL only, after the backfill): backfills of two
 //     tables of the same rows, keyed by text COLLATE "C" and COLLATE
 //     "en-x-icu", the latter with the index `sluice check` advises and
@@ -90,9 +92,10 @@ NATS, in temp dirs, and reports in one run:
     target would need a PostgreSQL started as well);
   - p50/p99 commit-to-delivery latency at --latency-rate rows/s;
   - sluice's peak RSS while it publishes one transaction of --big-tx rows;
-  - last, rows/s of a backfill of the bench table (every row the run wrote)
+  - then rows/s of a backfill of the bench table (every row the run wrote)
     requested from the running sluice as sluice backfill does, from the request
-    until the job is done, against the JetStream limit above and (pg) against
+    until the job is done, against the JetStream limit measured right after it
+    on as many messages (and the one above) and (pg) against
     COPY (SELECT * FROM bench ORDER BY id) TO STDOUT of the table, and sluice's
     peak RSS meanwhile; --backfill=false skips it;
   - pg only, after that: seconds to backfill --collation-rows rows keyed by text
