@@ -129,6 +129,24 @@ func (r *run) backfillThroughput(ctx context.Context, res *result, want int64) e
 	return nil
 }
 
+// timeBackfill asks the running sluice for a backfill of table and times
+// it from the request until the job is done; the job must read want rows.
+// It returns the finished job and its time.
+func timeBackfill(ctx context.Context, nc *nats.Conn, p *sluiceProc, table string, want int64) (backfill.Job, time.Duration, error) {
+	start, job, err := askBackfill(ctx, nc, table, p)
+	if err != nil {
+		return job, 0, err
+	}
+	job, done, err := waitBackfill(ctx, nc, job, p)
+	if err != nil {
+		return job, 0, err
+	}
+	if job.Rows != want {
+		return job, 0, fmt.Errorf("sluice's backfill of %s read %d rows, the table holds %d: see %s", table, job.Rows, want, p.logPath)
+	}
+	return job, done.Sub(start), nil
+}
+
 // askBackfill requests a backfill of table from the running sluice, as
 // `sluice backfill` does, and returns when it was asked and the job queued.
 func askBackfill(ctx context.Context, nc *nats.Conn, table string, p *sluiceProc) (time.Time, backfill.Job, error) {

@@ -8,11 +8,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"time"
-
-	"github.com/nats-io/nats.go"
-
-	"github.com/sluice-cdc/sluice/backfill"
 )
 
 // The tables of the collation phase: the same rows, keyed by text in
@@ -175,62 +170,6 @@ func (r *run) checkAdvice(ctx context.Context, table, none string) (string, erro
 		return "", fmt.Errorf("sluice check (%v) advises no index for %s:\n%s", err, table, out)
 	}
 	return advice, nil
-}
-
-// walEnd is the log's current end, for waitDecoded.
-func (b *pgBench) walEnd(ctx context.Context) (string, error) {
-	var lsn string
-	if err := b.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
-		return "", fmt.Errorf("read the end of the WAL: %w", err)
-	}
-	return lsn, nil
-}
-
-// waitDecoded waits until sluice's walsender has decoded the log up to
-// lsn: rows written to tables outside the publication are skipped, but
-// read, and must not be read during a timed backfill.
-func (b *pgBench) waitDecoded(ctx context.Context, lsn string, p *sluiceProc) error {
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		var done bool
-		err := b.conn.QueryRow(ctx, `SELECT coalesce(r.sent_lsn >= $1::pg_lsn, false)
-			FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
-			WHERE s.slot_name = $2`, lsn, pgSlot).Scan(&done)
-		if err != nil {
-			return fmt.Errorf("read how far sluice's walsender is: %w", err)
-		}
-		if done {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("sluice's walsender did not decode the log up to %s within 5m", lsn)
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("sluice exited (%v); its log:\n%s", p.err, tail(p.logPath, 20))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backfillPoll):
-		}
-	}
-}
-
-// timeBackfill asks the running sluice for a backfill of table and times
-// it from the request until the job is done; the job must read want rows.
-// It returns the finished job and its time.
-func timeBackfill(ctx context.Context, nc *nats.Conn, p *sluiceProc, table string, want int64) (backfill.Job, time.Duration, error) {
-	start, job, err := askBackfill(ctx, nc, table, p)
-	if err != nil {
-		return job, 0, err
-	}
-	job, done, err := waitBackfill(ctx, nc, job, p)
-	if err != nil {
-		return job, 0, err
-	}
-	if job.Rows != want {
-		return job, 0, fmt.Errorf("sluice's backfill of %s read %d rows, the table holds %d: see %s", table, job.Rows, want, p.logPath)
-	}
-	return job, done.Sub(start), nil
 }
 
 // backfillWarnings counts the lines of sluice's log that warn that a

@@ -145,3 +145,41 @@ func (r *pgRecvlogical) read(ctx context.Context, n int) (time.Duration, error) 
 	}
 	return took, nil
 }
+
+// walEnd is the log's current end, for waitDecoded.
+func (b *pgBench) walEnd(ctx context.Context) (string, error) {
+	var lsn string
+	if err := b.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+		return "", fmt.Errorf("read the end of the WAL: %w", err)
+	}
+	return lsn, nil
+}
+
+// waitDecoded waits until sluice's walsender has decoded the log up to
+// lsn: rows written to tables outside the publication are skipped, but
+// read, and must not be read during a timed backfill.
+func (b *pgBench) waitDecoded(ctx context.Context, lsn string, p *sluiceProc) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var done bool
+		err := b.conn.QueryRow(ctx, `SELECT coalesce(r.sent_lsn >= $1::pg_lsn, false)
+			FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+			WHERE s.slot_name = $2`, lsn, pgSlot).Scan(&done)
+		if err != nil {
+			return fmt.Errorf("read how far sluice's walsender is: %w", err)
+		}
+		if done {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sluice's walsender did not decode the log up to %s within 5m", lsn)
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("sluice exited (%v); its log:\n%s", p.err, tail(p.logPath, 20))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backfillPoll):
+		}
+	}
+}
